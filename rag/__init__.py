@@ -1,0 +1,23 @@
+"""Offline question answering over news articles with checked citations."""
+
+import os
+
+# Nothing in this library may reach a model hub or send telemetry; set before those libraries are imported.
+for _name, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+from rag.answer import Answer, QuestionError, Retrieval, answer, stream_answer, warm_up  # noqa: E402
+from rag.retrieval import Passage, retrieve  # noqa: E402
+from rag.settings import Settings, load_settings  # noqa: E402
+
+__all__ = [
+    "Answer", "Passage", "QuestionError", "Retrieval", "Settings", "answer", "load_settings", "retrieve",
+    "stream_answer", "warm_up",
+]

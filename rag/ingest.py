@@ -1,0 +1,282 @@
+"""Reading articles (.txt, .md, .html, .pdf), normalising their text, and cutting them into sentence-aware chunks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
+
+
+class IngestError(ValueError):
+    """A file cannot be used as an article; the message names the file and the reason."""
+
+
+@dataclass
+class Document:
+    doc_id: str  # path relative to the corpus root, with forward slashes
+    title: str
+    text: str  # the original text, as shown to people; chunk offsets point into it
+    path: str
+    sha256: str
+    body_start: int = 0  # where the body begins (after a title line or front matter)
+    meta: dict[str, str] = field(default_factory=dict)  # source, date, ... when the file gives them
+
+
+@dataclass
+class Chunk:
+    doc_id: str
+    title: str
+    chunk_index: int
+    start: int  # character offsets into Document.text
+    end: int
+    paragraphs: tuple[int, int]  # first and last paragraph number (1-based, after the title)
+    text: str  # normalised, what is embedded and searched
+    raw: str  # Document.text[start:end], what is displayed
+    id: int = -1  # assigned by the index
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["paragraphs"] = list(self.paragraphs)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> Chunk:
+        return cls(**{**data, "paragraphs": tuple(data["paragraphs"])})
+
+
+# ---------------------------------------------------------------- normalisation
+
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?%)\]])")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """NFC, single spaces, no stray space before punctuation ("At the same time , the" -> "At the same time, the")."""
+    text = unicodedata.normalize("NFC", text)
+    text = _WHITESPACE.sub(" ", text).strip()
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def find_articles(paths: Iterable[Path]) -> list[Path]:
+    """Every supported file under the given files and folders, sorted; hidden files are skipped."""
+    found: set[Path] = set()
+    for path in paths:
+        if path.is_dir():
+            found.update(
+                p for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        elif path.is_file():
+            if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+                raise IngestError(f"{path}: unsupported file type {path.suffix or '(none)'}; "
+                                  f"supported: {' '.join(SUPPORTED_SUFFIXES)}")
+            found.add(path)
+        else:
+            raise IngestError(f"{path}: no such file or folder")
+    return sorted(found)
+
+
+def read_document(path: Path, doc_id: str, max_mb: float) -> Document:
+    """Read one article, raising IngestError with a specific reason when it cannot be used."""
+    try:
+        size = path.stat().st_size
+        if size > max_mb * 1024 * 1024:
+            raise IngestError(f"{path}: {size / 1048576:.1f} MB is larger than the {max_mb:g} MB limit "
+                              "(setting max_file_mb)")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    sha256 = hashlib.sha256(data).hexdigest()
+    reader = _READERS.get(path.suffix.lower(), _read_plain)
+    title, text, body_start, meta = reader(path, data)
+    if not text[body_start:].strip():
+        raise IngestError(f"{path}: no text in it (empty file or only a title)")
+    meta.update(_sidecar_meta(path))
+    title = meta.pop("title", "") or title or path.stem.replace("-", " ").replace("_", " ")
+    return Document(doc_id, normalize_text(title), text, str(path), sha256, body_start, meta)
+
+
+def _decode(path: Path, data: bytes) -> str:
+    if b"\x00" in data[:8192]:
+        raise IngestError(f"{path}: looks like a binary file, not text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start}); "
+                          "convert it, e.g. `iconv -f latin1 -t utf-8`") from None
+
+
+def _read_plain(path: Path, data: bytes) -> tuple[str, str, int, dict]:
+    """.txt/.md: optional front matter (--- YAML ---), then the first non-empty line is the title."""
+    text = _decode(path, data).replace("\r\n", "\n").replace("\r", "\n")
+    meta: dict[str, str] = {}
+    body_start = 0
+    if text.startswith("---\n"):
+        import frontmatter
+
+        end = text.find("\n---", 4)
+        if end > 0:
+            try:
+                meta = {k: str(v) for k, v in frontmatter.loads(text[: end + 4]).metadata.items()}
+            except Exception as exc:  # malformed YAML: frontmatter raises several types
+                raise IngestError(f"{path}: the front-matter block is not valid YAML ({exc})") from None
+            body_start = text.find("\n", end + 4) + 1 or len(text)
+    first = re.search(r"\S[^\n]*", text[body_start:])
+    title = ""
+    if first and "title" not in meta:
+        title = first.group(0).lstrip("# ").strip()
+        body_start += first.end()
+    return title, text, body_start, meta
+
+
+def _read_html(path: Path, data: bytes) -> tuple[str, str, int, dict]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(_decode(path, data), "html.parser")
+    for tag in soup(["script", "style", "noscript", "template", "nav", "footer"]):
+        tag.decompose()
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    if soup.head:
+        soup.head.decompose()
+    heading = soup.find("h1")
+    if not title and heading:
+        title = heading.get_text(" ", strip=True)
+    blocks = [b.get_text(" ", strip=True) for b in soup.find_all(["p", "li", "h1", "h2", "h3", "h4", "blockquote"])]
+    text = "\n".join(b for b in blocks if b) or soup.get_text("\n", strip=True)
+    return title, text, 0, {}
+
+
+def _read_pdf(path: Path, data: bytes) -> tuple[str, str, int, dict]:
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = [page.extract_text() or "" for page in reader.pages]
+        title = str((reader.metadata or {}).get("/Title") or "")
+    except (PdfReadError, ValueError, KeyError) as exc:
+        raise IngestError(f"{path}: not a readable PDF ({exc})") from None
+    text = "\n".join(p.strip() for p in pages if p.strip())
+    if not text.strip():
+        raise IngestError(f"{path}: the PDF has no extractable text (scanned images need OCR first)")
+    return title, text, 0, {}
+
+
+_READERS: dict[str, Callable[[Path, bytes], tuple[str, str, int, dict]]] = {
+    ".html": _read_html, ".htm": _read_html, ".pdf": _read_pdf,
+}
+
+
+def _sidecar_meta(path: Path) -> dict[str, str]:
+    """Optional `<file>.meta.json` beside an article: {"title": ..., "source": ..., "date": ...}."""
+    sidecar = path.with_name(path.name + ".meta.json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IngestError(f"{sidecar}: not valid JSON ({exc})") from None
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+# ---------------------------------------------------------------- sentence-aware chunking
+
+
+@dataclass
+class Sentence:
+    start: int
+    end: int
+    paragraph: int
+    tokens: int
+
+
+def paragraphs(doc: Document) -> list[tuple[int, int]]:
+    """(start, end) offsets of each non-empty line of the body; paragraph numbers count from 1."""
+    return [(doc.body_start + m.start(), doc.body_start + m.end())
+            for m in re.finditer(r"[^\n]*\S[^\n]*", doc.text[doc.body_start:])]
+
+
+def split_sentences(doc: Document, count_tokens: Callable[[str], int], max_tokens: int) -> list[Sentence]:
+    """Sentences with offsets into doc.text; a sentence longer than `max_tokens` is cut at word boundaries."""
+    import pysbd
+
+    segmenter = pysbd.Segmenter(language="en", clean=False)
+    sentences: list[Sentence] = []
+    for number, (p_start, p_end) in enumerate(paragraphs(doc), start=1):
+        block = doc.text[p_start:p_end]
+        cursor = 0
+        for piece in segmenter.segment(block):
+            piece = piece.strip()
+            if not piece:
+                continue
+            at = block.find(piece, cursor)
+            if at < 0:  # pysbd changed the text; fall back to the rest of the paragraph
+                at, piece = cursor, block[cursor:].strip()
+            cursor = at + len(piece)
+            sentences += _fit(p_start + at, p_start + cursor, number, doc.text, count_tokens, max_tokens)
+            if cursor >= len(block.rstrip()):
+                break
+    return sentences
+
+
+def _fit(start: int, end: int, paragraph: int, text: str, count_tokens: Callable[[str], int],
+         max_tokens: int) -> list[Sentence]:
+    tokens = count_tokens(text[start:end])
+    if tokens <= max_tokens:
+        return [Sentence(start, end, paragraph, tokens)]
+    pieces, piece_start = [], start
+    words = list(re.finditer(r"\S+", text[start:end]))
+    per_word = max(1, tokens // max(1, len(words)))
+    step = max(1, max_tokens // per_word)
+    for i in range(0, len(words), step):
+        group = words[i: i + step]
+        piece_end = start + group[-1].end()
+        piece_start = start + group[0].start()
+        pieces.append(Sentence(piece_start, piece_end, paragraph, count_tokens(text[piece_start:piece_end])))
+    return pieces
+
+
+def chunk_document(doc: Document, count_tokens: Callable[[str], int], chunk_tokens: int,
+                   overlap_tokens: int) -> list[Chunk]:
+    """Pack whole sentences into chunks of at most `chunk_tokens`; each chunk starts with up to
+    `overlap_tokens` worth of the previous chunk's last sentences, so a fact at a boundary is in both."""
+    sentences = split_sentences(doc, count_tokens, chunk_tokens)
+    groups: list[list[Sentence]] = []
+    current: list[Sentence] = []
+    for sentence in sentences:
+        if current and sum(s.tokens for s in current) + sentence.tokens > chunk_tokens:
+            groups.append(current)
+            current = _overlap(current, overlap_tokens, chunk_tokens - sentence.tokens)
+        current.append(sentence)
+    if current:
+        groups.append(current)
+    chunks = []
+    for index, group in enumerate(groups):
+        start, end = group[0].start, group[-1].end
+        raw = doc.text[start:end]
+        chunks.append(Chunk(doc.doc_id, doc.title, index, start, end, (group[0].paragraph, group[-1].paragraph),
+                            normalize_text(raw), raw))
+    return chunks
+
+
+def _overlap(previous: list[Sentence], overlap_tokens: int, room: int) -> list[Sentence]:
+    kept: list[Sentence] = []
+    budget = min(overlap_tokens, room)
+    for sentence in reversed(previous[1:]):  # never repeat a whole chunk
+        if sentence.tokens > budget:
+            break
+        kept.insert(0, sentence)
+        budget -= sentence.tokens
+    return kept

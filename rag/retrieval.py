@@ -1,0 +1,184 @@
+"""Finding the passages for a question: dense (FAISS) and BM25 results fused by reciprocal rank, optionally re-ranked."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rag.index import LoadedIndex, open_index
+from rag.ingest import Chunk
+from rag.models import get_embedder
+from rag.settings import Settings
+
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+", re.UNICODE)
+
+
+def lexical_tokens(text: str) -> list[str]:
+    """Lower-case words and whole numbers ("1.02", "66.7", "2,047" -> "2047"); hyphens split words."""
+    return [t.replace(",", "") if t[0].isdigit() else t for t in _TOKEN.findall(text.lower())]
+
+
+@dataclass
+class Passage:
+    """A retrieved chunk with the score of every stage that saw it (None where a stage is off)."""
+
+    chunk_id: int
+    doc_id: str
+    title: str
+    text: str  # as in the article (display)
+    start: int
+    end: int
+    paragraphs: tuple[int, int]
+    rank: int = 0
+    scores: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def relevance(self) -> float:
+        """Cosine similarity of question and passage: the score refusal decisions use."""
+        return float(self.scores.get("dense_similarity") or 0.0)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["paragraphs"] = list(self.paragraphs)
+        return data
+
+
+class BM25Stage:
+    """BM25 over the chunk texts (bm25s), built in memory when an index is loaded."""
+
+    def __init__(self, chunks: list[Chunk]) -> None:
+        import bm25s
+        from bm25s.stopwords import STOPWORDS_EN
+
+        self._stop = set(STOPWORDS_EN)
+        self._model = bm25s.BM25()
+        corpus = [self._tokens(c.title + " " + c.text) or ["<empty>"] for c in chunks]
+        self._model.index(corpus, show_progress=False)
+        self._size = len(chunks)
+
+    def _tokens(self, text: str) -> list[str]:
+        return [t for t in lexical_tokens(text) if t not in self._stop]
+
+    def search(self, question: str, n: int) -> list[tuple[int, float]]:
+        query = [t for t in self._tokens(question) if t in self._model.vocab_dict]
+        if not query:
+            return []
+        ids, scores = self._model.retrieve([query], k=min(n, self._size), show_progress=False)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
+
+
+class Reranker:
+    """A sentence-transformers CrossEncoder re-scoring the fused candidates (only when one is named)."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        from sentence_transformers import CrossEncoder
+
+        self.name = name
+        self._model = CrossEncoder(name, device=settings.device, local_files_only=True)
+
+    def scores(self, question: str, texts: list[str]) -> list[float]:
+        return [float(s) for s in self._model.predict([(question, t) for t in texts], show_progress_bar=False)]
+
+
+def reciprocal_rank_fusion(rankings: list[list[int]], k: int) -> dict[int, float]:
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+    return fused
+
+
+class Retriever:
+    """Dense + BM25 + fusion (+ re-ranking) over one loaded index. `run` returns plain Passages."""
+
+    def __init__(self, index: LoadedIndex, settings: Settings) -> None:
+        self.index = index
+        self.settings = settings
+        self.embedder = get_embedder(settings)
+        self.bm25 = BM25Stage(index.chunks) if settings.bm25 else None
+        self.reranker = Reranker(settings.reranker, settings) if settings.reranker else None
+
+    def run(self, question: str, k: int | None = None) -> list[Passage]:
+        k = k or self.settings.top_k
+        n = max(self.settings.candidates, k)
+        query = self.embedder.embed([question])[0]
+        similarity = self.index.vectors @ query  # exact cosine for every chunk: cheap, used for refusal
+        rankings: list[list[int]] = []
+        dense_rank: dict[int, int] = {}
+        bm25_scores: dict[int, float] = {}
+        if self.settings.dense:
+            _, ids = self.index.faiss.search(query.reshape(1, -1), min(n, len(self.index.chunks)))
+            ranking = [int(i) for i in ids[0] if i >= 0]
+            dense_rank = {i: r for r, i in enumerate(ranking, start=1)}
+            rankings.append(ranking)
+        if self.bm25 is not None:
+            hits = self.bm25.search(question, n)
+            bm25_scores = dict(hits)
+            rankings.append([i for i, _ in hits])
+        if not rankings:
+            raise ValueError("both retrieval stages are off: turn on `dense` or `bm25`")
+        fused = reciprocal_rank_fusion(rankings, self.settings.rrf_k)
+        figures = self._figures(question)
+        # A passage holding every figure the question names outranks one that lacks some: rank fusion
+        # forgets how decisive an exact number match is, and dense vectors barely see numbers at all.
+        order = sorted(fused, key=lambda i: (-self._figure_hits(i, figures), -fused[i], -similarity[i]))[:n]
+        rerank: dict[int, float] = {}
+        if self.reranker is not None and order:
+            scores = self.reranker.scores(question, [self.index.chunks[i].text for i in order])
+            rerank = dict(zip(order, scores, strict=True))
+            order = sorted(order, key=lambda i: -rerank[i])
+        return [self._passage(i, rank, similarity, dense_rank, bm25_scores, fused, rerank)
+                for rank, i in enumerate(order[:k], start=1)]
+
+    @staticmethod
+    def _figures(question: str) -> set[str]:
+        return {t for t in lexical_tokens(question) if t[0].isdigit()}
+
+    def _figure_hits(self, i: int, figures: set[str]) -> int:
+        if not figures:
+            return 0
+        return len(figures & set(lexical_tokens(self.index.chunks[i].text)))
+
+    def _passage(self, i: int, rank: int, similarity: np.ndarray, dense_rank: dict[int, int],
+                 bm25: dict[int, float], fused: dict[int, float], rerank: dict[int, float]) -> Passage:
+        chunk = self.index.chunks[i]
+        return Passage(
+            chunk_id=chunk.id, doc_id=chunk.doc_id, title=chunk.title, text=chunk.raw, start=chunk.start,
+            end=chunk.end, paragraphs=chunk.paragraphs, rank=rank,
+            scores={"dense_similarity": round(float(similarity[i]), 4), "dense_rank": dense_rank.get(i),
+                    "bm25": round(bm25[i], 4) if i in bm25 else None, "fused": round(fused[i], 5),
+                    "rerank": round(rerank[i], 4) if i in rerank else None},
+        )
+
+
+_retrievers: dict[tuple, Retriever] = {}
+_lock = threading.Lock()
+
+
+def get_retriever(settings: Settings, corpus: Path | None = None) -> Retriever:
+    """A retriever over the current index of a corpus, rebuilt when the index on disk changes."""
+    from rag.index import current_build, index_folder
+
+    folder = index_folder(settings, corpus)
+    key = (folder.resolve(), settings.embedder, settings.chunk_tokens, settings.chunk_overlap_tokens,
+           settings.index_type, settings.dense, settings.bm25, settings.reranker, settings.rrf_k,
+           settings.candidates)
+    with _lock:
+        cached = _retrievers.get(key)
+        build = current_build(folder)
+        if cached is None or build is None or cached.index.folder != build:
+            _retrievers[key] = Retriever(open_index(settings, corpus), settings)
+        return _retrievers[key]
+
+
+def retrieve(question: str, k: int | None = None, settings: Settings | None = None,
+             corpus: Path | None = None) -> list[Passage]:
+    """Ranked passages for a question, from the (auto-updated) index of the corpus."""
+    from rag.settings import load_settings
+
+    settings = settings or load_settings()
+    return get_retriever(settings, corpus).run(question, k)

@@ -1,0 +1,153 @@
+"""The one settings object of the library: defaults, then a TOML file, then RAG_* environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import platformdirs
+
+CONFIG_ENV = "RAG_CONFIG"
+ENV_PREFIX = "RAG_"
+DEFAULT_CONFIG_FILE = "rag.toml"
+
+
+class SettingsError(ValueError):
+    """A setting has an unknown name or a value of the wrong type."""
+
+
+def _default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("rag-news", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the pipeline. Paths are relative to the working directory unless absolute.
+
+    Numeric defaults were chosen by measurement on the project's evaluation set (see README).
+    """
+
+    # where things live
+    corpus_dir: Path = Path("corpus")
+    index_dir: Path = Path("index")
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+
+    # models: a registry name, a local folder/file, or a Hugging Face model id
+    embedder: str = "minilm"
+    generator: str = "qwen2.5-coder-1.5b"
+    engine: str = "auto"  # auto | llama-cpp | transformers
+    reranker: str = ""  # a CrossEncoder name or folder; empty = no re-ranking
+    device: str = "cpu"
+    threads: int = 0  # 0 = all cores
+
+    # ingestion and chunking (sizes in tokens of the embedder's tokenizer)
+    chunk_tokens: int = 160
+    chunk_overlap_tokens: int = 32
+    max_file_mb: float = 20.0
+    embed_batch_size: int = 32
+
+    # index and retrieval
+    index_type: str = "flat"  # flat | hnsw
+    auto_index: bool = True  # rebuild a missing or stale index on load instead of failing
+    top_k: int = 4
+    candidates: int = 20
+    dense: bool = True
+    bm25: bool = True
+    rrf_k: int = 60
+
+    # generation
+    context_tokens: int = 2048
+    max_new_tokens: int = 160
+    temperature: float = 0.0
+    seed: int = 0
+
+    # answering
+    refusal_text: str = "The articles do not say."
+    min_relevance: float = 0.25  # below this dense similarity of the best passage, refuse
+    min_support: float = 0.5  # fraction of a sentence's key words a cited passage must hold
+    max_question_chars: int = 2000
+    history_turns: int = 3
+
+    # user interface
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth: str = ""  # "user:password" turns on Gradio's login
+    max_upload_mb: float = 10.0
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed; values are coerced like environment values."""
+        return dataclasses.replace(self, **_coerce_all(changes))
+
+    @property
+    def n_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    @property
+    def models_dir(self) -> Path:
+        return self.cache_dir / "models"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Defaults, then the TOML file (argument, $RAG_CONFIG or ./rag.toml), then RAG_* variables, then overrides."""
+    values: dict[str, Any] = {}
+    path = Path(config_file or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)
+    if path.is_file():
+        values.update(_read_toml(path))
+    elif config_file or os.environ.get(CONFIG_ENV):
+        raise SettingsError(f"settings file not found: {path}")
+    values.update(_from_environment())
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**_coerce_all(values))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+    flat: dict[str, Any] = {}
+    for key, value in data.items():  # sections such as [retrieval] are only for readability
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def _from_environment() -> dict[str, Any]:
+    names = {f.name for f in fields(Settings)}
+    found = {}
+    for key, value in os.environ.items():
+        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV:
+            name = key[len(ENV_PREFIX) :].lower()
+            if name in names:
+                found[name] = value
+    return found
+
+
+def _coerce_all(values: dict[str, Any]) -> dict[str, Any]:
+    types = get_type_hints(Settings)
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(types))}")
+    return {name: _coerce(name, value, types[name]) for name, value in values.items()}
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                    raise ValueError(value)
+                return lowered in {"1", "true", "yes", "on"}
+            return bool(value)
+        if kind is Path:
+            return Path(value).expanduser()
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {name}: expected {kind.__name__}, got {value!r}") from exc

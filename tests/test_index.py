@@ -1,0 +1,161 @@
+import json
+
+import faiss
+import numpy as np
+import pytest
+
+from rag.index import (
+    IndexBuildError,
+    StaleIndex,
+    build_index,
+    check_index,
+    current_build,
+    load_corpus,
+    load_index,
+    open_index,
+)
+from tests.conftest import SEED_ARTICLE, write
+
+ARTICLE_A = "Chip exports\nSouth Korea's chip exports rose 66.7% in February. Demand for AI drove the rise.\n"
+ARTICLE_B = "Budget plan\nThe government will invest 909 billion won in everyday AI. The plan began in June.\n"
+ARTICLE_C = "Cluster news\nThe semiconductor super cluster will cost 622 trillion won. Samsung leads it.\n"
+
+
+def corpus_with(settings, **articles):
+    for name, text in articles.items():
+        write(settings.corpus_dir / f"{name}.txt", text)
+    return settings.corpus_dir
+
+
+def test_build_writes_real_faiss_files_and_manifest(tmp_settings):
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A, b=ARTICLE_B)
+    report = build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    assert (report.documents, report.added, report.rebuilt) == (2, ["a.txt", "b.txt"], True)
+    build = current_build(tmp_settings.index_dir)
+    manifest = json.loads((build / "manifest.json").read_text())
+    assert manifest["fingerprint"]["embedder"] == "minilm" and manifest["fingerprint"]["dim"] == 384
+    assert set(manifest["documents"]) == {"a.txt", "b.txt"}
+    index = faiss.read_index(str(build / "index.faiss"))
+    assert index.ntotal == report.chunks == len((build / "chunks.jsonl").read_text().splitlines())
+    vectors = np.load(build / "vectors.npy", allow_pickle=False)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert not list(build.parent.glob(".tmp-*"))
+    assert "chunks/s" in report.summary()
+
+
+def test_incremental_add_change_delete(tmp_settings):
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A, b=ARTICLE_B)
+    build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    first = load_index(tmp_settings.index_dir)
+    vec_a = first.vectors[[c.id for c in first.chunks if c.doc_id == "a.txt"]]
+
+    again = build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    assert not again.changed and again.embedded_chunks == 0
+    assert current_build(tmp_settings.index_dir) == first.folder  # nothing rewritten
+
+    write(corpus / "c.txt", ARTICLE_C)
+    write(corpus / "b.txt", ARTICLE_B.replace("909 billion", "1.02 trillion"))
+    report = build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    assert (report.added, report.updated, report.removed) == (["c.txt"], ["b.txt"], [])
+    second = load_index(tmp_settings.index_dir)
+    assert report.embedded_chunks == sum(1 for c in second.chunks if c.doc_id in {"b.txt", "c.txt"})
+    kept_a = second.vectors[[c.id for c in second.chunks if c.doc_id == "a.txt"]]
+    assert np.array_equal(vec_a, kept_a)  # unchanged article's vectors carried over, not re-embedded
+    assert any("1.02 trillion" in c.text for c in second.chunks)
+    assert not any("909 billion" in c.text for c in second.chunks)
+
+    (corpus / "a.txt").unlink()
+    report = build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    assert report.removed == ["a.txt"] and report.embedded_chunks == 0
+    third = load_index(tmp_settings.index_dir)
+    assert {c.doc_id for c in third.chunks} == {"b.txt", "c.txt"}
+    assert third.faiss.ntotal == len(third.chunks)
+    assert len(list((tmp_settings.index_dir / "builds").iterdir())) == 1  # old builds cleaned up
+
+
+def test_changed_settings_trigger_full_rebuild(tmp_settings):
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A)
+    build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    other = tmp_settings.replace(chunk_tokens=64, auto_index=False)
+    with pytest.raises(StaleIndex, match="chunk_tokens: index 160 vs settings 64"):
+        check_index(tmp_settings.index_dir, other, load_corpus([corpus], other)[0])
+    report = build_index([corpus], tmp_settings.index_dir, other, progress=False)
+    assert report.rebuilt and report.embedded_chunks > 0
+
+
+def test_out_of_date_index_is_reported_or_rebuilt(tmp_settings):
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A)
+    build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    write(corpus / "b.txt", ARTICLE_B)
+    strict = tmp_settings.replace(auto_index=False)
+    with pytest.raises(StaleIndex, match=r"out of date .*b.txt.*run `rag index`"):
+        open_index(strict)
+    loaded = open_index(tmp_settings)  # auto_index on: brought up to date
+    assert {c.doc_id for c in loaded.chunks} == {"a.txt", "b.txt"}
+
+
+def test_crash_during_build_keeps_previous_index(tmp_settings, monkeypatch):
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A)
+    build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    before = load_index(tmp_settings.index_dir)
+    write(corpus / "b.txt", ARTICLE_B)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("power cut while writing the FAISS file")
+
+    monkeypatch.setattr(faiss, "write_index", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    monkeypatch.undo()
+    after = load_index(tmp_settings.index_dir)
+    assert after.folder == before.folder and {c.doc_id for c in after.chunks} == {"a.txt"}
+    assert not list((tmp_settings.index_dir / "builds").glob(".tmp-*"))
+    build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)  # and the next run succeeds
+    assert {c.doc_id for c in load_index(tmp_settings.index_dir).chunks} == {"a.txt", "b.txt"}
+
+
+def test_damaged_index_is_named(tmp_settings):
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A)
+    build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    (current_build(tmp_settings.index_dir) / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(StaleIndex, match="damaged.*--rebuild"):
+        load_index(tmp_settings.index_dir)
+    assert build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False).rebuilt
+
+
+def test_bad_inputs_are_skipped_with_messages_and_never_corrupt(tmp_settings):
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A)
+    build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    (corpus / "empty.txt").write_bytes(b"")
+    (corpus / "binary.txt").write_bytes(b"\x00\x01\x02GGUF\x00")
+    (corpus / "latin.txt").write_bytes("Titre\nCaf\u00e9".encode("latin-1"))
+    write(corpus / "copy.txt", ARTICLE_A)
+    big = tmp_settings.replace(max_file_mb=0.001)
+    write(corpus / "big.txt", "Big\n" + "x " * 2000)
+    report = build_index([corpus], tmp_settings.index_dir, big, progress=False)
+    messages = "\n".join(report.skipped)
+    for expected in ["empty.txt: no text", "binary.txt: looks like a binary", "latin.txt: not UTF-8",
+                     "copy.txt: duplicate of a.txt", "big.txt: 0.0 MB is larger"]:
+        assert expected in messages
+    assert {c.doc_id for c in load_index(tmp_settings.index_dir).chunks} == {"a.txt"}
+
+
+def test_empty_corpus_fails_cleanly_and_keeps_index(tmp_settings):
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A)
+    build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    before = current_build(tmp_settings.index_dir)
+    (corpus / "a.txt").unlink()
+    with pytest.raises(IndexBuildError, match="nothing to index.*no .txt, .md"):
+        build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    assert current_build(tmp_settings.index_dir) == before
+
+
+def test_hnsw_index_type(tmp_settings):
+    corpus = tmp_settings.corpus_dir
+    write(corpus / "seed.txt", SEED_ARTICLE.read_text())
+    settings = tmp_settings.replace(index_type="hnsw")
+    build_index([corpus], settings.index_dir, settings, progress=False)
+    loaded = load_index(settings.index_dir)
+    assert isinstance(loaded.faiss, faiss.IndexHNSWFlat)
+    with pytest.raises(StaleIndex, match="unknown index_type"):
+        build_index([corpus], settings.index_dir, settings.replace(index_type="ivf-magic"), progress=False)

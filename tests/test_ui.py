@@ -1,0 +1,321 @@
+"""The chat page in a real Chromium over real models: streaming answers with sources, follow-ups, uploads,
+the API and bad input. Every request the browser makes outside the app's own address is aborted and recorded.
+
+One app (module-scoped) over a temporary copy of the seed corpus; uploads never touch the repository's corpus.
+Screenshots go to test-artifacts/; RAG_UPDATE_SCREENSHOT=1 also rewrites docs/screenshot.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import rag  # noqa: F401  - offline environment first
+from rag.answer import Answer, Retrieval, warm_up
+from rag.citations import Citation
+from rag.retrieval import Passage
+from tests.conftest import REPO, SEED_ARTICLE, TEST_GENERATOR, make_settings
+
+pytestmark = pytest.mark.browser
+
+UI_GENERATOR = TEST_GENERATOR or "qwen2.5-coder-0.5b"
+ARTIFACTS = REPO / "test-artifacts"
+DOCS_SCREENSHOT = REPO / "docs" / "screenshot.png"
+UPDATE_DOCS_SCREENSHOT = bool(os.environ.get("RAG_UPDATE_SCREENSHOT"))  # read now: conftest clears RAG_* later
+ANSWER_TIMEOUT_S = 600  # two shared cores and other test runs: a small model can still take a minute or two
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+STATUS = ("Searching the articles", "Reading ")  # what the bot bubble says before the first token
+NEW_ARTICLE = """Veltrana Robotics opens drone factory in Busan
+The fictional company Veltrana Robotics announced on Monday that it will invest 47.3 billion won in a new drone \
+factory in Busan. The factory will employ 820 workers and open in 2026.
+"""
+# One look at the page: the last bot message and the state of the Sources panel.
+SNAPSHOT_JS = """() => {
+  const bots = document.querySelectorAll('[data-testid="bot"]');
+  const last = bots.length ? bots[bots.length - 1] : null;
+  const src = document.querySelector('#sources .rag-sources');
+  return {bots: bots.length, text: last ? last.innerText.trim() : null,
+          sources: src ? src.className : '', question: src ? src.getAttribute('data-question') : null};
+}"""
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ui_settings(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("ui")
+    (tmp / "corpus").mkdir()
+    shutil.copy(SEED_ARTICLE, tmp / "corpus")
+    with pytest.MonkeyPatch.context() as mp:  # the defaults, not a developer's rag.toml or RAG_* variables
+        for key in [k for k in os.environ if k.startswith("RAG_") and k != "RAG_TEST_GENERATOR"]:
+            mp.delenv(key)
+        mp.chdir(REPO)
+        return make_settings(tmp, generator=UI_GENERATOR)
+
+
+@pytest.fixture(scope="module")
+def app_url(ui_settings) -> Iterator[str]:
+    from ui.app import build_app
+
+    warm_up(ui_settings)  # models and index loaded before the first page asks
+    app = build_app(ui_settings)
+    port = _free_port()
+    app.launch(prevent_thread_lock=True, ssr_mode=False, share=False, server_name="127.0.0.1", server_port=port,
+               quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        app.close(verbose=False)
+
+
+@pytest.fixture(scope="module")
+def browser_context(app_url: str):
+    """A Chromium context that lets through only requests to the app; `context.outside` records the others."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if not chromium:
+        pytest.skip("Debian's chromium is not installed")
+    outside: list[str] = []
+
+    def guard(route) -> None:  # noqa: ANN001 - playwright Route
+        url = route.request.url
+        if url.startswith(app_url + "/") or url == app_url:
+            route.continue_()
+        else:
+            if url not in outside:
+                outside.append(url)
+            route.abort()
+
+    def watch(request) -> None:  # noqa: ANN001 - anything that got past the router (not data:/blob: URLs)
+        url = request.url
+        if not url.startswith((app_url + "/", "data:", "blob:")) and url not in outside:
+            outside.append(url)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        context.route("**/*", guard)
+        context.on("request", watch)
+        context.set_default_timeout(30_000)
+        try:
+            yield context, outside
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser_context, app_url: str, request: pytest.FixtureRequest):
+    context, _ = browser_context
+    page = context.new_page()
+    page.goto(app_url)
+    page.wait_for_selector("#question textarea")
+    page.wait_for_selector("#corpus-info .rag-info", timeout=120_000)
+    try:
+        yield page
+    finally:
+        page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-end.png"), full_page=True)
+        page.close()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def ask(page, question: str, timeout: float = ANSWER_TIMEOUT_S) -> dict:  # noqa: ANN001 - playwright Page
+    """Ask through the page and watch it until the final answer is shown; returns what was seen on the way."""
+    before = page.evaluate(SNAPSHOT_JS)["bots"]
+    page.fill("#question textarea", question)
+    page.click("#ask")
+    texts: list[str] = []
+    pending_seen = False
+    deadline = time.monotonic() + timeout
+    while True:
+        snap = page.evaluate(SNAPSHOT_JS)
+        if snap["bots"] > before and snap["text"] and (not texts or texts[-1] != snap["text"]):
+            texts.append(snap["text"])
+        if snap["question"] == question and "rag-pending" in snap["sources"]:
+            pending_seen = True
+        if snap["question"] == question and "rag-final" in snap["sources"]:
+            break
+        assert time.monotonic() < deadline, f"no final answer after {timeout} s; bot texts seen: {texts[-3:]}"
+        time.sleep(0.1)
+    time.sleep(0.5)  # chat and sources come in the same update; let the chat finish rendering it
+    final = page.evaluate(SNAPSHOT_JS)["text"]
+    return {"final": final, "texts": texts, "pending_seen": pending_seen,
+            "streamed": [t for t in texts if not t.startswith(STATUS) and t != final]}
+
+
+def open_accordion(page, elem_id: str) -> None:  # noqa: ANN001
+    page.locator(f"#{elem_id} button").first.click()
+
+
+def page_text(page) -> str:  # noqa: ANN001
+    return page.inner_text("body")
+
+
+# ---------------------------------------------------------------- rendering (no browser needed)
+
+
+def test_sources_are_escaped_and_the_span_is_marked() -> None:
+    from ui.render import render_answer
+
+    text = "First <b>sentence</b>. It will deploy 1.02 trillion won by 2027. Last one."
+    passage = Passage(chunk_id=3, doc_id="a&b.txt", title="<script>alert(1)</script>", text=text, start=100,
+                      end=100 + len(text), paragraphs=(0, 0), rank=1,
+                      scores={"dense_similarity": 0.77, "bm25": 1.5, "fused": 0.0328, "rerank": None})
+    span = "It will deploy 1.02 trillion won by 2027."
+    start = 100 + text.index(span)
+    citation = Citation(1, 3, "a&b.txt", passage.title, text, start, start + len(span), span, 0.77, 1.0)
+    answer = Answer("How much?", "It will deploy 1.02 trillion won [1]. Also <i>this</i>.", [citation], False,
+                    [passage], unsupported=["Also <i>this</i>."], timings={"total_s": 1.0},
+                    models={"generator": "g"}, rewritten_question="How much?")
+    html = render_answer(answer, show_scores=True)
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;sentence" in html
+    assert f'<mark class="rag-span">{span}</mark>' in html
+    assert "Not supported" in html and "&lt;i&gt;this&lt;/i&gt;" in html
+    assert "similarity <b>0.770</b>" in html and "a&amp;b.txt" in html
+    assert "rag-scores" not in render_answer(answer, show_scores=False)
+
+
+def test_retrieved_passages_show_while_streaming() -> None:
+    from ui.render import render_retrieval
+
+    passage = Passage(0, "d.txt", "T", "Some text.", 0, 10, (0, 0), rank=1, scores={"dense_similarity": 0.5})
+    html = render_retrieval(Retrieval("When did he visit?", "When did Zuckerberg visit?", [passage]), True)
+    assert "rag-pending" in html and "Some text." in html and "Searched for" in html and "Zuckerberg" in html
+
+
+def test_error_turns_are_left_out_of_the_conversation() -> None:
+    from ui.app import conversation
+
+    history = [{"role": "user", "content": "Who?"}, {"role": "assistant", "content": "Yoon [1]."},
+               {"role": "assistant", "content": "⚠️ Please type a question first (the question is empty)."},
+               {"role": "user", "content": [{"type": "text", "text": "x " * 3000}]},
+               {"role": "assistant", "content": [{"type": "text", "text": "⚠️ This question cannot be asked"}]}]
+    assert conversation(history) == history[:2]
+
+
+# ---------------------------------------------------------------- the page in a browser
+
+
+def test_answer_streams_with_cited_sources(page) -> None:  # noqa: ANN001
+    open_accordion(page, "settings")
+    # Two passages keep the small test model on the sentence with the figure (and show that top-k reaches it).
+    page.fill("#top-k input[type=number]", "2")
+    page.press("#top-k input[type=number]", "Enter")
+    page.locator("#intro").click()
+    seen = ask(page, "How much will South Korea invest in AI semiconductor R&D by 2027?")
+    assert seen["pending_seen"], "the retrieved passages were not shown while the answer streamed"
+    assert len(set(seen["streamed"])) >= 3, f"the answer did not stream: {seen['texts']}"
+    assert "1.02 trillion" in seen["final"]
+    assert "[1]" in seen["final"] or "[2]" in seen["final"]
+    assert "Traceback" not in page_text(page)
+
+    sources = page.locator("#sources")
+    assert "Cited passages" in sources.inner_text()
+    marks = page.locator("#sources mark.rag-span")
+    assert marks.count() >= 1
+    assert "1.02 trillion" in " ".join(marks.all_inner_texts())
+    assert "South Korea is increasing investment in the AI field" in sources.inner_text()  # the article's title
+    assert page.locator("#sources .rag-cited .rag-scores").count() >= 1
+    assert page.locator("#sources .rag-card").count() == 2  # top-k 2: one cited, one other
+    page.screenshot(path=str(ARTIFACTS / "answer-with-sources.png"), full_page=True)
+    if UPDATE_DOCS_SCREENSHOT:
+        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(DOCS_SCREENSHOT), full_page=True)
+
+    page.locator("#show-scores input[type=checkbox]").uncheck()
+    page.wait_for_function("() => !document.querySelector('#sources .rag-scores')")
+    assert page.locator("#sources mark.rag-span").count() >= 1
+
+
+def test_follow_up_uses_the_conversation(page) -> None:  # noqa: ANN001
+    first = ask(page, "Who did Zuckerberg meet in Seoul?")
+    assert first["final"] and not first["final"].startswith("⚠")
+    second = ask(page, "When did he last visit South Korea?")
+    assert "2014" in second["final"]
+    assert "Zuckerberg" in page.inner_text("#sources .rag-rewritten")  # the follow-up was searched for in full
+    assert page.locator('[data-testid="user"]').count() == 2
+    page.screenshot(path=str(ARTIFACTS / "follow-up.png"), full_page=True)
+
+    page.click("#clear")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"bot\"]').length === 0")
+    assert page.locator("#sources .rag-empty").count() == 1
+
+
+def test_uploaded_article_is_answerable(page, tmp_path: Path) -> None:  # noqa: ANN001
+    good = tmp_path / "veltrana-robotics.txt"
+    good.write_text(NEW_ARTICLE, encoding="utf-8")
+    empty = tmp_path / "empty-notes.txt"
+    empty.write_text("  \n", encoding="utf-8")
+    odd = tmp_path / "slides.docx"
+    odd.write_bytes(b"PK\x03\x04 not an article")
+    open_accordion(page, "add-articles")
+    page.set_input_files("#upload input[type=file]", [str(good), str(empty), str(odd)])
+    page.wait_for_selector("#upload-status .rag-upload", timeout=180_000)
+    status = page.inner_text("#upload-status")
+    assert "Added veltrana-robotics.txt" in status
+    assert "empty-notes.txt" in status and "no text" in status
+    assert "slides.docx" in status and "unsupported file type" in status
+    assert "Traceback" not in page_text(page)
+    page.wait_for_function("() => document.querySelector('#corpus-info').innerText.includes('2 documents')")
+    page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
+
+    seen = ask(page, "How much will Veltrana Robotics invest in its drone factory?")
+    assert "47.3 billion" in seen["final"]
+    assert "Veltrana Robotics opens drone factory" in page.inner_text("#sources .rag-cited")
+
+
+def test_api_ask(app_url: str) -> None:
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(app_url, verbose=False)
+    assert "/ask" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    result = client.predict("Who did Zuckerberg meet in Seoul?", api_name="/ask")
+    assert result["answer"] and result["refused"] is False
+    assert result["citations"] and result["citations"][0]["title"] and result["citations"][0]["span_text"]
+    assert "[1]" in result["answer"] or "[2]" in result["answer"]
+    with pytest.raises(AppError, match="question is empty"):
+        client.predict("   ", api_name="/ask")
+
+
+def test_bad_questions_get_a_clear_message(page) -> None:  # noqa: ANN001
+    page.click("#ask")  # nothing typed
+    page.wait_for_selector('[data-testid="bot"]')
+    message = page.locator('[data-testid="bot"]').last.inner_text()
+    assert "Please type a question first (the question is empty)" in message
+    page.fill("#question textarea", "why " * 600)
+    page.click("#ask")
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"bot\"]')].pop().innerText"
+                           ".includes('the limit is 2000')")
+    assert page.locator('[data-testid="bot"]').count() == 2
+    text = page_text(page)
+    assert "Traceback" not in text and "Error" not in text
+
+
+def test_nothing_outside_the_app_was_requested(browser_context, app_url: str) -> None:
+    context, outside = browser_context
+    assert outside == [], f"the page tried to reach: {sorted(set(outside))}"
+    # and the guard does catch such a request
+    page = context.new_page()
+    page.goto(app_url)
+    page.evaluate("() => fetch('http://example.invalid/probe').catch(() => null)")
+    page.wait_for_timeout(300)
+    page.close()
+    assert outside == ["http://example.invalid/probe"]

@@ -1,0 +1,292 @@
+"""The chat page: a thin Gradio shell over `rag` (layout, rendering of sources and event wiring only).
+
+`build_app` makes the page, `serve` runs it (`rag chat`). The page makes no request outside the server: the
+theme uses system fonts, there is no share link and analytics are off (set by `import rag`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from rag.answer import Answer, QuestionError, Retrieval, stream_answer, warm_up
+from rag.index import IndexBuildError, StaleIndex, add_articles
+from rag.ingest import IngestError
+from rag.models import GENERATORS, ModelError, get_generator
+from rag.retrieval import get_retriever
+from rag.settings import Settings, SettingsError
+from ui import render
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = [
+    "How much will South Korea invest in AI semiconductor R&D by 2027?",
+    "Who did Zuckerberg meet in Seoul?",
+    "How much did chip exports grow in February?",
+    "What is the total planned investment in South Korea's semiconductor super cluster?",
+]
+UPLOAD_TYPES = ".txt, .md, .html, .pdf"
+WARNING = "⚠️"
+SEARCHING = "_Searching the articles…_"
+READING = "_Reading {n} passage(s)…_"
+UNEXPECTED = "Something went wrong on the server (the details are in its log)."
+# Errors a question or an upload can meet that are the user's or the setup's to fix: shown, never a traceback.
+EXPECTED_ERRORS = (ModelError, StaleIndex, IndexBuildError, IngestError, SettingsError, OSError)
+
+SANS = ["ui-sans-serif", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "Noto Sans", "Liberation Sans",
+        "DejaVu Sans", "sans-serif"]
+MONO = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "DejaVu Sans Mono", "monospace"]
+
+CSS = """
+#sources { max-height: 640px; overflow-y: auto; }
+.rag-sources h3 { margin: 0 0 .5em; font-size: 1.05em; }
+.rag-sources small, .rag-doc, .rag-scores, .rag-footer, .rag-rewritten, .rag-summary {
+  color: var(--body-text-color-subdued); font-size: .85em; }
+.rag-empty p { color: var(--body-text-color-subdued); }
+.rag-card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: .6em .8em; margin: .5em 0;
+  background: var(--background-fill-secondary); }
+.rag-card-head { margin-bottom: .3em; }
+.rag-marker { font-weight: 700; color: var(--color-accent); margin-right: .2em; }
+.rag-title { font-weight: 600; }
+.rag-doc { margin-left: .4em; font-family: var(--font-mono); }
+.rag-scores { margin-bottom: .3em; }
+.rag-text { font-size: .92em; line-height: 1.5; white-space: pre-wrap; }
+mark.rag-span { background: #fde68a; color: #1f2937; padding: 0 .1em; border-radius: 3px; }
+.rag-unsupported, .rag-rejected { border-left: 4px solid #d97706; background: rgba(217, 119, 6, .10);
+  padding: .5em .8em; margin: .5em 0; border-radius: 4px; }
+.rag-unsupported ul, .rag-rejected ul { margin: .3em 0 0 1.2em; }
+.rag-refusal { border-left: 4px solid #6b7280; background: rgba(107, 114, 128, .12); padding: .5em .8em;
+  margin: .3em 0 .6em; border-radius: 4px; }
+.rag-others summary { cursor: pointer; margin: .6em 0 .2em; color: var(--body-text-color-subdued); }
+.rag-info { color: var(--body-text-color-subdued); font-size: .9em; }
+.rag-ok { margin: .3em 0; }
+"""
+
+
+def offline_theme() -> gr.themes.Base:
+    """The default look with system fonts only, so the page never asks Google Fonts (or anyone) for a font."""
+    return gr.themes.Default(font=SANS, font_mono=MONO)
+
+
+class ChatApp(gr.Blocks):
+    """A gr.Blocks whose `launch` defaults are the offline ones: system-font theme, no share link, local host.
+
+    Tests and `serve` may pass any launch option; only the ones left out get these defaults.
+    """
+
+    rag_settings: Settings
+
+    def launch(self, *args: Any, **kwargs: Any):  # noqa: ANN201 - gradio's (app, local_url, share_url)
+        settings = self.rag_settings
+        kwargs.setdefault("theme", offline_theme())
+        kwargs.setdefault("css", CSS)
+        kwargs.setdefault("share", False)
+        kwargs.setdefault("server_name", settings.host)
+        kwargs.setdefault("footer_links", ["api", "settings"])
+        kwargs.setdefault("enable_monitoring", False)
+        kwargs.setdefault("mcp_server", False)
+        kwargs.setdefault("pwa", False)
+        # Gradio's own cap only stops absurd uploads; the library checks `max_upload_mb` with a clear reason.
+        kwargs.setdefault("max_file_size", f"{max(1, int(settings.max_upload_mb * 4))}mb")
+        if "auth" not in kwargs and settings.auth:
+            kwargs["auth"] = parse_auth(settings.auth)
+        return super().launch(*args, **kwargs)
+
+
+def parse_auth(value: str) -> tuple[str, str]:
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise SettingsError("setting auth: expected \"user:password\"")
+    return user, password
+
+
+def question_problem(question: str, exc: QuestionError) -> str:
+    if not (question or "").strip():
+        return f"Please type a question first ({exc})."
+    return f"This question cannot be asked: {exc}."
+
+
+def generator_choices(settings: Settings) -> list[str]:
+    return list(dict.fromkeys([*GENERATORS, settings.generator]))
+
+
+def conversation(history: list[dict] | None) -> list[dict]:
+    """The chat so far without the turns that ended in an error message (they are not part of the dialogue)."""
+    kept: list[dict] = []
+    for message in history or []:
+        if not isinstance(message, dict):
+            kept.append(message)
+            continue
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [content]
+        text = " ".join(str(p.get("text", "")) if isinstance(p, dict) else str(p or "") for p in parts).strip()
+        if message.get("role") == "assistant" and text.startswith(WARNING):
+            if kept and kept[-1].get("role") == "user":
+                kept.pop()
+            continue
+        kept.append(message)
+    return kept
+
+
+def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
+    """The chat page over `corpus` (default: the settings' corpus folder)."""
+    corpus = Path(corpus) if corpus else None
+    choices = generator_choices(settings)
+
+    def chosen(top_k: float | None, generator: str | None) -> Settings:
+        name = generator if generator in choices else settings.generator
+        return settings.replace(top_k=int(top_k or settings.top_k), generator=name)
+
+    def info(generator: str | None = None) -> str:
+        try:
+            current = chosen(None, generator)
+            index = get_retriever(current, corpus).index
+            engine = get_generator(current).engine
+            return render.info_line(len(index.documents), len(index.chunks), current.generator, engine,
+                                    current.embedder)
+        except EXPECTED_ERRORS as exc:
+            return f'<div class="rag-info">{WARNING} {escape(str(exc))}</div>'
+
+    def respond(question: str, history: list[dict] | None, top_k: float, generator: str, show_scores: bool,
+                ) -> Iterator[tuple[list[dict], str, str, Any]]:
+        history = list(history or [])
+        prior = conversation(history)
+        question = question or ""
+        if question.strip():
+            history.append({"role": "user", "content": question})
+        history.append({"role": "assistant", "content": SEARCHING})
+        last: Answer | Retrieval | None = None
+        yield history, gr.skip(), "", gr.skip()
+        pieces: list[str] = []
+        current = chosen(top_k, generator)
+        try:
+            for event in stream_answer(question, history=prior, settings=current, corpus=corpus):
+                if isinstance(event, Retrieval):
+                    last = event
+                    history[-1] = {"role": "assistant", "content": READING.format(n=len(event.passages))}
+                    yield history, render.render_retrieval(event, show_scores), "", last
+                elif isinstance(event, Answer):
+                    last = event
+                    history[-1] = {"role": "assistant", "content": event.text}
+                    yield history, render.render_answer(event, show_scores), "", last
+                else:
+                    pieces.append(event)
+                    history[-1] = {"role": "assistant", "content": "".join(pieces)}
+                    yield history, gr.skip(), "", gr.skip()
+        except QuestionError as exc:
+            history[-1] = {"role": "assistant", "content": f"{WARNING} {question_problem(question, exc)}"}
+            yield history, render.render_event(last, show_scores), question, last
+        except EXPECTED_ERRORS as exc:
+            log.warning("answering failed: %s", exc)
+            history[-1] = {"role": "assistant", "content": f"{WARNING} Could not answer: {exc}"}
+            yield history, render.render_event(last, show_scores), question, last
+        except Exception:  # a bug or a crashed model: say so in the chat, keep the traceback for the log
+            log.exception("answering %r failed", question)
+            history[-1] = {"role": "assistant", "content": f"{WARNING} {UNEXPECTED}"}
+            yield history, render.render_event(last, show_scores), question, last
+
+    def rerender(last: Answer | Retrieval | None, show_scores: bool) -> str:
+        return render.render_event(last, show_scores)
+
+    def clear() -> tuple[list, str, None, str]:
+        return [], render.placeholder_sources(), None, ""
+
+    def upload(files: list[str] | None, generator: str, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
+        paths = [Path(f) for f in files or []]
+        if not paths:
+            return gr.skip(), gr.skip(), None
+        names = [p.name for p in paths]
+        progress(0.05, desc=f"Checking and indexing {len(paths)} file(s)…")
+        try:
+            report = add_articles(paths, settings, corpus=corpus)
+        except EXPECTED_ERRORS as exc:
+            log.warning("upload failed: %s", exc)
+            return render.error_box(f"Nothing was indexed: {exc}"), info(generator), None
+        except Exception:
+            log.exception("indexing the uploads %s failed", names)
+            return render.error_box(f"Nothing was indexed: {UNEXPECTED}"), info(generator), None
+        progress(1.0, desc="Indexed")
+        return render.upload_report(report, names), info(generator), None
+
+    def ask(question: str, top_k: int = 0, generator: str = "") -> dict:
+        """Answer one question from the articles: the answer text with [n] markers, its checked citations
+        (title, passage, supporting span, scores), whether it was refused, and the retrieved passages."""
+        if generator and generator not in choices:
+            raise gr.Error(f"unknown generator {generator!r}: use one of {', '.join(choices)}")
+        final = None
+        try:
+            for event in stream_answer(question, settings=chosen(top_k or None, generator or None), corpus=corpus):
+                if isinstance(event, Answer):
+                    final = event
+        except QuestionError as exc:
+            raise gr.Error(question_problem(question, exc)) from None
+        except EXPECTED_ERRORS as exc:
+            raise gr.Error(f"Could not answer: {exc}") from None
+        assert final is not None
+        return final.to_json()
+
+    with ChatApp(title="Ask the news", analytics_enabled=False) as app:
+        app.rag_settings = settings
+        gr.Markdown("## Ask the news\nAnswers come only from the articles in the corpus, with the supporting "
+                    "passages cited; nothing leaves this computer.", elem_id="intro")
+        info_html = gr.HTML(elem_id="corpus-info", js_on_load=None)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=360):
+                chatbot = gr.Chatbot(label="Chat", elem_id="chat", height=520, buttons=["copy"],
+                                     feedback_options=None, placeholder="Ask a question about the articles.")
+                with gr.Row():
+                    question = gr.Textbox(show_label=False, placeholder="Ask a question about the articles…",
+                                          elem_id="question", scale=5, lines=1, max_lines=5, autofocus=True)
+                    ask_button = gr.Button("Ask", variant="primary", elem_id="ask", scale=1, min_width=80)
+                    clear_button = gr.Button("Clear chat", elem_id="clear", scale=1, min_width=80)
+                gr.Examples([[q] for q in EXAMPLES], inputs=[question], label="Example questions",
+                            elem_id="examples", api_visibility="private", api_name="load_example")
+            with gr.Column(scale=2, min_width=320):
+                gr.Markdown("### Sources")
+                sources = gr.HTML(render.placeholder_sources(), elem_id="sources", js_on_load=None)
+        with gr.Row():
+            with gr.Accordion("Settings", open=False, elem_id="settings"):
+                top_k = gr.Slider(1, 10, value=settings.top_k, step=1, label="Passages to retrieve (top-k)",
+                                  elem_id="top-k")
+                generator = gr.Dropdown(choices, value=settings.generator, label="Generator", elem_id="generator")
+                show_scores = gr.Checkbox(value=True, label="Show retrieval scores", elem_id="show-scores")
+            with gr.Accordion("Add articles", open=False, elem_id="add-articles"):
+                files = gr.File(label=f"Upload articles ({UPLOAD_TYPES}; up to {settings.max_upload_mb:g} MB each)",
+                                file_count="multiple", elem_id="upload")
+                upload_status = gr.HTML(elem_id="upload-status", js_on_load=None)
+        last = gr.State(None)
+
+        gr.on([question.submit, ask_button.click], respond,
+              inputs=[question, chatbot, top_k, generator, show_scores],
+              outputs=[chatbot, sources, question, last], api_name="chat", api_visibility="private",
+              concurrency_id="models", concurrency_limit=1, show_progress="hidden")
+        clear_button.click(clear, outputs=[chatbot, sources, last, question], api_name="clear",
+                           api_visibility="private", queue=False)
+        chatbot.clear(clear, outputs=[chatbot, sources, last, question], api_name="clear_chat",
+                      api_visibility="private", queue=False)
+        show_scores.change(rerender, inputs=[last, show_scores], outputs=[sources], api_name="show_scores",
+                           api_visibility="private", queue=False)
+        files.upload(upload, inputs=[files, generator], outputs=[upload_status, info_html, files],
+                     api_name="upload", api_visibility="private", concurrency_id="models", concurrency_limit=1)
+        generator.change(info, inputs=[generator], outputs=[info_html], api_name="model_info",
+                         api_visibility="private")
+        app.load(info, inputs=[generator], outputs=[info_html], api_name="corpus_info", api_visibility="private")
+        gr.api(ask, api_name="ask", concurrency_id="models", concurrency_limit=1)
+    return app
+
+
+def serve(settings: Settings, corpus: Path | None = None) -> None:
+    """Load the models and the index, then serve the chat page until interrupted (blocks)."""
+    where = corpus or settings.corpus_dir
+    print(f"loading {settings.generator} and {settings.embedder}, indexing {where} …", flush=True)
+    warm_up(settings, corpus)
+    app = build_app(settings, corpus)
+    app.launch(server_name=settings.host, server_port=settings.port)
+
+
+__all__ = ["CSS", "EXAMPLES", "ChatApp", "build_app", "offline_theme", "serve"]
