@@ -240,7 +240,10 @@ def extractive_answer(label: str, question: str, passages: list[Passage]) -> str
     """When the model names a passage instead of answering, answer with that passage's best sentence."""
     cited = [int(n) for n in re.findall(r"\d+", label) if 0 < int(n) <= len(passages)] or [1]
     passage = passages[cited[0] - 1]
-    _, _, sentence, _ = supporting_span(question, passage)
+    # "when / how much / how many" questions want the sentence with the figure, not just the same words
+    wants_figure = bool(re.match(r"\s*(when|how (much|many|long|big|fast)|what (year|date|percentage))\b",
+                                 question, re.IGNORECASE))
+    _, _, sentence, _ = supporting_span(question, passage, prefer_figures=wants_figure)
     return f"{normalize_text(sentence)} [{cited[0]}]"
 
 

@@ -80,11 +80,14 @@ def _sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def supporting_span(claim: str, passage: Passage) -> tuple[int, int, str, float]:
-    """The sentence of the passage that best supports the claim, with document offsets."""
-    best = (0, len(passage.text), passage.text, 0.0)
+def supporting_span(claim: str, passage: Passage, prefer_figures: bool = False) -> tuple[int, int, str, float]:
+    """The sentence of the passage that best supports the claim, with document offsets.
+
+    With `prefer_figures`, a sentence holding a number wins a tie (for "when" and "how much" questions)."""
+    best = (passage.start, passage.end, passage.text, -1.0)
     for start, end in _sentence_spans(passage.text):
-        score = support(claim, passage.text[start:end])
+        text = passage.text[start:end]
+        score = support(claim, text) + (0.5 if prefer_figures and re.search(r"\d", text) else 0.0)
         if score > best[3]:
             best = (passage.start + start, passage.start + end, passage.text[start:end], score)
     return best

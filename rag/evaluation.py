@@ -231,8 +231,9 @@ class Result:
         golds = self.question.rgb_answer if self.question.rgb_answer is not None else self.question.answers
         return {
             "id": self.question.id, "question": self.question.question, "answers": golds,
-            "unanswerable": self.question.unanswerable, "prediction": self.answer.text, "refused": self.refused,
-            "refusal_reason": self.answer.refusal_reason, "correct": self.correct,
+            "unanswerable": self.question.unanswerable, "prediction": self.answer.text,
+            "raw_text": self.answer.raw_text, "refused": self.refused, "refusal_reason": self.answer.refusal_reason,
+            "correct": self.correct,
             "exact_match": exact_match(self.prediction, self.question.answers),
             "f1": round(f1(self.prediction, self.question.answers), 4),
             "citations": [{"marker": c.marker, "chunk_id": c.chunk_id} for c in self.answer.citations],
@@ -275,6 +276,7 @@ class QAEvaluator:
 
 
 def compute_metrics(results: list[Result], settings: Settings) -> Metrics:
+    """The metrics of metrics.json; time to first token only counts answers that reached the generator."""
     answerable = [r for r in results if not r.question.unanswerable]
     unanswerable = [r for r in results if r.question.unanswerable]
     answered = [r for r in results if not r.refused]
@@ -445,15 +447,18 @@ def write_rgb_corpus(snippets: list[str], folder: Path) -> None:
             os.replace(partial, target)
 
 
-def prepare_rgb(path: Path, settings: Settings) -> tuple[list[Question], Path, int]:
-    """RGB's questions, the folder of its pooled corpus (indexed, in its own index folder) and its passages."""
+def prepare_rgb(path: Path, settings: Settings) -> tuple[list[Question], Path, str]:
+    """RGB's questions, the folder of its pooled corpus (indexed, in its own index folder) and a line about it."""
     from rag.index import build_index, index_folder
 
     rows = load_rgb(path)
     folder = settings.cache_dir / "benchmarks" / "rgb" / "corpus"
-    write_rgb_corpus(rgb_snippets(rows), folder)
+    snippets = rgb_snippets(rows)
+    write_rgb_corpus(snippets, folder)
     report = build_index([folder], index_folder(settings, folder), settings)
-    return rgb_questions(rows), folder, report.chunks
+    pooled = sum(len(row.get("positive", [])) + len(row.get("negative", [])) for row in rows)
+    return rgb_questions(rows), folder, (f"RGB corpus: {pooled} snippets pooled, {len(snippets)} distinct, "
+                                         f"{report.chunks} passages indexed from {folder}")
 
 
 # ---------------------------------------------------------------- command line
@@ -465,8 +470,8 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> int:
     if args.benchmark == "rgb":
         if args.corpus:
             raise EvaluationError("--corpus cannot be combined with --benchmark rgb (it brings its own corpus)")
-        questions, corpus, passages = prepare_rgb(args.benchmark_path or DEFAULT_RGB_PATH, settings)
-        print(f"RGB corpus: {passages} passages indexed from {corpus}", file=sys.stderr)
+        questions, corpus, note = prepare_rgb(args.benchmark_path or DEFAULT_RGB_PATH, settings)
+        print(note, file=sys.stderr)
     else:
         questions = load_questions(args.questions or settings.corpus_dir / DEFAULT_QUESTIONS)
         corpus = args.corpus

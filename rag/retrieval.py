@@ -1,4 +1,4 @@
-"""Finding the passages for a question: dense (FAISS) and BM25 results fused by reciprocal rank, optionally re-ranked."""
+"""Finding the passages for a question: dense (FAISS) and BM25 results, rank-fused, optionally re-ranked."""
 
 from __future__ import annotations
 

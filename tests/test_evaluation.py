@@ -35,11 +35,13 @@ from rag.settings import Settings
 from tests.conftest import REPO, TEST_GENERATOR, write
 
 # Quality gate for the full project question set (corpus/eval/questions.jsonl) over the seed corpus with the default
-# generator. Set a little (about 5 points) under the values measured with the default settings: see the README's
-# evaluation section (measured: answer_accuracy 0.XXX, retrieval_hit_at_k 0.XXX, refusal_accuracy 0.XXX).
-MIN_ANSWER_ACCURACY = 0.0
-MIN_RETRIEVAL_HIT_AT_K = 0.0
-MIN_REFUSAL_ACCURACY = 0.0
+# generator (qwen2.5-coder-1.5b, k=4, minilm). Each floor is set a little under the value measured with the default
+# settings by `rag eval` (README, "Evaluation" section): answer_accuracy 0.7375 (59/80), retrieval_hit_at_k 0.9875
+# (79/80), refusal_accuracy 0.500 (8/16). About 5 points under; refusal_accuracy one question (6.25 points) under,
+# as there are only 16 unanswerable questions. Re-measure and move these when a default changes.
+MIN_ANSWER_ACCURACY = 0.69
+MIN_RETRIEVAL_HIT_AT_K = 0.94
+MIN_REFUSAL_ACCURACY = 0.43
 
 QUESTIONS = REPO / "corpus" / "eval" / "questions.jsonl"
 RGB_DATA = REPO.parent / "shared" / "benchmarks" / "rgb" / "en_fact.json"

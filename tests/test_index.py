@@ -159,3 +159,22 @@ def test_hnsw_index_type(tmp_settings):
     assert isinstance(loaded.faiss, faiss.IndexHNSWFlat)
     with pytest.raises(StaleIndex, match="unknown index_type"):
         build_index([corpus], settings.index_dir, settings.replace(index_type="ivf-magic"), progress=False)
+
+
+def test_add_articles_checks_copies_and_indexes(tmp_settings, tmp_path):
+    from rag.index import add_articles
+
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A)
+    uploads = tmp_path / "uploads"
+    good = write(uploads / "Cluster news (final).txt", ARTICLE_C)
+    same_name = write(uploads / "other" / "a.txt", ARTICLE_B)
+    empty = write(uploads / "empty.txt", "")
+    wrong_type = write(uploads / "notes.docx", "PK fake word file")
+    report = add_articles([good, same_name, empty, wrong_type], tmp_settings)
+    assert sorted(p.name for p in corpus.iterdir()) == ["Cluster-news-final.txt", "a-2.txt", "a.txt"]
+    assert (corpus / "a.txt").read_text() == ARTICLE_A  # an upload never overwrites a different article
+    assert len(report.rejected) == 2
+    assert any("empty.txt: no text" in r for r in report.rejected)
+    assert any("notes.docx: unsupported file type" in r for r in report.rejected)
+    assert {c.doc_id for c in load_index(tmp_settings.index_dir).chunks} == {
+        "a.txt", "a-2.txt", "Cluster-news-final.txt"}

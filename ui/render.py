@@ -161,15 +161,15 @@ def info_line(documents: int, chunks: int, generator: str, engine: str, embedder
 def upload_report(report: IndexReport, names: Iterable[str]) -> str:
     """What happened to the uploaded files: the index summary, then every rejected file with its reason."""
     names = list(names)
-    rejected = len(report.skipped)
+    rejected = len(report.rejected)
     parts = ['<div class="rag-upload">']
     if report.added or report.updated:
         added = ", ".join(escape(n) for n in report.added + report.updated)
         parts.append(f'<p class="rag-ok">✓ Added {added}: you can ask about it now.</p>')
     elif rejected < len(names):
         parts.append('<p class="rag-ok">Already in the corpus: nothing new to index.</p>')
-    if report.skipped:
-        items = "".join(f"<li>{escape(reason)}</li>" for reason in report.skipped)
+    if report.rejected:
+        items = "".join(f"<li>{escape(reason)}</li>" for reason in report.rejected)
         parts.append(f'<div class="rag-rejected" role="alert"><strong>Rejected ({rejected}):</strong>'
                      f"<ul>{items}</ul></div>")
     parts.append(f'<p class="rag-summary">{escape(report.summary())}</p></div>')
