@@ -42,7 +42,8 @@ class IndexReport:
     rejected: list[str] = field(default_factory=list)  # uploads refused before they reached the corpus
     embedded_chunks: int = 0
     rebuilt: bool = False
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole run, reading files and loading the embedder included
+    embed_seconds: float = 0.0  # chunking and embedding the new chunks only
 
     @property
     def changed(self) -> bool:
@@ -50,15 +51,15 @@ class IndexReport:
 
     @property
     def chunks_per_s(self) -> float:
-        return self.embedded_chunks / self.seconds if self.seconds else 0.0
+        return self.embedded_chunks / self.embed_seconds if self.embed_seconds else 0.0
 
     def summary(self) -> str:
         if not self.changed:
             return f"index up to date: {self.documents} documents, {self.chunks} chunks ({self.seconds:.2f} s)"
         what = "rebuilt" if self.rebuilt else (
             f"+{len(self.added)} new, {len(self.updated)} changed, -{len(self.removed)} removed")
-        return (f"indexed {self.documents} documents, {self.chunks} chunks ({what}); embedded "
-                f"{self.embedded_chunks} chunks in {self.seconds:.2f} s ({self.chunks_per_s:.1f} chunks/s)")
+        return (f"indexed {self.documents} documents, {self.chunks} chunks ({what}) in {self.seconds:.2f} s; "
+                f"embedded {self.embedded_chunks} chunks at {self.chunks_per_s:.1f} chunks/s")
 
 
 @dataclass
@@ -87,9 +88,9 @@ def index_folder(settings: Settings, corpus: Path | None = None) -> Path:
     return settings.index_dir / "corpora" / f"{corpus.resolve().name}-{digest}"
 
 
-def fingerprint(settings: Settings, dim: int) -> dict:
+def fingerprint(settings: Settings) -> dict:
     """What the vectors and chunks depend on: any change forces a full rebuild."""
-    return {"format": FORMAT_VERSION, "embedder": settings.embedder, "dim": dim,
+    return {"format": FORMAT_VERSION, "embedder": settings.embedder,
             "chunk_tokens": settings.chunk_tokens, "chunk_overlap_tokens": settings.chunk_overlap_tokens,
             "index_type": settings.index_type}
 
@@ -148,7 +149,7 @@ def sync_index(documents: list[Document], folder: Path, settings: Settings, rebu
     started = time.perf_counter()
     embedder = get_embedder(settings)
     with FileLock(str(folder / ".lock")):
-        wanted_fp = fingerprint(settings, embedder.dim)
+        wanted_fp = fingerprint(settings)
         old = _load_compatible(folder, wanted_fp) if not rebuild else None
         old_docs = old.documents if old else {}
         report = IndexReport(documents=len(documents), rebuilt=old is None)
@@ -163,16 +164,20 @@ def sync_index(documents: list[Document], folder: Path, settings: Settings, rebu
             report.seconds = time.perf_counter() - started
             return report
         chunks, vectors = _carry_over(old, keep)
+        embedder.warm_up()  # loading the model is not embedding speed
+        embed_started = time.perf_counter()
         new_chunks = [c for d in fresh for c in chunk_document(
             d, embedder.count_tokens, settings.chunk_tokens, settings.chunk_overlap_tokens)]
         if new_chunks:
             new_vectors = embedder.embed([c.text for c in new_chunks], progress=progress)
             chunks += new_chunks
             vectors = np.vstack([vectors, new_vectors]) if len(vectors) else new_vectors
+        report.embed_seconds = time.perf_counter() - embed_started
         for row, chunk in enumerate(chunks):
             chunk.id = row
         manifest = {
             "fingerprint": wanted_fp,
+            "dim": int(vectors.shape[1]),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "documents": {d.doc_id: {"sha256": d.sha256, "title": d.title, "path": d.path, "meta": d.meta,
                                      "chunks": sum(1 for c in chunks if c.doc_id == d.doc_id)}
@@ -283,7 +288,7 @@ def _load_compatible(folder: Path, wanted_fp: dict) -> LoadedIndex | None:
 def check_index(folder: Path, settings: Settings, documents: list[Document]) -> LoadedIndex:
     """Load and verify that the index matches the settings and the articles; StaleIndex says what differs."""
     loaded = load_index(folder)
-    wanted = fingerprint(settings, get_embedder(settings).dim)
+    wanted = fingerprint(settings)
     have = loaded.manifest.get("fingerprint", {})
     differs = sorted(k for k in wanted if have.get(k) != wanted[k])
     if differs:

@@ -33,7 +33,7 @@ def test_build_writes_real_faiss_files_and_manifest(tmp_settings):
     assert (report.documents, report.added, report.rebuilt) == (2, ["a.txt", "b.txt"], True)
     build = current_build(tmp_settings.index_dir)
     manifest = json.loads((build / "manifest.json").read_text())
-    assert manifest["fingerprint"]["embedder"] == "minilm" and manifest["fingerprint"]["dim"] == 384
+    assert manifest["fingerprint"]["embedder"] == "minilm" and manifest["dim"] == 384
     assert set(manifest["documents"]) == {"a.txt", "b.txt"}
     index = faiss.read_index(str(build / "index.faiss"))
     assert index.ntotal == report.chunks == len((build / "chunks.jsonl").read_text().splitlines())
