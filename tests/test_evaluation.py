@@ -307,6 +307,7 @@ def test_rgb_smoke(seed_env, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 96 questions: about 10 minutes on an idle machine, far more on a shared one
 def test_quality_gate(seed_settings, tmp_path):
     metrics = QAEvaluator(load_questions(QUESTIONS), seed_settings)(tmp_path / "gate")
     print(json.dumps(metrics, indent=2))
