@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import re
 import time
 import unicodedata
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.citations import Citation, check_citations, is_bare_label, key_terms, supporting_span
+from rag.citations import Citation, check_citations, is_bare_label, key_terms, strip_markers, supporting_span
 from rag.generation import Generator, generate
 from rag.ingest import normalize_text
 from rag.models import get_embedder, get_generator
@@ -27,6 +28,10 @@ SYSTEM_PROMPT = (
     "- Copy figures, names and dates exactly as the passage writes them.\n"
     "- If the passages do not contain the answer, reply with exactly: {refusal}"
 )
+SECOND_LOOK_PROMPT = (
+    "Answer the question from the numbered passages in one short sentence. Copy figures, names and dates "
+    "exactly as written and put the passage number in square brackets after the sentence, like [2]."
+)
 REWRITE_PROMPT = (
     "Rewrite the user's last question so that it can be understood without the conversation: replace "
     "pronouns and vague references with the names they refer to. Output only the rewritten question."
@@ -40,6 +45,8 @@ REFUSAL_PATTERNS = re.compile(
 )
 _FOLLOW_UP = re.compile(r"\b(he|she|him|his|her|hers|they|them|their|it|its|this|that|these|those|there|"
                         r"then|the same|the two|both|the latter|the former)\b", re.IGNORECASE)
+_QUANTITY_QUESTION = re.compile(
+    r"^\s*(?:by )?(?:how (?:much|many|big|large)|what (?:percentage|share|proportion|amount))\b", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -67,7 +74,8 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)
     rewritten_question: str = ""
-    refusal_reason: str = ""  # "low-relevance" | "generator" | "unsupported" | ""
+    refusal_reason: str = ""  # "low-relevance" | "generator" | "unsupported" | "no-answer" | ""
+    second_look: bool = False  # the generator refused, was asked once more, and that reply was checked
     raw_text: str = ""  # the generator's reply before the citation check
 
     def to_json(self) -> dict[str, Any]:
@@ -77,6 +85,7 @@ class Answer:
             "citations": [c.to_json() for c in self.citations],
             "refused": self.refused,
             "refusal_reason": self.refusal_reason,
+            "second_look": self.second_look,
             "unsupported": self.unsupported,
             "passages": [p.to_json() for p in self.passages],
             "timings": self.timings,
@@ -142,7 +151,7 @@ def standalone_question(question: str, history: Any, generator: Generator, setti
     turns = history_turns(history)[-settings.history_turns:]
     if not turns or not needs_context(question):
         return question
-    conversation = "\n".join(f"User: {u}\nAssistant: {_strip_markers(a)}" for u, a in turns)
+    conversation = "\n".join(f"User: {u}\nAssistant: {strip_markers(a)}" for u, a in turns)
     messages = [{"role": "system", "content": REWRITE_PROMPT},
                 {"role": "user", "content": f"Conversation:\n{conversation}\n\nLast question: {question}\n"
                                             "Rewritten question:"}]
@@ -153,14 +162,11 @@ def standalone_question(question: str, history: Any, generator: Generator, setti
     return rewritten
 
 
-def _strip_markers(text: str) -> str:
-    return re.sub(r"\s*\[\d+\]", "", text)
-
-
-def build_messages(question: str, passages: list[Passage], settings: Settings) -> list[dict[str, str]]:
+def build_messages(question: str, passages: list[Passage], settings: Settings,
+                   system: str = SYSTEM_PROMPT) -> list[dict[str, str]]:
     blocks = "\n\n".join(f"[{i}] ({p.title})\n{normalize_text(p.text)}" for i, p in enumerate(passages, start=1))
     return [
-        {"role": "system", "content": SYSTEM_PROMPT.format(refusal=settings.refusal_text)},
+        {"role": "system", "content": system.format(refusal=settings.refusal_text)},
         {"role": "user", "content": f"Passages:\n\n{blocks}\n\nQuestion: {question}"},
     ]
 
@@ -182,7 +188,8 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
     """Yield a Retrieval event, then the reply's text pieces as they are generated, then the final Answer.
 
     The final Answer's text is the checked one (markers fixed, refusals normalised), so it can differ from
-    the concatenated pieces; show `Answer.text` once it arrives. One generation runs at a time per model.
+    the concatenated pieces; show `Answer.text` once it arrives. A reply that is the refusal sentence is held
+    back until it is final, since a second look may replace it. One generation runs at a time per model.
     """
     settings = (settings or load_settings()).replace(**overrides) if overrides else (settings or load_settings())
     question = clean_question(question, settings)
@@ -201,7 +208,8 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
     def finish(text: str, refused: bool, reason: str, raw: str = "", citations=None, unsupported=None) -> Answer:
         timings["total_s"] = time.perf_counter() - started
         return Answer(question, text, citations or [], refused, passages, unsupported or [],
-                      {k: round(v, 4) for k, v in timings.items()}, models, search_query, reason, raw)
+                      {k: round(v, 4) for k, v in timings.items()}, models, rewritten_question=search_query,
+                      refusal_reason=reason, raw_text=raw)
 
     best = max((p.relevance for p in passages), default=0.0)
     if best < settings.min_relevance:
@@ -212,17 +220,40 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
 
     passages = fit_passages(search_query, passages, generator, settings)
     messages = build_messages(search_query, passages, settings)
-    pieces: list[str] = []
     t0 = time.perf_counter()
-    for piece in generator.stream(messages, settings.max_new_tokens):
-        if not pieces:
-            timings["ttft_s"] = time.perf_counter() - started
-        pieces.append(piece)
-        yield piece
-    timings.setdefault("ttft_s", time.perf_counter() - started)
+    raw = yield from _reply(generator, messages, settings, timings, started)
+    looked_twice = settings.second_look and is_refusal(raw, settings.refusal_text)
+    if looked_twice:
+        # Small generators often refuse although a passage holds the answer; asked again without the refusal
+        # option they answer, and the citation and answer checks below decide whether that answer stands.
+        # A fresh prompt works better than a follow-up turn ("look again") with these models, at the price of
+        # processing the passages once more.
+        messages = build_messages(search_query, passages, settings, system=SECOND_LOOK_PROMPT)
+        raw = yield from _reply(generator, messages, settings, timings, started)
+    if raw and settings.refusal_text.startswith(raw):
+        yield raw  # a refusal held back by _reply: show it now that no second look will replace it
     timings["generation_s"] = time.perf_counter() - t0
-    raw = "".join(pieces).strip()
-    yield _checked_answer(raw, search_query, passages, settings, finish)
+    final = _checked_answer(raw, search_query, passages, settings, finish)
+    final.second_look = looked_twice
+    yield final
+
+
+def _reply(generator: Generator, messages: list[dict[str, str]], settings: Settings, timings: dict[str, float],
+           started: float) -> collections.abc.Generator[str, None, str]:
+    """Stream one reply and return its text. Pieces that may still become the refusal sentence are held back,
+    so a refusal that a second look replaces is never shown."""
+    pieces: list[str] = []
+    showing = False
+    for piece in generator.stream(messages, settings.max_new_tokens):
+        timings.setdefault("ttft_s", time.perf_counter() - started)
+        pieces.append(piece)
+        if showing:
+            yield piece
+        elif not settings.refusal_text.startswith("".join(pieces).lstrip()):
+            showing = True
+            yield "".join(pieces)
+    timings.setdefault("ttft_s", time.perf_counter() - started)
+    return "".join(pieces).strip()
 
 
 def _checked_answer(raw: str, question: str, passages: list[Passage], settings: Settings, finish) -> Answer:
@@ -233,7 +264,19 @@ def _checked_answer(raw: str, question: str, passages: list[Passage], settings: 
     checked = check_citations(raw, passages, settings.min_support)
     if checked.supported_sentences == 0:
         return finish(settings.refusal_text, True, "unsupported", raw, unsupported=checked.unsupported)
+    if not adds_information(question, checked.text):
+        return finish(settings.refusal_text, True, "no-answer", raw, unsupported=checked.unsupported)
     return finish(checked.text, False, "", raw, checked.citations, checked.unsupported)
+
+
+def adds_information(question: str, reply: str) -> bool:
+    """Whether a reply says more than its question: a new number or key word, and a new number when the
+    question asks for a quantity ("How much did Meta commit?" is not answered by "Meta committed to invest")."""
+    question_numbers, question_words = key_terms(question)
+    numbers, words = key_terms(strip_markers(reply))
+    if _QUANTITY_QUESTION.match(question):
+        return bool(numbers - question_numbers)
+    return bool(numbers - question_numbers or words - question_words)
 
 
 def extractive_answer(label: str, question: str, passages: list[Passage]) -> str:

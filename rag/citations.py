@@ -10,7 +10,15 @@ from rag.retrieval import Passage, lexical_tokens
 
 MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 PASSAGE_LABEL = re.compile(r"\b(?:passage|source|document)\s*#?\s*(\d+)\b", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s*(?:\[\d+\])+)?\s+(?=[A-Z0-9\"'“])")
+# A stop, then markers that belong to the sentence before it ("... 2027. [2][3]"), then the next sentence.
+_SENTENCE_END = re.compile(r"(?<=[.!?])(\s*(?:\[\d+\])+)?\s+(?=[A-Z0-9\"'“])")
+_PASSAGE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+# Words written with a period that seldom end a sentence; "No." is one only before a number ("No. 3").
+_ABBREVIATIONS = {
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "gen", "gov", "sen", "rep", "rev", "lt", "col", "sgt",
+    "capt", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "inc", "co",
+    "corp", "ltd", "dept", "univ", "est", "approx", "vs", "e.g", "i.e", "cf", "al", "fig", "vol", "pp",
+}
 _STOP = {
     "the", "and", "for", "that", "this", "with", "from", "has", "have", "had", "was", "were", "are", "is", "its",
     "will", "would", "also", "which", "who", "whom", "what", "when", "where", "why", "how", "been", "being",
@@ -18,6 +26,14 @@ _STOP = {
     "does", "not", "but", "can", "could", "our", "out", "all", "any", "his", "her", "she", "him", "you",
     "according", "passage", "passages", "article", "articles", "mentioned", "states", "stated",
 }
+# Words about the sources rather than the news: a sentence made only of these (and stop words) is filler.
+_META = {
+    "support", "supports", "supported", "supporting", "information", "info", "state", "states", "stated",
+    "statement", "mention", "mentions", "mentioned", "passage", "passages", "article", "articles", "source",
+    "sources", "document", "documents", "text", "context", "provided", "provides", "given", "according", "cited",
+    "based", "above", "shown", "indicated", "evidence", "found", "here", "see",
+}
+_NEGATIONS = {"not", "no", "never", "nor", "neither", "none", "nothing", "cannot", "t"}
 
 
 @dataclass
@@ -65,13 +81,48 @@ def support(claim: str, passage: str) -> float:
     return len(words & have_words) / len(words)
 
 
+def _ends_sentence(text: str, stop: int, following: int) -> bool:
+    """Whether the punctuation just before `stop` ends a sentence, given where the next one would begin.
+
+    Not after an abbreviation ("Mr.", "e.g.", "U.S.", "No. 3"), an initial ("J. Smith"), or before a lower-case word."""
+    if following < len(text) and text[following].islower():
+        return False
+    if text[stop - 1] != ".":
+        return True
+    word = re.split(r"[^A-Za-z.]", text[max(0, stop - 30):stop - 1])[-1].lstrip(".")
+    if word.lower() in ("no", "nos"):
+        return not text[following:following + 1].isdigit()
+    return not (word.lower() in _ABBREVIATIONS or re.fullmatch(r"[A-Z](?:\.[A-Z])*", word))
+
+
+def names(claim: str) -> set[str]:
+    """Key terms of the capitalised words of a claim after its first word ("Sam Altman plans" -> {"altma"})."""
+    words = normalize_text(claim).split()[1:]
+    return key_terms(" ".join(w for w in words if w[:1].isupper()))[1]
+
+
+def claim_support(claim: str, passage: str) -> float:
+    """`support`, and 0 when the passage lacks a name the claim gives: a figure next to the wrong name is no support."""
+    return support(claim, passage) if names(claim) <= key_terms(passage)[1] else 0.0
+
+
 def split_sentences(text: str) -> list[str]:
-    return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
+    """Sentences of an answer; markers after a stop ("... 2027. [2]") stay with the sentence before."""
+    pieces, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        if match.group(1) or _ends_sentence(text, match.start(), match.end()):
+            pieces.append(text[start:match.end()])
+            start = match.end()
+    pieces.append(text[start:])
+    return [s for s in (p.strip() for p in pieces) if s]
 
 
 def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of a passage; a line break always ends one."""
     spans, start = [], 0
-    for match in re.finditer(r"(?<=[.!?])\s+|\n+", text):
+    for match in _PASSAGE_BREAK.finditer(text):
+        if "\n" not in match.group() and not _ends_sentence(text, match.start(), match.end()):
+            continue
         if text[start:match.start()].strip():
             spans.append((start, match.start()))
         start = match.end()
@@ -104,6 +155,15 @@ def strip_markers(text: str) -> str:
     return re.sub(r"\s+([.,;:!?])", r"\1", MARKER.sub("", text)).strip()
 
 
+def is_filler(claim: str) -> bool:
+    """True for a sentence that only talks about the sources ("This is supported by passage.", "According to the
+    passages."): no number, no negation, and no content word besides words about passages and support."""
+    tokens = lexical_tokens(normalize_text(strip_markers(claim)))
+    if not any(t in _META for t in tokens) or any(t[0].isdigit() or t in _NEGATIONS for t in tokens):
+        return False
+    return all(t in _META or t in _STOP or len(t) <= 2 for t in tokens)
+
+
 def check_citations(text: str, passages: list[Passage], min_support: float) -> CheckResult:
     """Verify each sentence against its cited passages; fix a wrong marker, add a missing one, flag the rest."""
     result = CheckResult(text="")
@@ -112,11 +172,14 @@ def check_citations(text: str, passages: list[Passage], min_support: float) -> C
     for sentence in split_sentences(normalise_markers(text)):
         claim = strip_markers(sentence)
         cited = [int(n) for n in re.findall(r"\[(\d+)\]", sentence)]
+        if is_filler(claim):
+            result.fixes.append(f"dropped filler: {claim}")
+            continue
         numbers, words = key_terms(claim)
         if not numbers and not words:
             out_sentences.append(sentence)
             continue
-        scores = {i: support(claim, normalize_text(p.text)) for i, p in enumerate(passages, start=1)}
+        scores = {i: claim_support(claim, normalize_text(p.text)) for i, p in enumerate(passages, start=1)}
         valid = [n for n in dict.fromkeys(cited) if n in scores and scores[n] >= min_support]
         if not valid:
             best = max(scores, key=lambda i: (scores[i], -i), default=None)

@@ -233,7 +233,7 @@ class Result:
             "id": self.question.id, "question": self.question.question, "answers": golds,
             "unanswerable": self.question.unanswerable, "prediction": self.answer.text,
             "raw_text": self.answer.raw_text, "refused": self.refused, "refusal_reason": self.answer.refusal_reason,
-            "correct": self.correct,
+            "second_look": self.answer.second_look, "correct": self.correct,
             "exact_match": exact_match(self.prediction, self.question.answers),
             "f1": round(f1(self.prediction, self.question.answers), 4),
             "citations": [{"marker": c.marker, "chunk_id": c.chunk_id} for c in self.answer.citations],

@@ -67,8 +67,9 @@ class Settings:
 
     # answering
     refusal_text: str = "The articles do not say."
-    min_relevance: float = 0.25  # below this dense similarity of the best passage, refuse
+    min_relevance: float = 0.20  # below this dense similarity of the best passage, refuse (calibrated: README)
     min_support: float = 0.5  # fraction of a sentence's key words a cited passage must hold
+    second_look: bool = True  # when the generator refuses, ask once more without the refusal option, then check
     max_question_chars: int = 2000
     history_turns: int = 3
 

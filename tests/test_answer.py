@@ -1,6 +1,6 @@
 import pytest
 
-from rag.answer import Answer, QuestionError, Retrieval, answer, extractive_answer, stream_answer
+from rag.answer import Answer, QuestionError, Retrieval, adds_information, answer, extractive_answer, stream_answer
 from rag.citations import normalise_markers
 from tests.conftest import write
 
@@ -15,9 +15,7 @@ def cited_text(result: Answer) -> str:
     ("How much will South Korea invest in daily AI for all people?", "909 billion won"),
     ("How much money will the science ministry deploy for AI semiconductor R&D by 2027?", "1.02 trillion won"),
     ("By what year will the 16 semiconductor production bases be built?", "2047"),
-    pytest.param("By how much did South Korea's chip exports grow in February?", "66.7%", marks=pytest.mark.xfail(
-        strict=True, reason="known miss: the 1.5B generator replies with the refusal sentence although the top "
-        "passage holds 66.7%; tracked on issue 4")),
+    ("By how much did South Korea's chip exports grow in February?", "66.7%"),
 ])
 def test_factual_answers_carry_the_right_figure_and_citation(seed_settings, question, figure):
     result = answer(question, settings=seed_settings)
@@ -40,6 +38,41 @@ def test_unanswerable_questions_are_refused(seed_settings, question):
     result = answer(question, settings=seed_settings)
     assert result.refused, result
     assert result.text == seed_settings.refusal_text and not result.citations
+
+
+def test_a_refusal_the_second_look_overturns_is_never_streamed(seed_settings):
+    # The 1.5B generator first refuses this one although the top passage holds 66.7%; the second look answers.
+    events = list(stream_answer("By how much did South Korea's chip exports grow in February?", settings=seed_settings))
+    final = events[-1]
+    streamed = "".join(e for e in events if isinstance(e, str))
+    assert not final.refused and "66.7%" in final.text and "66.7%" in final.raw_text
+    if final.second_look:
+        assert not streamed.startswith(seed_settings.refusal_text)
+
+
+def test_without_second_look_a_refusal_is_streamed_once(seed_settings):
+    events = list(stream_answer("How many employees does Meta have in South Korea?", settings=seed_settings,
+                                second_look=False))
+    final = events[-1]
+    assert final.refused and not final.second_look
+    assert "".join(e for e in events if isinstance(e, str)) == seed_settings.refusal_text
+
+
+@pytest.mark.parametrize(("question", "reply", "expected"), [
+    ("How much did Meta commit to invest in South Korea?", "Meta committed to invest in South Korea [1].", False),
+    ("How much did Meta commit to invest in South Korea?", "Meta committed 5 billion won [1].", True),
+    ("Where will the super cluster be located?", "The super cluster will be located [1].", False),
+    ("Where will the super cluster be located?", "The super cluster will be located in Yongin [1].", True),
+    ("When did Zuckerberg last visit South Korea?", "Zuckerberg last visited South Korea in 2014 [2].", True),
+])
+def test_a_reply_must_add_to_the_question(question, reply, expected):
+    assert adds_information(question, reply) is expected
+
+
+def test_an_off_topic_question_is_refused_without_calling_the_generator(seed_settings):
+    result = answer("Which team won the 1998 NBA championship?", settings=seed_settings)
+    assert result.refused and result.refusal_reason == "low-relevance" and result.timings["generation_s"] == 0
+    assert max(p.relevance for p in result.passages) < seed_settings.min_relevance
 
 
 def test_follow_up_question_uses_history(seed_settings):

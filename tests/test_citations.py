@@ -1,4 +1,16 @@
-from rag.citations import check_citations, is_bare_label, key_terms, normalise_markers, support
+from rag.citations import (
+    _sentence_spans,
+    check_citations,
+    claim_support,
+    is_bare_label,
+    is_filler,
+    key_terms,
+    names,
+    normalise_markers,
+    split_sentences,
+    support,
+    supporting_span,
+)
 from rag.retrieval import Passage
 
 P1 = "The government will invest 909 billion won in daily AI for all people starting this year."
@@ -52,3 +64,66 @@ def test_marker_forms_are_normalised():
 def test_bare_labels():
     assert is_bare_label("[1]") and is_bare_label("Passage 2.") and is_bare_label(" [3] ")
     assert not is_bare_label("Passage 2 says 909 billion won [2].")
+
+
+def test_abbreviations_and_initials_do_not_end_sentences():
+    assert split_sentences("The U.S. and China lead in AI [1]. Korea aims to be No. 3 by 2027 [2].") == [
+        "The U.S. and China lead in AI [1].", "Korea aims to be No. 3 by 2027 [2]."]
+    text = ("Mr. Lee met Dr. Kim on Jan. 5 at St. Mary's [1]. J. Smith of Acme Inc. and Foo Co. spoke, e.g. on chips. "
+            "Chips vs. AI, i.e. Seoul [2]. It ended.")
+    assert split_sentences(text) == [
+        "Mr. Lee met Dr. Kim on Jan. 5 at St. Mary's [1].",
+        "J. Smith of Acme Inc. and Foo Co. spoke, e.g. on chips.",
+        "Chips vs. AI, i.e. Seoul [2].",
+        "It ended.",
+    ]
+    assert split_sentences("The answer is no. Seoul disagreed.") == ["The answer is no.", "Seoul disagreed."]
+
+
+def test_markers_after_the_stop_stay_with_their_sentence():
+    assert split_sentences("Exports rose. [3] Seoul has a plan [1][2]. Lee spoke.") == [
+        "Exports rose. [3]", "Seoul has a plan [1][2].", "Lee spoke."]
+    result = check_citations("Chip exports rose 66.7% in February. [3] The ministry will deploy 1.02 trillion won [2].",
+                             passages(), 0.5)
+    assert result.text == "Chip exports rose 66.7% in February [3]. The ministry will deploy 1.02 trillion won [2]."
+    assert not result.fixes and not result.unsupported
+
+
+def test_passage_spans_do_not_split_abbreviations():
+    text = "The U.S. and China lead. Korea is No. 3 in chips, said Mr. Lee.\nA new line"
+    assert [text[a:b] for a, b in _sentence_spans(text)] == [
+        "The U.S. and China lead.", "Korea is No. 3 in chips, said Mr. Lee.", "A new line"]
+    passage = passages()[0]
+    passage.text = "Officials said the U.S. and Korea will invest 909 billion won in AI. Seoul hosts the talks."
+    start, end, span, _ = supporting_span("The U.S. and Korea will invest 909 billion won.", passage)
+    assert span == "Officials said the U.S. and Korea will invest 909 billion won in AI."
+    assert (start, end) == (passage.start, passage.start + len(span))
+
+
+def test_filler_sentences_are_dropped():
+    text = ("The ministry will deploy 1.02 trillion won by 2027 [2]. This is supported by passage. "
+            "This information is supported by passage [1]. This is stated in passage [1]. According to the passages.")
+    result = check_citations(text, passages(), 0.5)
+    assert result.text == "The ministry will deploy 1.02 trillion won by 2027 [2]."
+    assert result.unsupported == [] and result.supported_sentences == 1
+    assert [c.marker for c in result.citations] == [2]
+    assert sum(f.startswith("dropped filler: ") for f in result.fixes) == 4
+
+
+def test_what_is_not_filler():
+    assert is_filler("This is supported by the passages.")
+    assert not is_filler("No.")  # a short answer, no words about the sources
+    assert not is_filler("This is not stated in the passages.")
+    assert not is_filler("The figure is stated in passage 2.")  # still carries a number
+    assert not is_filler("Exports are mentioned in the article.")
+
+
+def test_a_figure_next_to_a_name_its_passage_lacks_is_unsupported():
+    texts = ["OpenAI CEO Sam Altman expressed interest in investing in Korean startups.",
+             "The government will invest 909 billion won in AI for all people."]
+    ps = [Passage(i, "seed.txt", "Seed", t, 0, len(t), (i + 1, i + 1), i + 1, {"dense_similarity": 0.5})
+          for i, t in enumerate(texts)]
+    assert names("Sam Altman plans to invest 909 billion won in Korean startups.") >= {"altma", "korea"}
+    result = check_citations("Sam Altman plans to invest 909 billion won in Korean startups [2].", ps, 0.5)
+    assert result.supported_sentences == 0 and result.unsupported
+    assert claim_support("The government will invest 909 billion won.", texts[1]) == 1.0

@@ -36,12 +36,13 @@ from tests.conftest import REPO, TEST_GENERATOR, write
 
 # Quality gate for the full project question set (corpus/eval/questions.jsonl) over the seed corpus with the default
 # generator (qwen2.5-coder-1.5b, k=4, minilm). Each floor is set a little under the value measured with the default
-# settings by `rag eval` (README, "Measured numbers"): answer_accuracy 0.7375 (59/80), retrieval_hit_at_k 0.9875
-# (79/80), refusal_accuracy 0.500 (8/16). About 5 points under; refusal_accuracy one question (6.25 points) under,
-# as there are only 16 unanswerable questions. Re-measure and move these when a default changes.
-MIN_ANSWER_ACCURACY = 0.69
+# settings by `rag eval` (README, "Measured numbers"): answer_accuracy 0.875 (70/80), retrieval_hit_at_k 0.9875
+# (79/80), refusal_accuracy 0.600 (12/20). About 5 points under; refusal_accuracy two questions (10 points) under,
+# as there are only 20 unanswerable questions and llama.cpp's greedy output can change with the thread count.
+# Re-measure and move these when a default changes.
+MIN_ANSWER_ACCURACY = 0.82
 MIN_RETRIEVAL_HIT_AT_K = 0.94
-MIN_REFUSAL_ACCURACY = 0.43
+MIN_REFUSAL_ACCURACY = 0.50
 
 QUESTIONS = REPO / "corpus" / "eval" / "questions.jsonl"
 RGB_DATA = REPO.parent / "shared" / "benchmarks" / "rgb" / "en_fact.json"
@@ -152,7 +153,7 @@ def test_missing_question_file_is_a_clear_error(tmp_path):
 
 def test_the_project_question_set_loads():
     questions = load_questions(QUESTIONS)
-    assert len(questions) == 96 and sum(q.unanswerable for q in questions) == 16
+    assert len(questions) == 100 and sum(q.unanswerable for q in questions) == 20
 
 
 # ---------------------------------------------------------------- aggregation and outputs (no model)
@@ -307,7 +308,7 @@ def test_rgb_smoke(seed_env, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # 96 questions: about 10 minutes on an idle machine, far more on a shared one
+@pytest.mark.timeout(3600)  # 100 questions: about 10 minutes on an idle machine, far more on a shared one
 def test_quality_gate(seed_settings, tmp_path):
     metrics = QAEvaluator(load_questions(QUESTIONS), seed_settings)(tmp_path / "gate")
     print(json.dumps(metrics, indent=2))

@@ -17,6 +17,7 @@ REFUSAL_REASONS = {
     "low-relevance": "no passage is close enough to the question",
     "generator": "the model found no answer in the passages",
     "unsupported": "no sentence of the model's reply was backed by a passage",
+    "no-answer": "the model's reply only restated the question",
 }
 
 
