@@ -45,9 +45,9 @@ def test_a_refusal_the_second_look_overturns_is_never_streamed(seed_settings):
     events = list(stream_answer("By how much did South Korea's chip exports grow in February?", settings=seed_settings))
     final = events[-1]
     streamed = "".join(e for e in events if isinstance(e, str))
-    assert not final.refused and "66.7%" in final.text and "66.7%" in final.raw_text
-    if final.second_look:
-        assert not streamed.startswith(seed_settings.refusal_text)
+    assert final.second_look and not final.refused
+    assert "66.7%" in final.text and "66.7%" in final.raw_text and "66.7%" in streamed
+    assert not streamed.startswith(seed_settings.refusal_text)
 
 
 def test_without_second_look_a_refusal_is_streamed_once(seed_settings):
