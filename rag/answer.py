@@ -230,7 +230,7 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
         # processing the passages once more.
         messages = build_messages(search_query, passages, settings, system=SECOND_LOOK_PROMPT)
         raw = yield from _reply(generator, messages, settings, timings, started)
-    if raw and settings.refusal_text.startswith(raw):
+    if raw and _held_back(raw, settings):
         yield raw  # a refusal held back by _reply: show it now that no second look will replace it
     timings["generation_s"] = time.perf_counter() - t0
     final = _checked_answer(raw, search_query, passages, settings, finish)
@@ -249,11 +249,16 @@ def _reply(generator: Generator, messages: list[dict[str, str]], settings: Setti
         pieces.append(piece)
         if showing:
             yield piece
-        elif not settings.refusal_text.startswith("".join(pieces).lstrip()):
+        elif not _held_back("".join(pieces), settings):
             showing = True
             yield "".join(pieces)
     timings.setdefault("ttft_s", time.perf_counter() - started)
     return "".join(pieces).strip()
+
+
+def _held_back(text: str, settings: Settings) -> bool:
+    """Whether streamed text may still become the refusal sentence (so it is not shown yet)."""
+    return settings.refusal_text.startswith(text.strip())
 
 
 def _checked_answer(raw: str, question: str, passages: list[Passage], settings: Settings, finish) -> Answer:
