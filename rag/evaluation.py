@@ -321,6 +321,19 @@ def retrieval_metrics(questions: list[Question], settings: Settings, corpus: Pat
             "embedder": settings.embedder}
 
 
+def relevance_ranges(questions: list[Question], settings: Settings, corpus: Path | None = None) -> Metrics:
+    """The best passage's dense similarity per group of questions (answerable; unanswerable ones by their
+    `type`), the numbers `min_relevance` is calibrated on."""
+    retriever = get_retriever(settings, corpus)
+    groups: dict[str, list[float]] = {}
+    for q in questions:
+        group = str(q.extra.get("type", "unanswerable")) if q.unanswerable else "answerable"
+        best = max((p.relevance for p in retriever.run(q.question, settings.top_k)), default=0.0)
+        groups.setdefault(group, []).append(best)
+    return {group: {"questions": len(values), "min": round(min(values), 3), "max": round(max(values), 3)}
+            for group, values in groups.items()}
+
+
 # ---------------------------------------------------------------- outputs
 
 
@@ -491,15 +504,20 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _retrieval_only(questions: list[Question], settings: Settings, corpus: Path | None, out_dir: Path) -> int:
-    """hit@1/3/5 and MRR@5 for hybrid, dense-only and BM25-only retrieval (no generator), into retrieval.json."""
+    """hit@1/3/5 and MRR@5 for hybrid, dense-only and BM25-only retrieval, and the best-passage similarity
+    ranges (no generator), into retrieval.json."""
     variants = {"hybrid": settings, "dense": settings.replace(bm25=False), "bm25": settings.replace(dense=False)}
     table = {label: retrieval_metrics(questions, s, corpus) for label, s in variants.items()}
+    table["best_relevance"] = relevance_ranges(questions, settings, corpus)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "retrieval.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
     keys = [f"retrieval_hit_at_{d}" for d in RETRIEVAL_DEPTHS] + ["mrr_at_5"]
     print("| retrieval | " + " | ".join(keys) + " |\n|" + " --- |" * (len(keys) + 1))
-    for label, metrics in table.items():
-        print(f"| {label} | " + " | ".join(format_value(metrics[k]) for k in keys) + " |")
+    for label in variants:
+        print(f"| {label} | " + " | ".join(format_value(table[label][k]) for k in keys) + " |")
+    print(f"\nbest passage similarity (min_relevance is {settings.min_relevance}):")
+    for group, span in table["best_relevance"].items():
+        print(f"  {group}: {span['min']:.3f} to {span['max']:.3f} ({span['questions']} questions)")
     print(f"\nwritten to {out_dir / 'retrieval.json'}")
     return 0
 
@@ -507,5 +525,5 @@ def _retrieval_only(questions: list[Question], settings: Settings, corpus: Path 
 __all__ = [
     "EvaluationError", "QAEvaluator", "Question", "Result", "answer_found", "compute_metrics", "contains_answer",
     "detect_refusal", "exact_match", "f1", "load_questions", "load_rgb", "normalize_answer", "passage_relevant",
-    "retrieval_metrics", "rgb_correct", "run_cli",
+    "relevance_ranges", "retrieval_metrics", "rgb_correct", "run_cli",
 ]

@@ -23,6 +23,7 @@ from rag.evaluation import (
     load_rgb,
     normalize_answer,
     passage_relevant,
+    relevance_ranges,
     retrieval_metrics,
     rgb_correct,
     rgb_questions,
@@ -275,7 +276,14 @@ def test_retrieval_only_command(seed_env, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["eval", "--retrieval-only", "--questions", str(QUESTIONS), "--limit", "5", "--out", str(out)]) == 0
     table = json.loads((out / "retrieval.json").read_text())
-    assert set(table) == {"hybrid", "dense", "bm25"} and "| bm25 |" in capsys.readouterr().out
+    assert set(table) == {"hybrid", "dense", "bm25", "best_relevance"} and "| bm25 |" in capsys.readouterr().out
+    assert table["best_relevance"]["answerable"]["questions"] == 5
+
+
+def test_min_relevance_separates_off_topic_from_answerable_questions(seed_settings):
+    ranges = relevance_ranges(load_questions(QUESTIONS), seed_settings)
+    assert set(ranges) == {"answerable", "unanswerable", "off-topic"}
+    assert ranges["off-topic"]["max"] < seed_settings.min_relevance <= ranges["answerable"]["min"]
 
 
 @pytest.mark.slow
