@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.citations import Citation, check_citations, is_bare_label, key_terms, strip_markers, supporting_span
+from rag.citations import Citation, check_citations, is_bare_label, supporting_span
 from rag.generation import Generator, generate
-from rag.ingest import normalize_text
 from rag.models import get_embedder, get_generator
 from rag.retrieval import Passage, get_retriever
 from rag.settings import Settings, load_settings
+from rag.text import key_terms, normalize_text, strip_markers
 
 SYSTEM_PROMPT = (
     "You answer questions about news articles using ONLY the numbered passages the user gives you. "

@@ -5,27 +5,19 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from rag.ingest import normalize_text
-from rag.retrieval import Passage, lexical_tokens
+from rag.retrieval import Passage
+from rag.text import (
+    MARKER,
+    STOP_WORDS,
+    key_terms,
+    lexical_tokens,
+    normalize_text,
+    sentence_spans,
+    split_sentences,
+    strip_markers,
+)
 
-MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 PASSAGE_LABEL = re.compile(r"\b(?:passage|source|document)\s*#?\s*(\d+)\b", re.IGNORECASE)
-# A stop, then markers that belong to the sentence before it ("... 2027. [2][3]"), then the next sentence.
-_SENTENCE_END = re.compile(r"(?<=[.!?])(\s*(?:\[\d+\])+)?\s+(?=[A-Z0-9\"'“])")
-_PASSAGE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
-# Words written with a period that seldom end a sentence; "No." is one only before a number ("No. 3").
-_ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "gen", "gov", "sen", "rep", "rev", "lt", "col", "sgt",
-    "capt", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "inc", "co",
-    "corp", "ltd", "dept", "univ", "est", "approx", "vs", "e.g", "i.e", "cf", "al", "fig", "vol", "pp",
-}
-_STOP = {
-    "the", "and", "for", "that", "this", "with", "from", "has", "have", "had", "was", "were", "are", "is", "its",
-    "will", "would", "also", "which", "who", "whom", "what", "when", "where", "why", "how", "been", "being",
-    "their", "they", "them", "there", "than", "then", "into", "about", "such", "said", "says", "say", "did",
-    "does", "not", "but", "can", "could", "our", "out", "all", "any", "his", "her", "she", "him", "you",
-    "according", "passage", "passages", "article", "articles", "mentioned", "states", "stated",
-}
 # Words about the sources rather than the news: a sentence made only of these (and stop words) is filler.
 _META = {
     "support", "supports", "supported", "supporting", "information", "info", "state", "states", "stated",
@@ -62,14 +54,6 @@ class CheckResult:
     supported_sentences: int = 0
 
 
-def key_terms(text: str) -> tuple[set[str], set[str]]:
-    """Numbers and content words of a claim; "1.02-trillion" and "1.02 trillion" give the same terms."""
-    tokens = lexical_tokens(normalize_text(text))
-    numbers = {t for t in tokens if t[0].isdigit()}
-    words = {t[:5] for t in tokens if not t[0].isdigit() and len(t) > 2 and t not in _STOP}
-    return numbers, words
-
-
 def support(claim: str, passage: str) -> float:
     """How well `passage` backs `claim`: 0 when a number of the claim is missing, else the share of its words found."""
     numbers, words = key_terms(claim)
@@ -81,18 +65,6 @@ def support(claim: str, passage: str) -> float:
     return len(words & have_words) / len(words)
 
 
-def _ends_sentence(text: str, stop: int, following: int) -> bool:
-    """Whether the punctuation just before `stop` ends a sentence, given where the next one would begin.
-
-    Not after an abbreviation ("Mr.", "e.g.", "U.S.", "No. 3"), an initial ("J. Smith"), or before a lower-case word."""
-    if following < len(text) and text[following].islower():
-        return False
-    if text[stop - 1] != ".":
-        return True
-    word = re.split(r"[^A-Za-z.]", text[max(0, stop - 30):stop - 1])[-1].lstrip(".")
-    if word.lower() in ("no", "nos"):
-        return not text[following:following + 1].isdigit()
-    return not (word.lower() in _ABBREVIATIONS or re.fullmatch(r"[A-Z](?:\.[A-Z])*", word))
 
 
 def names(claim: str) -> set[str]:
@@ -106,29 +78,8 @@ def claim_support(claim: str, passage: str) -> float:
     return support(claim, passage) if names(claim) <= key_terms(passage)[1] else 0.0
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentences of an answer; markers after a stop ("... 2027. [2]") stay with the sentence before."""
-    pieces, start = [], 0
-    for match in _SENTENCE_END.finditer(text):
-        if match.group(1) or _ends_sentence(text, match.start(), match.end()):
-            pieces.append(text[start:match.end()])
-            start = match.end()
-    pieces.append(text[start:])
-    return [s for s in (p.strip() for p in pieces) if s]
 
 
-def _sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence of a passage; a line break always ends one."""
-    spans, start = [], 0
-    for match in _PASSAGE_BREAK.finditer(text):
-        if "\n" not in match.group() and not _ends_sentence(text, match.start(), match.end()):
-            continue
-        if text[start:match.start()].strip():
-            spans.append((start, match.start()))
-        start = match.end()
-    if text[start:].strip():
-        spans.append((start, len(text.rstrip())))
-    return spans
 
 
 def supporting_span(claim: str, passage: Passage, prefer_figures: bool = False) -> tuple[int, int, str, float]:
@@ -136,7 +87,7 @@ def supporting_span(claim: str, passage: Passage, prefer_figures: bool = False) 
 
     With `prefer_figures`, a sentence holding a number gets a 0.5 bonus (for "when" and "how much" questions)."""
     best = (passage.start, passage.end, passage.text, -1.0)
-    for start, end in _sentence_spans(passage.text):
+    for start, end in sentence_spans(passage.text):
         text = passage.text[start:end]
         score = support(claim, text) + (0.5 if prefer_figures and re.search(r"\d", text) else 0.0)
         if score > best[3]:
@@ -151,8 +102,6 @@ def normalise_markers(text: str) -> str:
     return PASSAGE_LABEL.sub(r"[\1]", text)
 
 
-def strip_markers(text: str) -> str:
-    return re.sub(r"\s+([.,;:!?])", r"\1", MARKER.sub("", text)).strip()
 
 
 def is_filler(claim: str) -> bool:
@@ -161,7 +110,7 @@ def is_filler(claim: str) -> bool:
     tokens = lexical_tokens(normalize_text(strip_markers(claim)))
     if not any(t in _META for t in tokens) or any(t[0].isdigit() or t in _NEGATIONS for t in tokens):
         return False
-    return all(t in _META or t in _STOP or len(t) <= 2 for t in tokens)
+    return all(t in _META or t in STOP_WORDS or len(t) <= 2 for t in tokens)
 
 
 def check_citations(text: str, passages: list[Passage], min_support: float) -> CheckResult:

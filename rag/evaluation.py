@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from rag.answer import Answer, answer, is_refusal
 from rag.retrieval import Passage, get_retriever
 from rag.settings import Settings
+from rag.text import strip_markers
 
 Metrics = dict[str, Any]  # metric name -> float (None where it does not apply), int counts or model names
 DEFAULT_QUESTIONS = Path("eval") / "questions.jsonl"  # inside the corpus folder
@@ -31,7 +32,6 @@ RETRIEVAL_DEPTHS = (1, 3, 5)
 RATE_KEYS = ("answer_accuracy", "exact_match", "f1", "retrieval_hit_at_k", "mrr", "retrieval_hit_at_1",
              "retrieval_hit_at_3", "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate",
              "citation_accuracy", "unsupported_rate")
-_MARKERS = re.compile(r"\s*\[\d+(?:\s*[,;]\s*\d+)*\]")
 _PARAGRAPH_ID = re.compile(r"^p(\d+)$", re.IGNORECASE)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -145,11 +145,6 @@ def rgb_correct(reply: str, gold: str | list) -> bool:
     reply = reply.lower()
     items = gold if isinstance(gold, list) else [gold]
     return all(any(alt.lower() in reply for alt in (item if isinstance(item, list) else [item])) for item in items)
-
-
-def strip_markers(text: str) -> str:
-    """The reply without its citation markers ("[2]"), so that they cannot count as numbers."""
-    return _MARKERS.sub("", text).strip()
 
 
 def detect_refusal(text: str, refused: bool = False, refusal_text: str = "") -> bool:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from rag.text import normalize_text
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 
@@ -48,19 +49,6 @@ class Chunk:
     @classmethod
     def from_json(cls, data: dict) -> Chunk:
         return cls(**{**data, "paragraphs": tuple(data["paragraphs"])})
-
-
-# ---------------------------------------------------------------- normalisation
-
-_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?%)\]])")
-_WHITESPACE = re.compile(r"\s+")
-
-
-def normalize_text(text: str) -> str:
-    """NFC, single spaces, no stray space before punctuation ("At the same time , the" -> "At the same time, the")."""
-    text = unicodedata.normalize("NFC", text)
-    text = _WHITESPACE.sub(" ", text).strip()
-    return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
 
 
 # ---------------------------------------------------------------- reading files

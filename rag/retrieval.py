@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,13 +12,7 @@ from rag.index import LoadedIndex, open_index
 from rag.ingest import Chunk
 from rag.models import get_embedder
 from rag.settings import Settings
-
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+", re.UNICODE)
-
-
-def lexical_tokens(text: str) -> list[str]:
-    """Lower-case words and whole numbers ("1.02", "66.7", "2,047" -> "2047"); hyphens split words."""
-    return [t.replace(",", "") if t[0].isdigit() else t for t in _TOKEN.findall(text.lower())]
+from rag.text import lexical_tokens
 
 
 @dataclass

@@ -2,9 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from rag.ingest import IngestError, chunk_document, normalize_text, read_document
+from rag.ingest import IngestError, chunk_document, read_document
 from rag.models import get_embedder
 from rag.settings import Settings
+from rag.text import normalize_text
 from tests.conftest import SEED_ARTICLE, write
 
 
@@ -13,10 +14,6 @@ def count_tokens():
     return get_embedder(Settings()).count_tokens
 
 
-def test_normalisation_fixes_spacing_and_unicode():
-    assert normalize_text("At the same time , the  South\u00a0Korean ( 66.7 % )") == \
-        "At the same time, the South Korean ( 66.7%)"
-    assert normalize_text("Cafe\u0301") == "Caf\u00e9"
 
 
 def test_seed_article_title_and_paragraphs(count_tokens):

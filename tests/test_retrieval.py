@@ -1,7 +1,7 @@
 import pytest
 
 from rag.index import build_index, load_index
-from rag.retrieval import Retriever, lexical_tokens, reciprocal_rank_fusion, retrieve
+from rag.retrieval import Retriever, reciprocal_rank_fusion, retrieve
 from tests.conftest import write
 
 # Look-alike articles: the same topic and wording, different figures and names. Dense vectors barely
@@ -92,9 +92,6 @@ def test_cross_encoder_reranker_code_path(seed_settings, tmp_path):
     assert scores == sorted(scores, reverse=True)
 
 
-def test_lexical_tokens_keep_numbers_whole():
-    assert lexical_tokens("1.02-trillion won, 66.7% and 2,047 by Lee Jong-ho") == [
-        "1.02", "trillion", "won", "66.7", "and", "2047", "by", "lee", "jong", "ho"]
 
 
 def test_reciprocal_rank_fusion():

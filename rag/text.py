@@ -1,0 +1,106 @@
+"""Text helpers shared by every stage: normalising, search tokens, key terms, sentences and citation markers."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# ---------------------------------------------------------------- normalising
+
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?%)\]])")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """NFC, single spaces, no stray space before punctuation ("At the same time , the" -> "At the same time, the")."""
+    text = unicodedata.normalize("NFC", text)
+    text = _WHITESPACE.sub(" ", text).strip()
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+
+
+# ---------------------------------------------------------------- tokens and key terms
+
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+", re.UNICODE)
+STOP_WORDS = {
+    "the", "and", "for", "that", "this", "with", "from", "has", "have", "had", "was", "were", "are", "is", "its",
+    "will", "would", "also", "which", "who", "whom", "what", "when", "where", "why", "how", "been", "being",
+    "their", "they", "them", "there", "than", "then", "into", "about", "such", "said", "says", "say", "did",
+    "does", "not", "but", "can", "could", "our", "out", "all", "any", "his", "her", "she", "him", "you",
+    "according", "passage", "passages", "article", "articles", "mentioned", "states", "stated",
+}
+
+
+def lexical_tokens(text: str) -> list[str]:
+    """Lower-case words and whole numbers ("1.02", "66.7", "2,047" -> "2047"); hyphens split words."""
+    return [t.replace(",", "") if t[0].isdigit() else t for t in _TOKEN.findall(text.lower())]
+
+
+def key_terms(text: str) -> tuple[set[str], set[str]]:
+    """Numbers and content words (first five letters) of a text; "1.02-trillion" and "1.02 trillion" agree."""
+    tokens = lexical_tokens(normalize_text(text))
+    numbers = {t for t in tokens if t[0].isdigit()}
+    words = {t[:5] for t in tokens if not t[0].isdigit() and len(t) > 2 and t not in STOP_WORDS}
+    return numbers, words
+
+
+# ---------------------------------------------------------------- citation markers
+
+MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+_MARKER_AFTER_SPACE = re.compile(r"\s*" + MARKER.pattern)
+
+
+def strip_markers(text: str) -> str:
+    """The text without its citation markers ("[2]", "[1, 3]"), so that they cannot count as numbers or words."""
+    return re.sub(r"\s+([.,;:!?])", r"\1", _MARKER_AFTER_SPACE.sub("", text)).strip()
+
+
+# ---------------------------------------------------------------- sentences
+
+# A stop, then markers that belong to the sentence before it ("... 2027. [2][3]"), then the next sentence.
+_SENTENCE_END = re.compile(r"(?<=[.!?])(\s*(?:\[\d+\])+)?\s+(?=[A-Z0-9\"'“])")
+_PASSAGE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+# Words written with a period that seldom end a sentence; "No." is one only before a number ("No. 3").
+_ABBREVIATIONS = {
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "gen", "gov", "sen", "rep", "rev", "lt", "col", "sgt",
+    "capt", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "inc", "co",
+    "corp", "ltd", "dept", "univ", "est", "approx", "vs", "e.g", "i.e", "cf", "al", "fig", "vol", "pp",
+}
+
+
+def ends_sentence(text: str, stop: int, following: int) -> bool:
+    """Whether the punctuation just before `stop` ends a sentence, given where the next one would begin.
+
+    Not after an abbreviation ("Mr.", "e.g.", "U.S.", "No. 3"), an initial ("J. Smith"), or before a lower-case word."""
+    if following < len(text) and text[following].islower():
+        return False
+    if text[stop - 1] != ".":
+        return True
+    word = re.split(r"[^A-Za-z.]", text[max(0, stop - 30):stop - 1])[-1].lstrip(".")
+    if word.lower() in ("no", "nos"):
+        return not text[following:following + 1].isdigit()
+    return not (word.lower() in _ABBREVIATIONS or re.fullmatch(r"[A-Z](?:\.[A-Z])*", word))
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of an answer; markers after a stop ("... 2027. [2]") stay with the sentence before."""
+    pieces, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        if match.group(1) or ends_sentence(text, match.start(), match.end()):
+            pieces.append(text[start:match.end()])
+            start = match.end()
+    pieces.append(text[start:])
+    return [s for s in (p.strip() for p in pieces) if s]
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of a passage; a line break always ends one."""
+    spans, start = [], 0
+    for match in _PASSAGE_BREAK.finditer(text):
+        if "\n" not in match.group() and not ends_sentence(text, match.start(), match.end()):
+            continue
+        if text[start:match.start()].strip():
+            spans.append((start, match.start()))
+        start = match.end()
+    if text[start:].strip():
+        spans.append((start, len(text.rstrip())))
+    return spans

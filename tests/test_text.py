@@ -1,0 +1,43 @@
+"""Text helpers: normalising, search tokens, key terms, sentences, markers."""
+
+from rag.text import key_terms, lexical_tokens, normalize_text, sentence_spans, split_sentences, strip_markers
+
+
+def test_normalisation_fixes_spacing_and_unicode():
+    assert normalize_text("At the same time , the  South\u00a0Korean ( 66.7 % )") == \
+        "At the same time, the South Korean ( 66.7%)"
+    assert normalize_text("Cafe\u0301") == "Caf\u00e9"
+
+
+def test_lexical_tokens_keep_numbers_whole():
+    assert lexical_tokens("1.02-trillion won, 66.7% and 2,047 by Lee Jong-ho") == [
+        "1.02", "trillion", "won", "66.7", "and", "2047", "by", "lee", "jong", "ho"]
+
+
+def test_key_terms_normalise_numbers_and_drop_stop_words():
+    assert key_terms("1.02-trillion won")[0] == key_terms("1.02 trillion won")[0] == {"1.02"}
+    assert key_terms("The ministry will deploy funds")[1] == {"minis", "deplo", "funds"}
+
+
+def test_markers_are_stripped_without_leaving_gaps():
+    assert strip_markers("Exports rose 66.7% [3]. Seoul [1, 2] agreed [4].") == "Exports rose 66.7%. Seoul agreed."
+
+
+def test_abbreviations_and_initials_do_not_end_sentences():
+    assert split_sentences("The U.S. and China lead in AI [1]. Korea aims to be No. 3 by 2027 [2].") == [
+        "The U.S. and China lead in AI [1].", "Korea aims to be No. 3 by 2027 [2]."]
+    text = ("Mr. Lee met Dr. Kim on Jan. 5 at St. Mary's [1]. J. Smith of Acme Inc. and Foo Co. spoke, e.g. on chips. "
+            "Chips vs. AI, i.e. Seoul [2]. It ended.")
+    assert split_sentences(text) == [
+        "Mr. Lee met Dr. Kim on Jan. 5 at St. Mary's [1].",
+        "J. Smith of Acme Inc. and Foo Co. spoke, e.g. on chips.",
+        "Chips vs. AI, i.e. Seoul [2].",
+        "It ended.",
+    ]
+    assert split_sentences("The answer is no. Seoul disagreed.") == ["The answer is no.", "Seoul disagreed."]
+
+
+def test_passage_spans_do_not_split_abbreviations():
+    text = "The U.S. and China lead. Korea is No. 3 in chips, said Mr. Lee.\nA new line"
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "The U.S. and China lead.", "Korea is No. 3 in chips, said Mr. Lee.", "A new line"]
