@@ -1,85 +1,331 @@
-"""`make bench`: load times, decode speed of both engines and index build speed, measured side by side in one run."""
+"""`make bench`: every speed target as a ratio of two things measured side by side in one run, after a warm-up.
+
+Each row compares the project's path with a baseline measured in the same run on the same machine (medians of
+several repetitions), so the ratios hold on any machine; absolute values are printed too but marked
+machine-dependent. Results go to bench/results.json as {"rows": [{name, value, baseline, ratio, target, meets}]}.
+Nothing else may run a model meanwhile: on 2 cores a second model process slows both several-fold.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import rag  # noqa: F401  - offline environment first
-from rag.generation import generate, make_generator
+from rag.answer import Context, answer, build_prompt, prepare_document_states, reading_context
+from rag.evaluation import load_questions
+from rag.generation import LlamaCppGenerator, Prefix, complete, get_generator, make_generator
 from rag.index import build_index
-from rag.models import GENERATORS, get_embedder
+from rag.models import GENERATORS, Embedder, get_embedder
+from rag.retrieval import get_retriever, retrieve
 from rag.settings import Settings, load_settings
 
-PROMPT = [{"role": "user", "content": "Write a short paragraph about memory chips."}]
+RESULTS = Path("bench") / "results.json"
 
 
-def bench_engine(name: str, engine: str, settings: Settings, tokens: int) -> dict[str, float]:
-    """Load time, then decode speed over `tokens` new tokens (best of two runs)."""
-    generator = make_generator(name, settings.replace(engine=engine))
+@dataclass
+class Row:
+    name: str
+    value: float
+    baseline: float | None  # the same thing measured the baseline way, in this run
+    target: str  # "<= 0.15", ">= 0.95", or "" for a row that is only reported
+    unit: str = ""
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return round(self.value / self.baseline, 3) if self.baseline else None
+
+    @property
+    def meets(self) -> bool | None:
+        if not self.target:
+            return None
+        op, bound = self.target.split()
+        measured = self.ratio if self.baseline is not None else self.value
+        return measured <= float(bound) if op == "<=" else measured >= float(bound)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio, "meets": self.meets}
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 4)
+
+
+# ---------------------------------------------------------------- answers
+
+
+def answer_rows(settings: Settings, questions: list[str]) -> list[Row]:
+    """Answer time of the default path (whole document from a kept state) against the passages path."""
+    new, old, ttft = [], [], []
+    for question in questions:  # interleaved, so both paths see the same machine conditions
+        reply = answer(question, settings=settings)
+        new.append(reply.timings["total_s"])
+        ttft.append(reply.timings.get("ttft_s") or 0.0)
+        old.append(answer(question, settings=settings.replace(whole_document=False)).timings["total_s"])
+    return [
+        Row("answer time p50: whole document from a kept state ÷ retrieved passages", median(new), median(old),
+            "<= 0.15", "s", f"{len(questions)} questions of the set, each both ways"),
+        Row("answer time p50 (absolute, machine-dependent)", median(new), None, "<= 2.0", "s"),
+        Row("time to first token p50 through rag.answer (absolute, machine-dependent)", median(ttft), None,
+            "<= 1.0", "s"),
+    ]
+
+
+def ttft_row(settings: Settings, questions: list[str]) -> Row:
+    """Time to first token of a question's full prompt with the document's prefix kept (the context holds the
+    previous question's prompt), against the same prompt processed with nothing kept."""
+    generator = get_generator(settings)
+    prompts = [build_prompt(q, _context(q, settings), settings) for q in questions]
+    complete(generator, *prompts[-1][:1], 1, prefix=prompts[-1][1])
+    warm, cold, tokens = [], [], []
+    for messages, prefix in prompts:  # each follows another question, as in a conversation
+        warm.append(_first_token_s(generator, messages, prefix))
+    for messages, _ in prompts:
+        generator._llm.reset()  # nothing kept: the whole prompt is processed
+        cold.append(_first_token_s(generator, messages, None))
+        tokens.append(generator.usage.prompt_tokens)
+    return Row("time to first token: prefix kept ÷ the same prompt processed whole", median(warm), median(cold),
+               "<= 0.1", "s", f"{len(prompts)} prompts of about {median(tokens):.0f} tokens")
+
+
+def _context(question: str, settings: Settings) -> Context:
+    """What rag.answer reads for this question (the whole document, here)."""
+    retriever = get_retriever(settings)
+    return reading_context(question, retriever.run(question, settings.top_k), retriever, get_generator(settings),
+                           settings)
+
+
+def _first_token_s(generator: LlamaCppGenerator, messages: list[dict], prefix: Prefix | None) -> float:
     started = time.perf_counter()
+    complete(generator, messages, 1, prefix=prefix)
+    return time.perf_counter() - started
+
+
+def decode_row(settings: Settings, questions: list[str]) -> Row:
+    """Decode speed inside rag.answer against raw llama-cpp-python create_completion on the identical prompt."""
+    generator = get_generator(settings)
+    ours, raw = [], []
+    for question in questions:
+        call = answer(question, settings=settings).usage["calls"][0]
+        if call.get("completion_tokens", 0) < 8:
+            continue
+        ours.append((call["completion_tokens"] - 1) / call["decode_s"])
+        messages, prefix = build_prompt(question, _context(question, settings), settings)
+        complete(generator, messages, 1, prefix=prefix)  # the same kept prefix as inside rag.answer
+        tokens = generator._llm.tokenize(generator.render(messages).encode("utf-8"), add_bos=False, special=True)
+        raw.append(_raw_decode_rate(generator, tokens, call["completion_tokens"]))
+    return Row("decode tokens/s: through rag.answer ÷ raw create_completion, identical prompt", median(ours),
+               median(raw), ">= 0.95", "tokens/s", f"{len(ours)} answers")
+
+
+def _raw_decode_rate(generator: LlamaCppGenerator, tokens: list[int], n: int) -> float:
+    first, count = None, 0
+    for _ in generator._llm.create_completion(tokens, max_tokens=n, temperature=0.0, top_k=1, stream=True):
+        count += 1
+        first = first or time.perf_counter()
+    return (count - 1) / (time.perf_counter() - first)
+
+
+# ---------------------------------------------------------------- retrieval and indexing
+
+
+def retrieval_rows(settings: Settings, questions: list[str], repetitions: int) -> list[Row]:
+    """retrieve() against the bare minimum: encoding the query and one FAISS search."""
+    retriever = get_retriever(settings)
+    embedder = get_embedder(settings)
+    k = settings.top_k
+    full, dense_only, bare = [], [], []
+    dense_settings = settings.replace(bm25=False)
+    for _ in range(repetitions):
+        for question in questions:
+            full.append(_seconds(lambda q=question: retrieve(q, k, settings)))
+            dense_only.append(_seconds(lambda q=question: retrieve(q, k, dense_settings)))
+            bare.append(_seconds(lambda q=question: retriever.index.faiss.search(embedder.embed([q]), k)))
+    return [
+        Row("retrieval p50: retrieve() ÷ query encoding + FAISS search", median(full), median(bare), "<= 1.3", "s"),
+        Row("retrieval p50 without BM25 ÷ with it (what BM25 and fusion add)", median(dense_only), median(full), "",
+            "s"),
+    ]
+
+
+def _seconds(work) -> float:  # noqa: ANN001 - any callable
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def index_rows(settings: Settings, copies: int) -> list[Row]:
+    """`rag index --rebuild` chunks/s against SentenceTransformer.encode on the same chunk texts; then what
+    saving a document's generator state costs (computed from nothing into an empty cache)."""
+    article = next(settings.corpus_dir.glob("*.txt")).read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus"
+        corpus.mkdir()
+        for n in range(copies):  # distinct files, so none is skipped as a duplicate
+            (corpus / f"copy-{n:02d}.txt").write_text(f"Copy {n}: {article}", encoding="utf-8")
+        report = build_index([corpus], Path(tmp) / "index", settings, rebuild=True, progress=False)
+        texts = [json.loads(line)["text"] for line in
+                 next((Path(tmp) / "index" / "builds").iterdir()).joinpath("chunks.jsonl").open(encoding="utf-8")]
+        model = get_embedder(settings).model
+        started = time.perf_counter()
+        model.encode(texts, batch_size=settings.embed_batch_size, normalize_embeddings=True)
+        raw_rate = len(texts) / (time.perf_counter() - started)
+        fresh = settings.replace(cache_dir=Path(tmp) / "cache")
+        _link_models(settings, fresh)
+        started = time.perf_counter()
+        prepare_document_states(fresh, corpus=settings.corpus_dir)
+        state_s = time.perf_counter() - started
+    return [
+        Row("index build chunks/s: rag index --rebuild ÷ raw SentenceTransformer.encode", round(report.chunks_per_s, 1),
+            round(raw_rate, 1), ">= 0.9", "chunks/s", f"{report.chunks} chunks (chunking included)"),
+        Row("saving one document's generator state (seed article, model load included)", round(state_s, 2), None, "",
+            "s", "once per document and model; `rag index` does it, or the first question"),
+    ]
+
+
+def _link_models(settings: Settings, fresh: Settings) -> None:
+    """Let a settings copy with an empty cache use the already assembled model files (no re-assembly)."""
+    fresh.models_dir.mkdir(parents=True, exist_ok=True)
+    for path in settings.models_dir.glob("*.gguf*"):
+        (fresh.models_dir / path.name).symlink_to(path)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def cold_start_row(settings: Settings, question: str) -> Row:
+    """`rag ask` in a new process against its parts measured in another new process: importing and loading
+    both models, restoring the document's saved state, and answering once more with it warm."""
+    env = {**os.environ, "RAG_GENERATOR": settings.generator}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "rag.cli", "ask", question], capture_output=True, text=True,
+                          env=env, timeout=600)
+    ask_s = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"rag ask failed: {done.stderr[-2000:]}")
+    parts = json.loads(subprocess.run([sys.executable, "-m", "rag.bench", "--parts", question], capture_output=True,
+                                      text=True, env=env, timeout=600, check=True).stdout.splitlines()[-1])
+    return Row("cold start: rag ask in a new process ÷ (model load + state restore + one warm answer)",
+               round(ask_s, 2), round(sum(parts.values()), 2), "<= 1.5", "s",
+               ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()))
+
+
+def cold_start_parts(question: str) -> dict[str, float]:
+    """Run in a new process: the seconds of each part `rag ask` cannot avoid."""
+    started = time.perf_counter()
+    settings = load_settings()
+    Embedder(settings.embedder, settings).warm_up()
+    generator = make_generator(settings.generator, settings)
     generator.warm_up()
     load_s = time.perf_counter() - started
-    runs = []
-    for _ in range(2):
-        started = time.perf_counter()
-        text = generate(generator, PROMPT, max_tokens=tokens)
-        runs.append(generator.count_tokens(text) / (time.perf_counter() - started))
-    return {"load_s": round(load_s, 2), "tokens_per_s": round(max(runs), 1)}
+    retriever = get_retriever(settings)
+    context = reading_context(question, retriever.run(question, settings.top_k), retriever, generator, settings)
+    restore = generator.prefill(*build_prompt(question, context, settings))
+    answer(question, settings=settings)  # the shared generator of answer() is another instance: warm it
+    warm = answer(question, settings=settings)
+    return {"model load": load_s, f"state restore ({restore.state})": restore.prefix_s,
+            "warm answer": warm.timings["total_s"]}
 
 
-def bench_index(settings: Settings, corpus: Path) -> dict[str, float]:
-    get_embedder(settings).warm_up()
-    with tempfile.TemporaryDirectory() as tmp:
-        report = build_index([corpus], Path(tmp), settings, rebuild=True, progress=False)
-        again = build_index([corpus], Path(tmp), settings, progress=False)
-    return {"documents": report.documents, "chunks": report.chunks, "build_s": round(report.seconds, 2),
-            "chunks_per_s": round(report.chunks_per_s, 1), "noop_rebuild_s": round(again.seconds, 3)}
+def rss_row(name: str, question: str) -> Row:
+    """Peak resident memory of `rag chat` with one generator, after it answered one question."""
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "RAG_GENERATOR": name, "RAG_PORT": str(port)}
+    server = subprocess.Popen([sys.executable, "-m", "rag.cli", "chat"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        client = _connect(f"http://127.0.0.1:{port}/", server)
+        client.predict(question, api_name="/ask")
+        peak_kb = next(int(line.split()[1]) for line in Path(f"/proc/{server.pid}/status").read_text().splitlines()
+                       if line.startswith("VmHWM:"))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return Row(f"peak RSS of rag chat with {name}", round(peak_kb / 1024), None, "", "MB", "after one question")
 
 
-def bench_answers(settings: Settings, questions: list[str]) -> dict[str, float]:
-    from rag.answer import answer
+def _connect(url: str, server: subprocess.Popen):  # noqa: ANN202 - a gradio_client.Client
+    from gradio_client import Client
 
-    answer(questions[0], settings=settings)  # warm-up: model load and index
-    latencies = [answer(q, settings=settings).timings for q in questions]
-    total = [t["total_s"] for t in latencies]
-    return {"p50_s": round(statistics.median(total), 2), "max_s": round(max(total), 2),
-            "ttft_p50_s": round(statistics.median(t["ttft_s"] for t in latencies), 2)}
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"rag chat exited with {server.returncode}")
+        try:
+            return Client(url, verbose=False)
+        except Exception:  # not listening yet
+            time.sleep(1)
+    raise TimeoutError(f"rag chat did not start at {url}")
+
+
+# ---------------------------------------------------------------- main
+
+
+def run(settings: Settings, quick: bool) -> list[Row]:
+    questions = [q.question for q in load_questions(settings.corpus_dir / "eval" / "questions.jsonl")
+                 if not q.unanswerable]
+    sample = questions[:: 40 if quick else 4]  # every 4th answerable question: 20 of them
+    warm = questions[1]
+    answer(warm, settings=settings)  # warm-up: models, index and the document's state
+    answer(warm, settings=settings.replace(whole_document=False))
+    repetitions = 2 if quick else 5
+    rows = answer_rows(settings, sample)
+    rows.append(ttft_row(settings, sample[:repetitions]))  # a cold prompt costs seconds: a few suffice
+    rows.append(decode_row(settings, sample))
+    rows += retrieval_rows(settings, sample, repetitions)
+    rows += index_rows(settings, copies=2 if quick else 20)
+    rows.append(cold_start_row(settings, warm))
+    for name in (["qwen2.5-coder-0.5b"] if quick else GENERATORS):
+        rows.append(rss_row(name, warm))
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    print("| measure | value | baseline | ratio | target | meets |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        baseline = "" if row.baseline is None else f"{row.baseline:g} {row.unit}"
+        ratio = "" if row.ratio is None else f"{row.ratio:.3f}"
+        meets = {True: "yes", False: "NO", None: ""}[row.meets]
+        print(f"| {row.name} | {row.value:g} {row.unit} | {baseline} | {ratio} | {row.target} | {meets} |")
+    for row in rows:
+        if row.note:
+            print(f"- {row.name}: {row.note}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rag.bench", description=__doc__)
-    parser.add_argument("--tokens", type=int, default=96, help="new tokens per decode run")
-    parser.add_argument("--skip-transformers", action="store_true", help="only the llama.cpp engine")
-    parser.add_argument("--out", type=Path, help="also write the results as JSON")
+    parser = argparse.ArgumentParser(prog="python -m rag.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few questions, one small generator")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default: {RESULTS})")
+    parser.add_argument("--parts", metavar="QUESTION", help=argparse.SUPPRESS)  # cold_start_parts in a new process
     args = parser.parse_args(argv)
+    if args.parts:
+        print(json.dumps(cold_start_parts(args.parts)))
+        return 0
     settings = load_settings()
-    results: dict[str, dict] = {"index": bench_index(settings, settings.corpus_dir)}
-    print(f"index: {results['index']}", flush=True)
-    questions = ["How much will South Korea invest in daily AI for all people?",
-                 "When did Zuckerberg last visit South Korea?",
-                 "How much did chip exports grow in February?",
-                 "Who is South Korea's science minister?"]
-    for name in GENERATORS:
-        engines = ["llama-cpp"] if args.skip_transformers else ["llama-cpp", "transformers"]
-        for engine in engines:
-            key = f"{name}/{engine}"
-            results[key] = bench_engine(name, engine, settings, args.tokens)
-            print(f"{key}: {results[key]}", flush=True)
-        results[f"{name}/answers"] = bench_answers(settings.replace(generator=name), questions)
-        print(f"{name}/answers: {results[f'{name}/answers']}", flush=True)
-    for name in GENERATORS:
-        fast, slow = results.get(f"{name}/llama-cpp"), results.get(f"{name}/transformers")
-        if fast and slow:
-            print(f"{name}: llama.cpp decodes {fast['tokens_per_s'] / slow['tokens_per_s']:.1f}x faster than "
-                  f"transformers (bf16) in this run")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    started = time.perf_counter()
+    rows = run(settings, args.quick)
+    print_table(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(args.out.name + ".partial")
+    partial.write_text(json.dumps({"rows": [r.to_json() for r in rows], "generator": settings.generator,
+                                   "quick": args.quick, "seconds": round(time.perf_counter() - started)},
+                                  indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, args.out)
+    print(f"\nwritten to {args.out}")
     return 0
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import rag  # noqa: F401  - sets the offline environment before any model library is imported
-from rag.answer import Answer, QuestionError, stream_answer
+from rag.answer import Answer, QuestionError, prepare_document_states, stream_answer
 from rag.index import IndexBuildError, StaleIndex, build_index, index_folder
 from rag.ingest import IngestError
 from rag.models import GENERATORS, ModelError, prepare
@@ -70,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", choices=["rgb"], help="run an external benchmark instead")
     p.add_argument("--benchmark-path", type=Path, help="folder or file of the benchmark data")
     p.add_argument("--out", type=Path, help="output folder (default: eval-results/<name>)")
+    p.add_argument("--split", choices=["tune", "test", "all"],
+                   help="only the tune or the test split of the question set (default: all)")
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--retrieval-only", action="store_true",
                    help="only retrieve (no generator): hit@1/3/5 and MRR@5 for hybrid, dense-only and BM25-only")
@@ -97,7 +101,7 @@ def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
         failed |= status.startswith("error:")
         print(f"{name}: {status}")
     if args.load and not failed:
-        from rag.models import get_generator
+        from rag.generation import get_generator
 
         started = time.perf_counter()
         get_generator(settings).warm_up()
@@ -111,22 +115,50 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     for message in report.skipped:
         print(f"skipped: {message}", file=sys.stderr)
     print(report.summary())
+    if settings.index_states and len(paths) == 1 and paths[0].is_dir():
+        started = time.perf_counter()
+        states = prepare_document_states(settings, corpus=paths[0])
+        print(_states_line(states, time.perf_counter() - started))
     return 0
 
 
+def _states_line(states: dict[str, str], seconds: float) -> str:
+    if not states:
+        return "generator states: not prepared (more documents than states_on_disk: each is read on first use)"
+    counts = ", ".join(f"{n} {what}" for what, n in sorted(Counter(states.values()).items()))
+    return f"generator states of {len(states)} document(s) ready in {seconds:.1f} s ({counts})"
+
+
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    """Stream the reply to a terminal, then replace it with the checked answer, so one answer is seen.
+
+    When the output is not a terminal (a pipe, a file), only the checked answer is printed."""
+    live = sys.stdout.isatty() and not args.json
+    shown = ""
     final = None
     for event in stream_answer(args.question, settings=settings, corpus=args.corpus):
-        if isinstance(event, str) and not args.json:
+        if isinstance(event, str) and live:
+            if not shown:
+                event = "Answer: " + event
             print(event, end="", flush=True)
+            shown += event
         elif isinstance(event, Answer):
             final = event
     if args.json:
         print(json.dumps(final.to_json(), ensure_ascii=False, indent=2))
         return 0
-    print("\n")
+    if shown:
+        _erase(shown)
     print(_render(final))
     return 0
+
+
+def _erase(text: str) -> None:
+    """Move the cursor back over `text` on the terminal and clear from there to the end of the screen."""
+    width = max(1, shutil.get_terminal_size().columns)
+    rows = sum(max(1, -(-len(line) // width)) for line in text.split("\n"))
+    sys.stdout.write("\r" + "\x1b[1A" * (rows - 1) + "\x1b[J")
+    sys.stdout.flush()
 
 
 def _render(final: Answer) -> str:

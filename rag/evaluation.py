@@ -29,6 +29,8 @@ DEFAULT_QUESTIONS = Path("eval") / "questions.jsonl"  # inside the corpus folder
 DEFAULT_RGB_PATH = Path("..") / "shared" / "benchmarks" / "rgb" / "en_fact.json"
 RGB_FILE = "en_fact.json"
 RETRIEVAL_DEPTHS = (1, 3, 5)
+# The project set is split once by a rule written into the file: every third line has "split": "test".
+SPLITS = ("tune", "test")
 RATE_KEYS = ("answer_accuracy", "exact_match", "f1", "retrieval_hit_at_k", "mrr", "retrieval_hit_at_1",
              "retrieval_hit_at_3", "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate",
              "citation_accuracy", "unsupported_rate")
@@ -51,6 +53,7 @@ class Question:
     unanswerable: bool = False
     evidence: list[str] = field(default_factory=list)  # paragraph ids ("p10") or evidence text
     rgb_answer: Any = None  # RGB's gold (string or list; a nested list holds alternatives): scored RGB's way
+    split: str = ""  # "tune" (prompts and thresholds are chosen on it) or "test" (reported, never tuned on)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept and ignored
 
 
@@ -89,9 +92,22 @@ def _parse_question(line: str, path: Path, number: int) -> Question:
         raise EvaluationError(f"{where}: an answerable question needs at least one answer "
                               "(or set \"unanswerable\": true)")
     evidence = _string_list(data.get("evidence") or [], "evidence", where)
-    known = {"id", "question", "answers", "unanswerable", "evidence"}
-    return Question(str(data["id"]), question.strip(), answers, unanswerable, evidence,
+    split = data.get("split", "")
+    if split not in SPLITS + ("",):
+        raise EvaluationError(f"{where}: `split` must be one of {', '.join(SPLITS)}, got {split!r}")
+    known = {"id", "question", "answers", "unanswerable", "evidence", "split"}
+    return Question(str(data["id"]), question.strip(), answers, unanswerable, evidence, split=split,
                     extra={k: v for k, v in data.items() if k not in known})
+
+
+def select_split(questions: list[Question], split: str | None) -> list[Question]:
+    """The questions of one split ("tune" or "test"); all of them for None or "all"."""
+    if split in (None, "all"):
+        return questions
+    chosen = [q for q in questions if q.split == split]
+    if not chosen:
+        raise EvaluationError(f"no question of the set is in the {split!r} split")
+    return chosen
 
 
 def _string_list(value: Any, key: str, where: str) -> list[str]:
@@ -235,7 +251,7 @@ class Result:
             "cited_gold": self.cited_gold, "unsupported": self.answer.unsupported,
             "retrieved": [p.chunk_id for p in self.answer.passages], "relevant_rank": self.rank,
             "retrieved_at_5": [p.chunk_id for p in self.top5], "relevant_rank_at_5": self.rank_at_5,
-            "latency": self.answer.timings,
+            "latency": self.answer.timings, "usage": self.answer.usage,
         }
 
 
@@ -475,13 +491,16 @@ def prepare_rgb(path: Path, settings: Settings) -> tuple[list[Question], Path, s
 def run_cli(args: argparse.Namespace, settings: Settings) -> int:
     """`rag eval`: run the evaluation, write the outputs, print the summary."""
     name = args.benchmark or "project"
+    if args.benchmark and args.split not in (None, "all"):
+        raise EvaluationError("--split selects from the project's question set, not from a benchmark")
     if args.benchmark == "rgb":
         if args.corpus:
             raise EvaluationError("--corpus cannot be combined with --benchmark rgb (it brings its own corpus)")
         questions, corpus, note = prepare_rgb(args.benchmark_path or DEFAULT_RGB_PATH, settings)
         print(note, file=sys.stderr)
     else:
-        questions = load_questions(args.questions or settings.corpus_dir / DEFAULT_QUESTIONS)
+        questions = select_split(load_questions(args.questions or settings.corpus_dir / DEFAULT_QUESTIONS),
+                                 args.split)
         corpus = args.corpus
     if args.limit is not None:
         if args.limit < 1:
@@ -520,5 +539,5 @@ def _retrieval_only(questions: list[Question], settings: Settings, corpus: Path 
 __all__ = [
     "EvaluationError", "QAEvaluator", "Question", "Result", "answer_found", "compute_metrics", "contains_answer",
     "detect_refusal", "exact_match", "f1", "load_questions", "load_rgb", "normalize_answer", "passage_relevant",
-    "relevance_ranges", "retrieval_metrics", "rgb_correct", "run_cli",
+    "relevance_ranges", "retrieval_metrics", "rgb_correct", "run_cli", "select_split",
 ]

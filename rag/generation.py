@@ -1,21 +1,63 @@
-"""Text generation behind one interface (chat messages in, text pieces out) with llama.cpp and transformers engines."""
+"""Text generation behind one interface (chat messages in, text pieces out) with llama.cpp and transformers engines,
+keeping the processed state of a prompt's fixed prefix so that the next prompt pays only for its new tokens."""
 
 from __future__ import annotations
 
+import collections.abc
+import copy
+import ctypes
+import hashlib
 import re
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from rag.models import GeneratorSource, ModelError, convert_gguf_to_hf, ensure_gguf, resolve_generator
+from rag.models import GeneratorSource, ModelError, convert_gguf_to_hf, ensure_gguf, file_sha256, resolve_generator
 from rag.settings import Settings
+from rag.states import SavedState, StateStore, state_key
 
 Message = dict[str, str]
+Stream = collections.abc.Generator[str, None, "Usage"]  # text pieces; the return value is the call's Usage
 
 # Chat-template tokens a small model sometimes writes out as text; they never belong in an answer.
 TEMPLATE_TOKENS = re.compile(r"<\|(?:im_start|im_end|endoftext|end|eot_id|assistant|user|system)\|>")
 END_OF_TURN = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"]
+# Used when a GGUF carries no chat template of its own.
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """Says which start of a prompt stays the same across calls, so the engine keeps its processed state.
+
+    `varying` is the tail of the last message that changes from call to call (the question); everything before
+    its last occurrence in the rendered prompt is the prefix (instructions and passages). `persist` also saves
+    the state to disk (for whole documents, which are asked about again in later processes); `label` names
+    the state (a document id).
+    """
+
+    varying: str
+    persist: bool = False
+    label: str = ""
+
+
+@dataclass
+class Usage:
+    """What the last call cost the engine, read from the engine itself."""
+
+    prompt_tokens: int = 0
+    evaluated_tokens: int = 0  # prompt tokens the engine processed in this call; the rest came from a kept state
+    state: str = "none"  # where the prefix came from: context | memory | disk | computed | none
+    prefix_s: float = 0.0  # seconds spent restoring or computing the prefix
+    completion_tokens: int = 0
+    decode_s: float = 0.0  # from the first text piece to the end of the reply
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 class Generator(Protocol):
@@ -23,17 +65,42 @@ class Generator(Protocol):
 
     name: str
     engine: str
+    usage: Usage
 
     def warm_up(self) -> None: ...
 
-    def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None) -> Iterator[str]: ...
+    def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
+               prefix: Prefix | None = None) -> Stream:
+        """Text pieces as they are generated; the stream's return value is the call's Usage."""
+        ...
+
+    def prefill(self, messages: list[Message], prefix: Prefix) -> Usage: ...
 
     def count_tokens(self, text: str) -> int: ...
 
 
-def generate(generator: Generator, messages: list[Message], max_tokens: int, stop: list[str] | None = None) -> str:
+def generate(generator: Generator, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
+             prefix: Prefix | None = None) -> str:
     """The whole reply at once."""
-    return "".join(generator.stream(messages, max_tokens, stop))
+    return complete(generator, messages, max_tokens, stop, prefix)[0]
+
+
+def complete(generator: Generator, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
+             prefix: Prefix | None = None) -> tuple[str, Usage]:
+    """The whole reply and what it cost the engine (a stream returns its Usage when it ends)."""
+    pieces: list[str] = []
+    stream = generator.stream(messages, max_tokens, stop, prefix)
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as done:
+            return "".join(pieces), done.value or Usage()
+
+
+def prefix_text(prompt: str, varying: str) -> str:
+    """The rendered prompt before the last occurrence of `varying` ("" when it does not occur)."""
+    at = prompt.rfind(varying) if varying else -1
+    return prompt[:at] if at > 0 else ""
 
 
 class StopFilter:
@@ -77,8 +144,58 @@ def _clean_stream(pieces: Iterator[str], stop: list[str]) -> Iterator[str]:
         yield tail
 
 
+def _timed(pieces: Iterator[str], usage: Usage) -> Iterator[str]:
+    """Pass the pieces on, recording in `usage.decode_s` the time from the first piece to the last."""
+    first = None
+    for piece in pieces:
+        first = first or time.perf_counter()
+        yield piece
+    usage.decode_s = round(time.perf_counter() - first, 4) if first else 0.0
+
+
+def _state_store(settings: Settings, name: str) -> StateStore:
+    folder = settings.cache_dir / "states" / re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    return StateStore(folder, settings.states_in_memory, settings.states_on_disk)
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------- llama.cpp
+
+
+def _counting_llama():  # noqa: ANN202 - a Llama subclass, made on first use so that importing is lazy
+    from llama_cpp import Llama
+
+    class CountingLlama(Llama):
+        """A Llama that records how many prompt tokens each generation actually evaluated."""
+
+        prompt_evaluated = 0
+        sampled = 0
+        _first_eval = False
+
+        def generate(self, tokens, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - llama-cpp's signature
+            self._first_eval, self.sampled = True, 0
+            for token in super().generate(tokens, *args, **kwargs):  # create_completion never sends into it
+                self.sampled += 1
+                yield token
+
+        def eval(self, tokens) -> None:  # noqa: ANN001 - llama-cpp's signature
+            if self._first_eval:
+                self.prompt_evaluated, self._first_eval = len(tokens), False
+            super().eval(tokens)
+
+    return CountingLlama
+
+
 class LlamaCppGenerator:
-    """llama.cpp through llama-cpp-python: loads a GGUF directly; the fast engine on CPU."""
+    """llama.cpp through llama-cpp-python: loads a GGUF directly; the fast engine on CPU.
+
+    The prompt is rendered with the GGUF's own chat template and passed as tokens. With a `Prefix`, the
+    prefix's state is made current before generating: kept in the context already, restored from memory or
+    from a saved file, or computed (and saved); llama-cpp-python then evaluates only the tokens after it.
+    """
 
     engine = "llama-cpp"
 
@@ -86,17 +203,23 @@ class LlamaCppGenerator:
         self.name = name
         self.settings = settings
         self.source = source
+        self.usage = Usage()
         self._gguf = gguf
         self._llm = None
+        self._template = None
+        self._model_sha256 = ""
+        self._states = _state_store(settings, name)
         self._lock = threading.Lock()
 
     def warm_up(self) -> None:
         with self._lock:
             if self._llm is None:
-                from llama_cpp import Llama
+                import llama_cpp
+                from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
                 path = self._gguf or ensure_gguf(self.source.spec, self.settings)  # type: ignore[arg-type]
-                self._llm = Llama(
+                self._model_sha256 = self.source.spec.sha256 if self.source.spec else file_sha256(path)
+                llm = _counting_llama()(
                     model_path=str(path),
                     n_ctx=self.settings.context_tokens,
                     n_threads=self.settings.n_threads,
@@ -104,16 +227,34 @@ class LlamaCppGenerator:
                     seed=self.settings.seed,
                     verbose=False,
                 )
+                eos = llm._model.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
+                self._template = Jinja2ChatFormatter(llm.metadata.get("tokenizer.chat_template") or CHATML,
+                                                     eos_token=eos, bos_token="")
+                self._engine_id = f"llama-cpp {llama_cpp.__version__}"
+                self._llm = llm
 
     def count_tokens(self, text: str) -> int:
         self.warm_up()
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return len(self._tokenize(text))
 
-    def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None) -> Iterator[str]:
+    def _tokenize(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def render(self, messages: list[Message]) -> str:
         self.warm_up()
+        return self._template(messages=messages).prompt
+
+    def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
+               prefix: Prefix | None = None) -> Stream:
+        prompt = self.render(messages)
         with self._lock:
-            chunks = self._llm.create_chat_completion(
-                messages=messages,
+            tokens = self._tokenize(prompt)
+            self._check_fits(len(tokens))
+            usage = Usage(prompt_tokens=len(tokens))
+            head = prefix_text(prompt, prefix.varying) if prefix else ""
+            computed = self._use_prefix(head, prefix, usage) if head else 0
+            chunks = self._llm.create_completion(
+                tokens,
                 max_tokens=max_tokens,
                 temperature=self.settings.temperature,
                 top_k=1 if self.settings.temperature <= 0 else 40,
@@ -121,12 +262,104 @@ class LlamaCppGenerator:
                 stop=(stop or []) + END_OF_TURN,
                 stream=True,
             )
-            pieces = (c["choices"][0]["delta"].get("content") or "" for c in chunks)
-            yield from _clean_stream(pieces, stop or [])
+            self._llm.prompt_evaluated = 0
+            yield from _timed(_clean_stream((c["choices"][0]["text"] for c in chunks), stop or []), usage)
+            usage.evaluated_tokens = computed + self._llm.prompt_evaluated
+            usage.completion_tokens = self._llm.sampled
+            self.usage = usage
+            return usage
+
+    def prefill(self, messages: list[Message], prefix: Prefix) -> Usage:
+        """Make the prompt's prefix current (computing and saving its state if needed) without generating."""
+        prompt = self.render(messages)
+        with self._lock:
+            usage = Usage(prompt_tokens=len(self._tokenize(prompt)))
+            head = prefix_text(prompt, prefix.varying)
+            usage.evaluated_tokens = self._use_prefix(head, prefix, usage) if head else 0
+            return usage
+
+    def _check_fits(self, n_tokens: int) -> None:
+        if n_tokens >= self.settings.context_tokens:
+            raise ModelError(f"the prompt has {n_tokens} tokens; the context window holds "
+                             f"{self.settings.context_tokens} (setting context_tokens)")
+
+    def _use_prefix(self, head: str, prefix: Prefix, usage: Usage) -> int:
+        """Make the state of `head` current; returns how many tokens had to be computed for it."""
+        started = time.perf_counter()
+        tokens = self._tokenize(head)
+        llm = self._llm
+        computed = 0
+        if llm.n_tokens >= len(tokens) and llm.input_ids[: len(tokens)].tolist() == tokens:
+            usage.state = "context"
+        else:
+            key = state_key(model_sha256=self._model_sha256, engine=self._engine_id, prefix=_sha256_text(head))
+            usage.state = self._restore(key)
+            if usage.state == "none":
+                self._check_fits(len(tokens))
+                llm.reset()
+                llm.eval(tokens)
+                computed = len(tokens)
+                saved = SavedState(key, tokens, self._snapshot(), prefix.label)
+                self._states.remember(key, saved)
+                if prefix.persist:
+                    self._save(saved)
+                usage.state = "computed"
+        usage.prefix_s = round(time.perf_counter() - started, 4)
+        return computed
+
+    def _restore(self, key: str) -> str:
+        """Load the state of `key` from memory or disk into the context: "memory", "disk" or "none"."""
+        saved = self._states.recall(key)
+        if saved is not None and self._load(saved):
+            return "memory"
+        saved = self._states.load(key)
+        if saved is not None and self._load(saved):
+            self._states.remember(key, saved)
+            return "disk"
+        return "none"
+
+    def _snapshot(self) -> bytes:
+        import llama_cpp
+
+        ctx = self._llm.ctx
+        size = llama_cpp.llama_state_get_size(ctx)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_get_data(ctx, buffer, size)
+        return ctypes.string_at(buffer, written)
+
+    def _load(self, saved: SavedState) -> bool:
+        import llama_cpp
+
+        llm = self._llm
+        if len(saved.tokens) >= self.settings.context_tokens:
+            return False
+        buffer = (ctypes.c_uint8 * len(saved.data)).from_buffer_copy(saved.data)
+        if llama_cpp.llama_state_set_data(llm.ctx, buffer, len(saved.data)) != len(saved.data):
+            llm.reset()
+            return False
+        llm.input_ids[: len(saved.tokens)] = saved.tokens
+        llm.n_tokens = len(saved.tokens)
+        llm._requires_eval = True  # as Llama.load_state does: the logits are not those of a live decode
+        return True
+
+    def _save(self, saved: SavedState) -> None:
+        try:
+            self._states.save(saved)
+        except OSError as exc:  # a full or read-only cache costs speed later, never the answer
+            import logging
+
+            logging.getLogger(__name__).warning("could not save the generator state: %s", exc)
+
+
+# ---------------------------------------------------------------- transformers
 
 
 class TransformersGenerator:
-    """Hugging Face transformers: any HF model id or folder; packaged GGUFs are converted once to bf16."""
+    """Hugging Face transformers: any HF model id or folder; packaged GGUFs are converted once to bf16.
+
+    With a `Prefix`, the prefix's `past_key_values` are computed once, kept in memory (not on disk), and a copy
+    is handed to `generate` for each prompt, which then processes only the tokens after the prefix.
+    """
 
     engine = "transformers"
 
@@ -134,8 +367,10 @@ class TransformersGenerator:
         self.name = name
         self.settings = settings
         self.source = source
+        self.usage = Usage()
         self._model = None
         self._tokenizer = None
+        self._states = _state_store(settings, name)
         self._lock = threading.Lock()
 
     def _model_location(self) -> str:
@@ -148,6 +383,7 @@ class TransformersGenerator:
         with self._lock:
             if self._model is None:
                 import torch
+                import transformers
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 
                 torch.set_num_threads(self.settings.n_threads)
@@ -155,20 +391,65 @@ class TransformersGenerator:
                 self._tokenizer = AutoTokenizer.from_pretrained(location)
                 self._model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.bfloat16)
                 self._model.to(self.settings.device).eval()
+                model_id = self.source.spec.sha256 if self.source.spec else location
+                self._model_id = f"{model_id} transformers {transformers.__version__} {self.settings.device}"
 
     def count_tokens(self, text: str) -> int:
         self.warm_up()
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
-    def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None) -> Iterator[str]:
+    def render(self, messages: list[Message]) -> str:
+        self.warm_up()
+        return self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _ids(self, text: str):  # noqa: ANN202 - a 1 x n tensor of token ids
+        return self._tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids.to(self._model.device)
+
+    def _prefix_cache(self, head: str, ids, usage: Usage):  # noqa: ANN001, ANN202 - tensors and a Cache
+        """A private copy of the prefix's cache, when the prompt's tokens start with the prefix's tokens."""
+        import torch
+        from transformers import DynamicCache
+
+        started = time.perf_counter()
+        head_ids = self._ids(head)
+        n = head_ids.shape[1]
+        if n >= ids.shape[1] or not torch.equal(ids[0, :n], head_ids[0]):
+            return None
+        key = state_key(model=self._model_id, prefix=_sha256_text(head))
+        cache = self._states.recall(key)
+        usage.state = "memory"
+        if cache is None:
+            cache = DynamicCache(config=self._model.config)
+            with torch.no_grad():
+                self._model(input_ids=head_ids, past_key_values=cache, use_cache=True)
+            self._states.remember(key, cache)
+            usage.state = "computed"
+        usage.prefix_s = round(time.perf_counter() - started, 4)
+        return copy.deepcopy(cache)
+
+    def prefill(self, messages: list[Message], prefix: Prefix) -> Usage:
+        prompt = self.render(messages)
+        with self._lock:
+            ids = self._ids(prompt)
+            usage = Usage(prompt_tokens=ids.shape[1])
+            head = prefix_text(prompt, prefix.varying)
+            cache = self._prefix_cache(head, ids, usage) if head else None
+            usage.evaluated_tokens = cache.get_seq_length() if cache is not None and usage.state == "computed" else 0
+            return usage
+
+    def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
+               prefix: Prefix | None = None) -> Stream:
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
-        self.warm_up()
+        prompt = self.render(messages)
         with self._lock:
-            inputs = self._tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-            ).to(self._model.device)
+            ids = self._ids(prompt)
+            usage = Usage(prompt_tokens=ids.shape[1], evaluated_tokens=ids.shape[1])
+            head = prefix_text(prompt, prefix.varying) if prefix else ""
+            cache = self._prefix_cache(head, ids, usage) if head else None
+            if cache is not None and usage.state == "memory":  # a computed prefix was processed in this call
+                usage.evaluated_tokens -= cache.get_seq_length()
             streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
             sampling = {"do_sample": False} if self.settings.temperature <= 0 else {
                 "do_sample": True, "temperature": self.settings.temperature}
@@ -179,9 +460,10 @@ class TransformersGenerator:
             def run() -> None:
                 try:
                     self._model.generate(
-                        **inputs, max_new_tokens=max_tokens, streamer=streamer,
-                        pad_token_id=self._tokenizer.eos_token_id,
-                        stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]), **sampling)
+                        input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
+                        streamer=streamer, pad_token_id=self._tokenizer.eos_token_id,
+                        stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
+                        **({"past_key_values": cache} if cache is not None else {}), **sampling)
                 except BaseException as exc:  # surfaced in the caller's thread below
                     failure.append(exc)
                     streamer.end()
@@ -190,13 +472,17 @@ class TransformersGenerator:
             worker.start()
             finished = False
 
+            generated: list[str] = []
+
             def pieces() -> Iterator[str]:
                 nonlocal finished
-                yield from streamer
+                for piece in streamer:
+                    generated.append(piece)
+                    yield piece
                 finished = True
 
             try:
-                yield from _clean_stream(pieces(), stop or [])
+                yield from _timed(_clean_stream(pieces(), stop or []), usage)
             finally:
                 cancel.set()
                 if not finished:  # the end signal is still to come; an exhausted streamer would block
@@ -205,6 +491,9 @@ class TransformersGenerator:
                 worker.join()
             if failure:
                 raise ModelError(f"{self.name}: generation failed: {failure[0]}") from failure[0]
+            usage.completion_tokens = len(self._tokenizer.encode("".join(generated), add_special_tokens=False))
+            self.usage = usage
+            return usage
 
 
 class _Cancelled:
@@ -233,3 +522,17 @@ def make_generator(name: str, settings: Settings) -> Generator:
     if engine == "transformers":
         return TransformersGenerator(source.name, settings, source)
     raise ModelError(f"unknown engine {engine!r}: use auto, llama-cpp or transformers")
+
+
+_generators: dict[tuple, Generator] = {}
+_generators_lock = threading.Lock()
+
+
+def get_generator(settings: Settings, name: str | None = None) -> Generator:
+    """The generator for `name` (default: the settings' one), loaded lazily and shared within the process."""
+    name = name or settings.generator
+    key = ("generator", name, settings.engine, settings.context_tokens, settings.n_threads, settings.cache_dir)
+    with _generators_lock:
+        if key not in _generators:
+            _generators[key] = make_generator(name, settings)
+        return _generators[key]

@@ -13,15 +13,11 @@ import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from rag.settings import Settings
-
-if TYPE_CHECKING:
-    from rag.generation import Generator
 
 HASH_CHUNK = 4 << 20
 
@@ -450,14 +446,6 @@ def _cached(key: tuple, factory: Callable[[], object]) -> object:
 def get_embedder(settings: Settings) -> Embedder:
     key = ("embedder", settings.embedder, settings.device, settings.cache_dir)
     return _cached(key, lambda: Embedder(settings.embedder, settings))  # type: ignore[return-value]
-
-
-def get_generator(settings: Settings, name: str | None = None) -> Generator:
-    from rag.generation import make_generator
-
-    name = name or settings.generator
-    key = ("generator", name, settings.engine, settings.context_tokens, settings.n_threads, settings.cache_dir)
-    return _cached(key, lambda: make_generator(name, settings))  # type: ignore[return-value]
 
 
 def prepare(settings: Settings, generators: Iterable[str] | None = None, progress: bool = True) -> dict[str, str]:

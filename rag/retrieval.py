@@ -138,14 +138,21 @@ class Retriever:
 
     def _passage(self, i: int, rank: int, similarity: np.ndarray, dense_rank: dict[int, int],
                  bm25: dict[int, float], fused: dict[int, float], rerank: dict[int, float]) -> Passage:
-        chunk = self.index.chunks[i]
-        return Passage(
-            chunk_id=chunk.id, doc_id=chunk.doc_id, title=chunk.title, text=chunk.raw, start=chunk.start,
-            end=chunk.end, paragraphs=chunk.paragraphs, rank=rank,
-            scores={"dense_similarity": round(float(similarity[i]), 4), "dense_rank": dense_rank.get(i),
-                    "bm25": round(bm25[i], 4) if i in bm25 else None, "fused": round(fused[i], 5),
-                    "rerank": round(rerank[i], 4) if i in rerank else None},
-        )
+        return passage_of(self.index.chunks[i], rank, {
+            "dense_similarity": round(float(similarity[i]), 4), "dense_rank": dense_rank.get(i),
+            "bm25": round(bm25[i], 4) if i in bm25 else None, "fused": round(fused[i], 5),
+            "rerank": round(rerank[i], 4) if i in rerank else None})
+
+    def document_passages(self, doc_id: str, retrieved: list[Passage] | None = None) -> list[Passage]:
+        """Every chunk of a document, in order, as Passages; those in `retrieved` keep their rank and scores."""
+        known = {p.chunk_id: p for p in retrieved or []}
+        chunks = sorted((c for c in self.index.chunks if c.doc_id == doc_id), key=lambda c: c.chunk_index)
+        return [known.get(c.id) or passage_of(c) for c in chunks]
+
+
+def passage_of(chunk: Chunk, rank: int = 0, scores: dict[str, float | None] | None = None) -> Passage:
+    return Passage(chunk_id=chunk.id, doc_id=chunk.doc_id, title=chunk.title, text=chunk.raw, start=chunk.start,
+                   end=chunk.end, paragraphs=chunk.paragraphs, rank=rank, scores=scores or {})
 
 
 _retrievers: dict[tuple, Retriever] = {}

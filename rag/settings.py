@@ -60,16 +60,21 @@ class Settings:
     rrf_k: int = 60
 
     # generation
-    context_tokens: int = 2048
+    context_tokens: int = 4096  # the KV cache: about 28 KB per token for the 1.5B model (115 MB at 4096)
     max_new_tokens: int = 160
     temperature: float = 0.0
     seed: int = 0
+    states_in_memory: int = 4  # processed document prefixes kept in RAM (about 30 MB per 1,000 tokens each)
+    states_on_disk: int = 32  # saved document states kept in <cache_dir>/states (least recently used go first)
 
     # answering
+    whole_document: bool = True  # read the whole document from its saved state when the passages share one
+    index_states: bool = True  # `rag index` saves the generator state of each document (else: on first use)
     refusal_text: str = "The articles do not say."
     min_relevance: float = 0.20  # below this dense similarity of the best passage, refuse (calibrated: README)
     min_support: float = 0.5  # fraction of a sentence's key words a cited passage must hold
-    second_look: bool = True  # when the generator refuses, ask once more without the refusal option, then check
+    offer_refusal: bool = False  # let the first ask reply with refusal_text (off: it always answers; checks decide)
+    second_look: bool = True  # with offer_refusal: when the generator refuses, ask again without that option
     max_question_chars: int = 2000
     history_turns: int = 3
 

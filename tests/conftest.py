@@ -52,3 +52,28 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def cache_with_models(folder: Path) -> Path:
+    """An empty cache folder (`folder`/cache) whose models/ links to the already assembled, verified model files."""
+    from rag.models import GENERATORS, ensure_gguf
+
+    cache = folder / "cache"
+    (cache / "models").mkdir(parents=True, exist_ok=True)
+    settings = Settings()
+    for spec in GENERATORS.values():
+        gguf = ensure_gguf(spec, settings, progress=False)
+        for path in (gguf, gguf.with_name(gguf.name + ".verified.json")):
+            (cache / "models" / path.name).symlink_to(path)
+    return cache
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001 - pytest's hook
+    """Say loudly what was skipped and why: a skipped test is a check that did not run."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    terminalreporter.section(f"SKIPPED: {len(skipped)} test(s) did not run", sep="!", yellow=True, bold=True)
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        terminalreporter.write_line(f"  {report.nodeid}: {reason}", yellow=True)

@@ -41,18 +41,20 @@ def test_unanswerable_questions_are_refused(seed_settings, question):
 
 
 def test_a_refusal_the_second_look_overturns_is_never_streamed(seed_settings):
-    # The 1.5B generator first refuses this one although the top passage holds 66.7%; the second look answers.
-    events = list(stream_answer("By how much did South Korea's chip exports grow in February?", settings=seed_settings))
+    # Offered the refusal sentence, the 1.5B generator first refuses this one although the article gives 2014;
+    # the second look answers.
+    events = list(stream_answer("When had Zuckerberg last been to South Korea before this trip?",
+                                settings=seed_settings, offer_refusal=True))
     final = events[-1]
     streamed = "".join(e for e in events if isinstance(e, str))
     assert final.second_look and not final.refused
-    assert "66.7%" in final.text and "66.7%" in final.raw_text and "66.7%" in streamed
+    assert "2014" in final.text and "2014" in final.raw_text and "2014" in streamed
     assert not streamed.startswith(seed_settings.refusal_text)
 
 
 def test_without_second_look_a_refusal_is_streamed_once(seed_settings):
     events = list(stream_answer("How many employees does Meta have in South Korea?", settings=seed_settings,
-                                second_look=False))
+                                offer_refusal=True, second_look=False))
     final = events[-1]
     assert final.refused and not final.second_look
     assert "".join(e for e in events if isinstance(e, str)) == seed_settings.refusal_text
@@ -128,3 +130,52 @@ def test_bare_passage_label_becomes_an_answer(seed_settings):
     reply = extractive_answer("[1]", "How much did chip exports grow in February?", passages)
     assert reply.endswith("[1]") and len(reply) > 20
     assert normalise_markers("Passage 1") == "[1]"
+
+
+# ---------------------------------------------------------------- the whole document from a kept state
+
+
+def test_a_second_question_processes_only_its_own_tokens(seed_settings):
+    answer("When did Zuckerberg last visit South Korea?", settings=seed_settings)
+    result = answer("How much did chip exports grow in February?", settings=seed_settings)
+    call = result.usage["calls"][0]
+    assert result.usage["context"] == "document" and call["state"] in ("context", "memory")
+    assert call["evaluated_tokens"] < 80 < 1000 < call["prompt_tokens"]  # the question part, not the article
+    assert "66.7%" in result.text
+
+
+def test_a_second_look_reuses_the_document(seed_settings):
+    # Offered the refusal sentence, the 1.5B generator first refuses this one; the second look differs from the
+    # first ask only in the question part.
+    result = answer("Where did Yoon meet Zuckerberg?", settings=seed_settings, offer_refusal=True)
+    purposes = [c["purpose"] for c in result.usage["calls"]]
+    assert purposes == ["answer", "second-look"] and result.second_look
+    assert result.usage["calls"][1]["state"] == "context" and result.usage["calls"][1]["evaluated_tokens"] < 80
+
+
+def test_a_follow_up_rewrite_does_not_lose_the_document(seed_settings):
+    history = [{"role": "user", "content": "Who did Zuckerberg meet at the Yongsan Presidential Palace?"},
+               {"role": "assistant", "content": "He met President Yoon Seok-yue [2]."}]
+    result = answer("When did he last visit South Korea before this trip?", history=history, settings=seed_settings)
+    rewrite, reply = result.usage["calls"][:2]
+    assert rewrite["purpose"] == "rewrite" and reply["purpose"] == "answer"
+    assert reply["state"] == "memory" and reply["evaluated_tokens"] < 80  # restored after the rewrite's prompt
+    assert "2014" in result.text
+
+
+def test_the_passages_path_stays_reachable(seed_settings):
+    result = answer("When did Zuckerberg last visit South Korea?", settings=seed_settings, whole_document=False)
+    assert result.usage["context"] == "passages" and "2014" in result.text
+    assert result.usage["calls"][0]["evaluated_tokens"] > 300  # the retrieved passages are read afresh
+
+
+def test_questions_spanning_two_documents_read_passages(tmp_settings):
+    write(tmp_settings.corpus_dir / "bakery.txt",
+          "Bakery news\nThe Mapo bakery sold 3,200 croissants on Sunday, its record.\n")
+    write(tmp_settings.corpus_dir / "market.txt",
+          "Market news\nThe Mapo market sold 900 melons on Sunday, its record.\n")
+    result = answer("What did the Mapo bakery and the Mapo market sell on Sunday?", settings=tmp_settings)
+    assert result.usage["context"] == "passages" and {p.doc_id for p in result.passages} == {"bakery.txt",
+                                                                                            "market.txt"}
+    single = answer("How many croissants did the Mapo bakery sell on Sunday?", settings=tmp_settings, top_k=1)
+    assert single.usage["context"] == "document" and "3,200" in single.text

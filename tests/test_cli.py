@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -6,7 +7,7 @@ import pytest
 
 from rag.cli import main
 from rag.index import current_build
-from tests.conftest import REPO, write
+from tests.conftest import REPO, cache_with_models, write
 
 
 @pytest.fixture
@@ -32,7 +33,8 @@ def test_unknown_model_exits_1_listing_known_names(env_settings, capsys):
     assert "unknown generator 'gpt-17'" in err and "qwen2.5-coder-0.5b" in err
 
 
-def test_index_prints_a_summary_and_is_incremental(env_settings, capsys):
+def test_index_prints_a_summary_and_is_incremental(env_settings, capsys, monkeypatch):
+    monkeypatch.setenv("RAG_INDEX_STATES", "false")  # no generator: the saved states have a test of their own
     assert main(["index"]) == 0
     assert "indexed 1 documents" in capsys.readouterr().out
     assert main(["index"]) == 0
@@ -68,3 +70,58 @@ def test_ask_over_another_corpus_leaves_the_main_index_alone(env_settings, capsy
     assert "3,200" in out and "Bakery news" in out
     assert current_build(env_settings / "index") == main_build
     assert list((env_settings / "index" / "corpora").iterdir())
+
+
+@pytest.mark.slow
+def test_index_saves_the_generator_state_of_each_document(env_settings, capsys, monkeypatch):
+    monkeypatch.setenv("RAG_CACHE_DIR", str(cache_with_models(env_settings)))
+    monkeypatch.setenv("RAG_GENERATOR", "qwen2.5-coder-0.5b")  # the state machinery is the same for every model
+    assert main(["index"]) == 0
+    assert "generator states of 1 document(s) ready" in capsys.readouterr().out
+    assert len(list((env_settings / "cache" / "states").rglob("*.state"))) == 1
+    (env_settings / "corpus" / "seed.txt").write_text("Changed\nThe article now says 42.\n", encoding="utf-8")
+    assert main(["index"]) == 0
+    assert "(1 computed)" in capsys.readouterr().out  # a changed document gets a new state
+
+
+QUESTION = "When did Zuckerberg last visit South Korea?"
+
+
+@pytest.mark.slow
+def test_ask_prints_one_answer_to_a_pipe(env_settings):
+    done = subprocess.run([sys.executable, "-m", "rag.cli", "ask", QUESTION], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert len(re.findall(r"2014 ?\[\d\]", done.stdout)) == 1 and done.stdout.count("Answer:") == 1
+    assert done.stdout.startswith("Answer: ") and "\x1b[" not in done.stdout
+
+
+@pytest.mark.slow
+def test_ask_on_a_terminal_streams_then_leaves_one_answer(env_settings):
+    """Run `rag ask` on a real pseudo-terminal and replay what it wrote on a terminal emulator."""
+    import os
+    import pty
+
+    import pyte
+
+    screen = pyte.Screen(100, 40)
+    stream = pyte.ByteStream(screen)
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "LINES": "40"}
+    process = subprocess.Popen([sys.executable, "-m", "rag.cli", "ask", QUESTION], stdout=follower,
+                               stderr=subprocess.DEVNULL, cwd=REPO, env=env)
+    os.close(follower)
+    written = b""
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the other side closed
+            break
+        if not data:
+            break
+        written += data
+    assert process.wait(timeout=600) == 0
+    stream.feed(written.replace(b"\n", b"\r\n"))
+    shown = "\n".join(line.rstrip() for line in screen.display)
+    assert b"\x1b[J" in written  # the streamed reply was cleared...
+    assert shown.count("Answer:") == 1 and len(re.findall(r"2014 ?\[\d\]", shown)) == 1  # ...one answer remains

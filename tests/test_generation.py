@@ -1,8 +1,22 @@
+import os
+
 import pytest
 
-from rag.generation import LlamaCppGenerator, StopFilter, TransformersGenerator, _clean_stream, generate
-from rag.models import ModelError, get_generator
+from rag.generation import (
+    LlamaCppGenerator,
+    Prefix,
+    StopFilter,
+    TransformersGenerator,
+    Usage,
+    _clean_stream,
+    complete,
+    generate,
+    get_generator,
+    make_generator,
+)
+from rag.models import ModelError
 from rag.settings import Settings
+from tests.conftest import cache_with_models
 
 SMALL = "qwen2.5-coder-0.5b"
 PROMPT = [{"role": "system", "content": "Answer with one word."},
@@ -59,3 +73,95 @@ def test_engine_choices_are_checked(tmp_path):
         get_generator(Settings(engine="llama-cpp"), "Qwen/Qwen2.5-0.5B-Instruct")
     with pytest.raises(ModelError, match="unknown generator 'no-such-model'"):
         get_generator(Settings(), "no-such-model")
+
+
+# ---------------------------------------------------------------- kept prompt prefixes (saved states)
+
+DOCUMENT = ("Passages:\n\n[1] (Bakery news)\nThe Mapo bakery sold 3,200 croissants on Sunday, its record. "
+            "The shop opened in 2011. Its owner is Kim Ji-su. She plans a second shop in Incheon next spring.\n\n")
+SYSTEM = "Answer from the passages."
+
+
+def ask(generator, question: str, document: str = DOCUMENT, system: str = SYSTEM) -> tuple[str, Usage]:
+    """The document first (the kept prefix), the question last, as `rag.answer` lays out its prompts."""
+    varying = f"Question: {question}\nAnswer in a few words."
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": document + varying}]
+    return complete(generator, messages, 16, prefix=Prefix(varying, persist=True, label="bakery"))
+
+
+@pytest.fixture
+def fresh_llama(tmp_path):
+    """Makes a new llama.cpp generator (nothing in its context yet) whose saved states live in `tmp_path`."""
+    cache = cache_with_models(tmp_path)
+    return lambda: make_generator(SMALL, Settings(generator=SMALL, cache_dir=cache, context_tokens=1024))
+
+
+def state_files(tmp_path) -> list:
+    return sorted((tmp_path / "cache" / "states").rglob("*.state"))
+
+
+@pytest.mark.slow
+def test_a_kept_prefix_leaves_only_the_new_tokens_to_process(fresh_llama):
+    generator = fresh_llama()
+    first, first_usage = ask(generator, "How many croissants were sold on Sunday?")
+    assert "3,200" in first and first_usage.state == "computed"
+    assert first_usage.evaluated_tokens == first_usage.prompt_tokens  # prefix and question, each once
+    second, usage = ask(generator, "In which year did the shop open?")
+    assert "2011" in second and usage.state == "context"
+    question_part = generator.count_tokens("Question: In which year did the shop open?\nAnswer in a few words.")
+    assert question_part <= usage.evaluated_tokens <= question_part + 6  # + the chat template's closing tokens
+    assert usage.evaluated_tokens < 0.25 * usage.prompt_tokens
+
+
+@pytest.mark.slow
+def test_a_saved_state_is_restored_in_a_new_process_and_answers_the_same(fresh_llama, tmp_path):
+    computed, usage = ask(fresh_llama(), "Where will the second shop open?")
+    assert usage.state == "computed" and len(state_files(tmp_path)) == 1
+    restored, usage = ask(fresh_llama(), "Where will the second shop open?")  # a new Llama: an empty context
+    assert usage.state == "disk" and restored == computed and "Incheon" in restored
+    assert usage.evaluated_tokens < 0.3 * usage.prompt_tokens
+
+
+@pytest.mark.slow
+def test_after_another_prompt_the_state_comes_back_from_memory(fresh_llama):
+    generator = fresh_llama()
+    ask(generator, "How many croissants were sold on Sunday?")
+    generate(generator, PROMPT, max_tokens=4)  # another prompt (a follow-up rewrite, say) takes the context
+    answer, usage = ask(generator, "Who owns the bakery?")
+    assert usage.state == "memory" and "Kim" in answer
+
+
+@pytest.mark.slow
+def test_a_changed_document_or_prompt_is_not_answered_from_the_old_state(fresh_llama, tmp_path):
+    generator = fresh_llama()
+    ask(generator, "How many croissants were sold on Sunday?")
+    answer, usage = ask(generator, "How many croissants were sold on Sunday?", DOCUMENT.replace("3,200", "4,100"))
+    assert usage.state == "computed" and "4,100" in answer
+    _, usage = ask(generator, "How many croissants were sold on Sunday?", system="Answer briefly from the passages.")
+    assert usage.state == "computed"  # a new prompt version
+    assert len(state_files(tmp_path)) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_a_damaged_or_foreign_state_file_is_recomputed(fresh_llama, tmp_path, damage):
+    expected, _ = ask(fresh_llama(), "In which year did the shop open?")
+    [path] = state_files(tmp_path)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:  # another document's state under this document's name
+        ask(fresh_llama(), "In which year did the shop open?", DOCUMENT.replace("Mapo", "Jongno"))
+        os.replace(next(p for p in state_files(tmp_path) if p != path), path)
+    answer, usage = ask(fresh_llama(), "In which year did the shop open?")
+    assert usage.state == "computed" and answer == expected
+    assert ask(fresh_llama(), "In which year did the shop open?")[1].state == "disk"  # saved again, whole
+
+
+@pytest.mark.slow
+def test_transformers_reuses_a_kept_prefix_with_the_same_greedy_answer(engines):
+    generator = engines["transformers"]
+    cold, cold_usage = ask(generator, "Where will the second shop open?")
+    warm, usage = ask(generator, "Where will the second shop open?")
+    assert cold == warm and "Incheon" in warm
+    assert cold_usage.state == "computed" and cold_usage.evaluated_tokens == cold_usage.prompt_tokens
+    assert usage.state == "memory" and usage.evaluated_tokens < 0.3 * usage.prompt_tokens

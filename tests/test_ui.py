@@ -8,6 +8,7 @@ Screenshots go to test-artifacts/; RAG_UPDATE_SCREENSHOT=1 also rewrites docs/sc
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import time
@@ -20,11 +21,14 @@ import rag  # noqa: F401  - offline environment first
 from rag.answer import Answer, Retrieval, warm_up
 from rag.citations import Citation
 from rag.retrieval import Passage
+from rag.settings import Settings
 from tests.conftest import REPO, SEED_ARTICLE, TEST_GENERATOR, make_settings
 
 pytestmark = pytest.mark.browser
 
-UI_GENERATOR = TEST_GENERATOR or "qwen2.5-coder-0.5b"
+# The default generator: reading the whole article from its kept state, it answers faster than the 0.5B model
+# reading passages afresh, and the small model loses the asked-for figure in a whole article.
+UI_GENERATOR = TEST_GENERATOR or Settings().generator
 ARTIFACTS = REPO / "test-artifacts"
 DOCS_SCREENSHOT = REPO / "docs" / "screenshot.png"
 UPDATE_DOCS_SCREENSHOT = bool(os.environ.get("RAG_UPDATE_SCREENSHOT"))  # read now: conftest clears RAG_* later
@@ -215,7 +219,7 @@ def test_error_turns_are_left_out_of_the_conversation() -> None:
 
 def test_answer_streams_with_cited_sources(page) -> None:  # noqa: ANN001
     open_accordion(page, "settings")
-    # Two passages keep the small test model on the sentence with the figure (and show that top-k reaches it).
+    # Top-k 2: two retrieved passages are shown as sources (the generator reads the whole article).
     page.fill("#top-k input[type=number]", "2")
     page.press("#top-k input[type=number]", "Enter")
     page.locator("#intro").click()
@@ -223,7 +227,7 @@ def test_answer_streams_with_cited_sources(page) -> None:  # noqa: ANN001
     assert seen["pending_seen"], "the retrieved passages were not shown while the answer streamed"
     assert len(set(seen["streamed"])) >= 3, f"the answer did not stream: {seen['texts']}"
     assert "1.02 trillion" in seen["final"]
-    assert "[1]" in seen["final"] or "[2]" in seen["final"]
+    assert re.search(r"\[\d+\]", seen["final"])  # markers number the article's passages
     assert "Traceback" not in page_text(page)
 
     sources = page.locator("#sources")
@@ -233,7 +237,7 @@ def test_answer_streams_with_cited_sources(page) -> None:  # noqa: ANN001
     assert "1.02 trillion" in " ".join(marks.all_inner_texts())
     assert "South Korea is increasing investment in the AI field" in sources.inner_text()  # the article's title
     assert page.locator("#sources .rag-cited .rag-scores").count() >= 1
-    assert page.locator("#sources .rag-card").count() == 2  # top-k 2: one cited, one other
+    assert page.locator("#sources .rag-card").count() >= 2  # the cited passage, then the other retrieved one(s)
     page.screenshot(path=str(ARTIFACTS / "answer-with-sources.png"), full_page=True)
     if UPDATE_DOCS_SCREENSHOT:
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)

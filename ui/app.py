@@ -14,11 +14,10 @@ from typing import Any
 
 import gradio as gr
 
-from rag.answer import Answer, QuestionError, Retrieval, stream_answer, warm_up
+from rag.answer import Answer, QuestionError, Retrieval, describe, stream_answer, warm_up
 from rag.index import IndexBuildError, StaleIndex, add_articles
 from rag.ingest import IngestError
-from rag.models import GENERATORS, ModelError, get_generator
-from rag.retrieval import get_retriever
+from rag.models import GENERATORS, ModelError
 from rag.settings import Settings, SettingsError
 from ui import render
 
@@ -145,10 +144,7 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
     def info(generator: str | None = None) -> str:
         try:
             current = chosen(None, generator)
-            index = get_retriever(current, corpus).index
-            engine = get_generator(current).engine
-            return render.info_line(len(index.documents), len(index.chunks), current.generator, engine,
-                                    current.embedder)
+            return render.info_line(**describe(current, corpus))
         except EXPECTED_ERRORS as exc:
             return f'<div class="rag-info">{WARNING} {escape(str(exc))}</div>'
 

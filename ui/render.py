@@ -13,6 +13,7 @@ from rag.citations import Citation
 from rag.index import IndexReport
 from rag.retrieval import Passage
 
+READ = {"document": "read the whole article (kept state)", "passages": "read the retrieved passages"}
 REFUSAL_REASONS = {
     "low-relevance": "no passage is close enough to the question",
     "generator": "the model found no answer in the passages",
@@ -150,6 +151,9 @@ def _footer(answer: Answer, show_scores: bool) -> str:
         bits.append(escape(answer.models["generator"]))
     if show_scores and answer.timings.get("ttft_s"):
         bits.append(f"first token after {answer.timings['ttft_s']:.1f} s")
+    read = READ.get(answer.usage.get("context", ""))
+    if show_scores and read:
+        bits.append(read)
     return f'<p class="rag-footer">{" · ".join(bits)}</p>' if bits else ""
 
 
