@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections.abc
 import copy
 import ctypes
+import dataclasses
 import hashlib
 import re
 import threading
@@ -421,7 +422,7 @@ class TransformersGenerator:
         if cache is None:
             cache = DynamicCache(config=self._model.config)
             with torch.no_grad():
-                self._model(input_ids=head_ids, past_key_values=cache, use_cache=True)
+                self._model(input_ids=head_ids, use_cache=True, **{_cache_argument(): cache})
             self._states.remember(key, cache)
             usage.state = "computed"
         usage.prefix_s = round(time.perf_counter() - started, 4)
@@ -463,7 +464,7 @@ class TransformersGenerator:
                         input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
                         streamer=streamer, pad_token_id=self._tokenizer.eos_token_id,
                         stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
-                        **({"past_key_values": cache} if cache is not None else {}), **sampling)
+                        **({_cache_argument(): cache} if cache is not None else {}), **sampling)
                 except BaseException as exc:  # surfaced in the caller's thread below
                     failure.append(exc)
                     streamer.end()
@@ -494,6 +495,13 @@ class TransformersGenerator:
             usage.completion_tokens = len(self._tokenizer.encode("".join(generated), add_special_tokens=False))
             self.usage = usage
             return usage
+
+
+def _cache_argument() -> str:
+    """The keyword for a KV cache: transformers 5.2x renamed `past_key_values` to `cache` (the old name warns)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else "past_key_values"
 
 
 class _Cancelled:
