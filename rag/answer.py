@@ -11,12 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.citations import Citation, check_citations, is_bare_label, supporting_span
+from rag.citations import (
+    CheckResult,
+    Citation,
+    check_citations,
+    closest_sentence,
+    is_bare_label,
+    supporting_span,
+)
 from rag.generation import Generator, Prefix, complete, get_generator
 from rag.models import get_embedder
 from rag.retrieval import Passage, Retriever, get_retriever
 from rag.settings import Settings, load_settings
-from rag.text import key_terms, normalize_text, strip_markers
+from rag.text import key_terms, normalize_text, split_sentences, strip_markers
+from rag.verification import JUDGE_RULE, Verdict, judge, sentence_support, threshold_for, verdict
 
 # The prompt is laid out for reuse: [fixed instructions][passages or a whole document][question part]. Everything
 # before the question part is the same for every question about a document, so the generator keeps its processed
@@ -34,6 +42,10 @@ PASSAGES_PART = "Passages:\n\n{blocks}\n\n"
 QUESTION_PART = "Question: {question}\n{rule}"
 ANSWER_RULE = ("Answer from the passages in one short sentence, copying figures, names and dates exactly, "
                "with the passage number in square brackets.")
+PART_RULE = "It is the second part of: {whole}\n"  # for the second part of a two-part question
+NOT_IN_ARTICLES = "The articles do not say: {part}"
+_PART_BREAK = re.compile(r",?\s+and\s+(?=(?:how|what|when|where|who|whom|which|why|whose|did|does|do|is|are|was|were|"
+                         r"will|can|has|have)\b)", re.IGNORECASE)
 OR_REFUSE_RULE = "If the passages do not contain the answer, reply with exactly: {refusal}"  # with offer_refusal
 STATE_PROBE = "What does the article say?"  # any question: only the part before it is kept
 REWRITE_PROMPT = (
@@ -78,11 +90,14 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)
     rewritten_question: str = ""
-    refusal_reason: str = ""  # "low-relevance" | "generator" | "unsupported" | "no-answer" | ""
+    refusal_reason: str = ""  # "low-relevance" | "generator" | "unsupported" | "no-answer" | "verifier" | ""
     second_look: bool = False  # the generator refused, was asked once more, and that reply was checked
     raw_text: str = ""  # the generator's reply before the citation check
     # what the generator read ("document" or "passages") and, per call, the tokens it processed (from the engine)
     usage: dict[str, Any] = field(default_factory=dict)
+    partial: bool = False  # the reply answers part of the question and says the articles do not give the rest
+    verdict: dict[str, Any] = field(default_factory=dict)  # the verifier's scores (rag.verification), when it ran
+    closest: Citation | None = None  # with a refusal: the sentence of the articles nearest the question
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +114,9 @@ class Answer:
             "rewritten_question": self.rewritten_question,
             "raw_text": self.raw_text,
             "usage": self.usage,
+            "partial": self.partial,
+            "verdict": self.verdict,
+            "closest": self.closest.to_json() if self.closest else None,
         }
 
 
@@ -259,11 +277,14 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
     yield Retrieval(question, search_query, passages)
     usage: dict[str, Any] = {"context": "none", "calls": calls}
 
-    def finish(text: str, refused: bool, reason: str, raw: str = "", citations=None, unsupported=None) -> Answer:
+    def finish(text: str, refused: bool, reason: str, raw: str = "", checked: CheckResult | None = None) -> Answer:
         timings["total_s"] = time.perf_counter() - started
-        return Answer(question, text, citations or [], refused, passages, unsupported or [],
+        return Answer(question, settings.refusal_text if refused else text, [] if refused or not checked else
+                      checked.citations, refused, passages, checked.unsupported if checked else [],
                       {k: round(v, 4) for k, v in timings.items()}, models, rewritten_question=search_query,
-                      refusal_reason=reason, raw_text=raw, usage=usage)
+                      refusal_reason=reason, raw_text=raw, usage=usage,
+                      partial=bool(checked and checked.declined and not refused),
+                      closest=closest_sentence(search_query, passages) if refused else None)
 
     best = max((p.relevance for p in passages), default=0.0)
     if best < settings.min_relevance:
@@ -275,21 +296,103 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
     context = reading_context(search_query, passages, retriever, generator, settings)
     usage["context"] = "document" if context.whole_document else "passages"
     t0 = time.perf_counter()
-    raw = yield from _reply(generator, *build_prompt(search_query, context, settings), settings, timings, started,
-                            calls)
+    parts = question_parts(search_query) if settings.partial_answers else [search_query]
+    outcomes = []
+    for number, part in enumerate(parts):
+        if number:
+            yield " "
+        whole = search_query if len(parts) > 1 else ""
+        outcomes.append((yield from _answer_part(part, whole, context, generator, settings, timings, started, calls)))
+    timings["generation_s"] = time.perf_counter() - t0
+    text, reason, checked = combine_parts(parts, outcomes, settings)
+    final = finish(text, bool(reason), reason, " ".join(o.raw for o in outcomes), checked)
+    final.second_look = any(o.second_look for o in outcomes)
+    final.verdict = next((o.verdict.to_json() for o in outcomes if o.verdict), {})
+    yield final
+
+
+@dataclass
+class Outcome:
+    """One answered question (or part of one): the reply, the reason it is refused ("" if not), the checks."""
+
+    raw: str
+    reason: str
+    checked: CheckResult | None
+    verdict: Verdict | None = None
+    second_look: bool = False
+
+
+def _answer_part(part: str, whole: str, context: Context, generator: Generator, settings: Settings,
+                 timings: dict[str, float], started: float, calls: list[dict[str, Any]],
+                 ) -> collections.abc.Generator[str, None, Outcome]:
+    """Stream the reply to a question, or to one part of a two-part question `whole`, then check and verify it."""
+    question = part
+
+    def rule(text: str) -> str:  # a later part may lean on the earlier one ("and how long did he stay?")
+        return PART_RULE.format(whole=whole) + text if whole and not whole.startswith(part[:-1]) else text
+
+    first = OR_REFUSE_RULE if settings.offer_refusal else ANSWER_RULE
+    raw = yield from _reply(generator, *build_prompt(question, context, settings, rule(first)), settings, timings,
+                            started, calls)
     looked_twice = settings.offer_refusal and settings.second_look and is_refusal(raw, settings.refusal_text)
     if looked_twice:
         # Small generators often refuse although a passage holds the answer; asked again without the refusal
         # option they answer, and the citation and answer checks below decide whether that answer stands.
         # The second look differs only in the question part, so the passages are not processed again.
-        prompt = build_prompt(search_query, context, settings, ANSWER_RULE)
+        prompt = build_prompt(question, context, settings, rule(ANSWER_RULE))
         raw = yield from _reply(generator, *prompt, settings, timings, started, calls, "second-look")
     if raw and _held_back(raw, settings):
         yield raw  # a refusal held back by _reply: show it now that no second look will replace it
-    timings["generation_s"] = time.perf_counter() - t0
-    final = _checked_answer(raw, search_query, context.passages, settings, finish)
-    final.second_look = looked_twice
-    yield final
+    reason, checked = check_reply(raw, part, context.passages, settings)
+    verdict = None
+    threshold = threshold_for(generator.name, settings.verify_threshold)
+    if not reason and settings.verify and threshold is not None and not checked.declined:
+        t0 = time.perf_counter()
+        verdict = verify(raw, question, context, generator, settings, rule(JUDGE_RULE), threshold)
+        calls.append({"purpose": "verify", **verdict.usage.to_json()})
+        timings["verify_s"] = timings.get("verify_s", 0.0) + time.perf_counter() - t0
+        reason = "" if verdict.passed else "verifier"
+    return Outcome(raw, reason, checked, verdict, looked_twice)
+
+
+def question_parts(question: str) -> list[str]:
+    """A question that asks two things ("When did he last visit, and how long did he stay?") as its two parts,
+    each answered on its own so that one the articles answer is not lost with one they do not; else [question]."""
+    match = _PART_BREAK.search(question)
+    if not match:
+        return [question]
+    first, second = question[: match.start()].strip(" ,?") + "?", question[match.end():].strip()
+    if not key_terms(first)[1] or not key_terms(second)[1]:
+        return [question]
+    return [first, second[0].upper() + second[1:]]
+
+
+def combine_parts(parts: list[str], outcomes: list[Outcome], settings: Settings) -> tuple[str, str, CheckResult | None]:
+    """The text, refusal reason and checks of the whole answer. With two parts, an answered part stands and a
+    part the checks refused is named as not in the articles (a partial answer); all refused is a refusal."""
+    if len(outcomes) == 1:
+        outcome = outcomes[0]
+        return (outcome.checked.text if outcome.checked else ""), outcome.reason, outcome.checked
+    answered = [o for o in outcomes if not o.reason]
+    if not answered:
+        return "", outcomes[0].reason, outcomes[0].checked
+    merged = CheckResult(text="")
+    sentences = []
+    for part, outcome in zip(parts, outcomes, strict=True):
+        if outcome.reason:
+            sentences.append(NOT_IN_ARTICLES.format(part=part[0].lower() + part[1:]))
+            merged.declined.append(sentences[-1])
+            continue
+        sentences.append(outcome.checked.text)
+        merged.declined += outcome.checked.declined
+        merged.unsupported += outcome.checked.unsupported
+        merged.supported_sentences += outcome.checked.supported_sentences
+        for citation in outcome.checked.citations:
+            if citation.marker not in {c.marker for c in merged.citations}:
+                merged.citations.append(citation)
+    merged.text = " ".join(sentences)
+    merged.citations.sort(key=lambda c: c.marker)
+    return merged.text, "", merged
 
 
 def _reply(generator: Generator, messages: list[dict[str, str]], prefix: Prefix, settings: Settings,
@@ -322,17 +425,32 @@ def _held_back(text: str, settings: Settings) -> bool:
     return settings.refusal_text.startswith(text.strip())
 
 
-def _checked_answer(raw: str, question: str, passages: list[Passage], settings: Settings, finish) -> Answer:
-    if not raw or is_refusal(raw, settings.refusal_text):
-        return finish(settings.refusal_text, True, "generator", raw)
+def check_reply(raw: str, question: str, passages: list[Passage], settings: Settings,
+                ) -> tuple[str, CheckResult | None]:
+    """The lexical checks of a reply: a refusal reason ("generator", "unsupported", "no-answer") or "" with the
+    checked text. Sentences saying the articles do not give a part are kept (a partial answer)."""
+    declines = lambda sentence: is_refusal(sentence, settings.refusal_text)  # noqa: E731
+    if not raw or all(declines(strip_markers(s)) for s in split_sentences(raw)):
+        return "generator", None
     if is_bare_label(raw):
         raw = extractive_answer(raw, question, passages)
-    checked = check_citations(raw, passages, settings.min_support)
+    checked = check_citations(raw, passages, settings.min_support, declines)
     if checked.supported_sentences == 0:
-        return finish(settings.refusal_text, True, "unsupported", raw, unsupported=checked.unsupported)
-    if not adds_information(question, checked.text):
-        return finish(settings.refusal_text, True, "no-answer", raw, unsupported=checked.unsupported)
-    return finish(checked.text, False, "", raw, checked.citations, checked.unsupported)
+        return "unsupported", checked
+    answered = " ".join(s for s in split_sentences(checked.text) if strip_markers(s) not in checked.declined)
+    if not adds_information(question, answered):
+        return "no-answer", checked
+    return "", checked
+
+
+def verify(raw: str, question: str, context: Context, generator: Generator, settings: Settings,
+           rule: str = JUDGE_RULE, threshold: float | None = None) -> Verdict:
+    """Ask the generator whether the passages state the answer (after the kept document), and score it against
+    `threshold` (default: the generator's calibrated one)."""
+    if threshold is None:
+        threshold = threshold_for(generator.name, settings.verify_threshold) or 0.0
+    answerable, usage = judge(generator, *build_prompt(question, context, settings, rule))
+    return verdict(answerable, sentence_support(raw, context.passages), threshold, usage)
 
 
 def adds_information(question: str, reply: str) -> bool:

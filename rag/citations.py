@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from rag.retrieval import Passage
@@ -52,6 +53,18 @@ class CheckResult:
     unsupported: list[str] = field(default_factory=list)
     fixes: list[str] = field(default_factory=list)  # what the checker changed, for logs and tests
     supported_sentences: int = 0
+    declined: list[str] = field(default_factory=list)  # sentences saying the articles do not give a part
+
+
+def closest_sentence(question: str, passages: list[Passage]) -> Citation | None:
+    """What the articles say nearest a question they do not answer: the best passage's sentence closest to it,
+    shown with a refusal so the user can rephrase (marker 0: it is a source, not an answer)."""
+    if not passages:
+        return None
+    passage = max(passages, key=lambda p: p.relevance)
+    start, end, span, score = supporting_span(question, passage)
+    return Citation(0, passage.chunk_id, passage.doc_id, passage.title, passage.text, start, end, span,
+                    passage.relevance, round(max(score, 0.0), 3))
 
 
 def support(claim: str, passage: str) -> float:
@@ -65,8 +78,6 @@ def support(claim: str, passage: str) -> float:
     return len(words & have_words) / len(words)
 
 
-
-
 def names(claim: str) -> set[str]:
     """Key terms of the capitalised words of a claim after its first word ("Sam Altman plans" -> {"altma"})."""
     words = normalize_text(claim).split()[1:]
@@ -76,10 +87,6 @@ def names(claim: str) -> set[str]:
 def claim_support(claim: str, passage: str) -> float:
     """`support`, and 0 when the passage lacks a name the claim gives: a figure next to the wrong name is no support."""
     return support(claim, passage) if names(claim) <= key_terms(passage)[1] else 0.0
-
-
-
-
 
 
 def supporting_span(claim: str, passage: Passage, prefer_figures: bool = False) -> tuple[int, int, str, float]:
@@ -102,8 +109,6 @@ def normalise_markers(text: str) -> str:
     return PASSAGE_LABEL.sub(r"[\1]", text)
 
 
-
-
 def is_filler(claim: str) -> bool:
     """True for a sentence that only talks about the sources ("This is supported by passage.", "According to the
     passages."): no number, no negation, and no content word besides words about passages and support."""
@@ -113,8 +118,12 @@ def is_filler(claim: str) -> bool:
     return all(t in _META or t in STOP_WORDS or len(t) <= 2 for t in tokens)
 
 
-def check_citations(text: str, passages: list[Passage], min_support: float) -> CheckResult:
-    """Verify each sentence against its cited passages; fix a wrong marker, add a missing one, flag the rest."""
+def check_citations(text: str, passages: list[Passage], min_support: float,
+                    declines: Callable[[str], bool] | None = None) -> CheckResult:
+    """Verify each sentence against its cited passages; fix a wrong marker, add a missing one, flag the rest.
+
+    A sentence for which `declines` is true ("The articles do not say how long he stayed.") is kept as it is,
+    without a marker, and listed in `declined`: it is the part of a partial answer the articles do not give."""
     result = CheckResult(text="")
     used: dict[int, Citation] = {}
     out_sentences = []
@@ -123,6 +132,10 @@ def check_citations(text: str, passages: list[Passage], min_support: float) -> C
         cited = [int(n) for n in re.findall(r"\[(\d+)\]", sentence)]
         if is_filler(claim):
             result.fixes.append(f"dropped filler: {claim}")
+            continue
+        if declines is not None and declines(claim):
+            result.declined.append(claim)
+            out_sentences.append(claim)
             continue
         numbers, words = key_terms(claim)
         if not numbers and not words:

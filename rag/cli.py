@@ -169,6 +169,8 @@ def _render(final: Answer) -> str:
         lines.append(f"  [{c.marker}] {c.title} — “{c.span_text.strip()}”")
     for sentence in final.unsupported:
         lines.append(f"  ! not supported by the passages: {sentence}")
+    if final.refused and final.closest:
+        lines.append(f"  closest in the articles ({final.closest.title}): “{final.closest.span_text.strip()}”")
     lines.append(f"({final.timings.get('total_s', 0):.1f} s, {final.models.get('generator')})")
     return "\n".join(lines)
 

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from rag.answer import Answer, answer, is_refusal
+from rag.answer import NOT_IN_ARTICLES, Answer, answer, is_refusal
+from rag.citations import is_bare_label
 from rag.retrieval import Passage, get_retriever
 from rag.settings import Settings
-from rag.text import strip_markers
+from rag.text import split_sentences, strip_markers, words_kept
 
 Metrics = dict[str, Any]  # metric name -> float (None where it does not apply), int counts or model names
 DEFAULT_QUESTIONS = Path("eval") / "questions.jsonl"  # inside the corpus folder
@@ -33,7 +34,7 @@ RETRIEVAL_DEPTHS = (1, 3, 5)
 SPLITS = ("tune", "test")
 RATE_KEYS = ("answer_accuracy", "exact_match", "f1", "retrieval_hit_at_k", "mrr", "retrieval_hit_at_1",
              "retrieval_hit_at_3", "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate",
-             "citation_accuracy", "unsupported_rate")
+             "citation_accuracy", "unsupported_rate", "partial_answer_rate")
 _PARAGRAPH_ID = re.compile(r"^p(\d+)$", re.IGNORECASE)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -232,6 +233,14 @@ class Result:
         return first_relevant_rank(self.top5, self.question)
 
     @property
+    def words_kept(self) -> bool | None:
+        """Whether the checked answer keeps the reply's words (None for refusals and extractive answers)."""
+        if self.refused or is_bare_label(self.answer.raw_text):
+            return None
+        kept = " ".join(s for s in split_sentences(self.answer.text) if not s.startswith(NOT_IN_ARTICLES[:20]))
+        return words_kept(self.answer.raw_text, kept)  # a partial answer's own note on the missing part aside
+
+    @property
     def cited_gold(self) -> bool | None:
         """Whether the cited passages hold a gold answer (None when nothing is cited or it was refused)."""
         if self.refused or not self.answer.citations:
@@ -251,7 +260,8 @@ class Result:
             "cited_gold": self.cited_gold, "unsupported": self.answer.unsupported,
             "retrieved": [p.chunk_id for p in self.answer.passages], "relevant_rank": self.rank,
             "retrieved_at_5": [p.chunk_id for p in self.top5], "relevant_rank_at_5": self.rank_at_5,
-            "latency": self.answer.timings, "usage": self.answer.usage,
+            "partial": self.answer.partial, "verdict": self.answer.verdict,
+            "words_kept": self.words_kept, "latency": self.answer.timings, "usage": self.answer.usage,
         }
 
 
@@ -278,7 +288,8 @@ class QAEvaluator:
         self.results = []
         for question in tqdm(self.questions, desc=f"eval {self.name}", unit="q"):
             reply = answer(question.question, settings=self.settings, corpus=self.corpus)
-            refused = detect_refusal(reply.text, reply.refused, self.settings.refusal_text)
+            refused = reply.refused or (not reply.partial and detect_refusal(reply.text, False,
+                                                                              self.settings.refusal_text))
             self.results.append(Result(question, reply, refused, retriever.run(question.question, 5)))
         metrics = compute_metrics(self.results, self.settings)
         if out_dir is not None:
@@ -291,6 +302,7 @@ def compute_metrics(results: list[Result], settings: Settings) -> Metrics:
     answerable = [r for r in results if not r.question.unanswerable]
     unanswerable = [r for r in results if r.question.unanswerable]
     answered = [r for r in results if not r.refused]
+    partial = [r for r in answerable if r.question.extra.get("type") == "partial"]
     cited = [r.cited_gold for r in answerable if r.cited_gold is not None]
     latencies = [r.answer.timings.get("total_s", 0.0) for r in results]
     ttfts = [r.answer.timings["ttft_s"] for r in results if r.answer.timings.get("ttft_s")]
@@ -306,6 +318,8 @@ def compute_metrics(results: list[Result], settings: Settings) -> Metrics:
         "false_refusal_rate": mean(float(r.refused) for r in answerable),
         "citation_accuracy": mean(map(float, cited)),
         "unsupported_rate": mean(float(bool(r.answer.unsupported)) for r in answered),
+        "partial_answer_rate": mean(float(r.found and r.answer.partial) for r in partial) if partial else None,
+        "words_altered": sum(r.words_kept is False for r in results),
         "latency_p50_s": percentile(latencies, 50),
         "latency_p95_s": percentile(latencies, 95),
         "ttft_p50_s": percentile(ttfts, 50),

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from rag.models import GeneratorSource, ModelError, convert_gguf_to_hf, ensure_gguf, file_sha256, resolve_generator
 from rag.settings import Settings
 from rag.states import SavedState, StateStore, state_key
@@ -76,6 +78,11 @@ class Generator(Protocol):
         ...
 
     def prefill(self, messages: list[Message], prefix: Prefix) -> Usage: ...
+
+    def option_probabilities(self, messages: list[Message], options: tuple[str, ...],
+                             prefix: Prefix | None = None) -> tuple[dict[str, float], Usage]:
+        """How likely the reply is to begin with each option (normalised over them): one forward pass, no sampling."""
+        ...
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -152,6 +159,13 @@ def _timed(pieces: Iterator[str], usage: Usage) -> Iterator[str]:
         first = first or time.perf_counter()
         yield piece
     usage.decode_s = round(time.perf_counter() - first, 4) if first else 0.0
+
+
+def _softmax_over(logits: np.ndarray, option_ids: dict[str, int]) -> dict[str, float]:
+    """The probabilities of the options' first tokens, normalised over the options only."""
+    chosen = np.array([float(logits[i]) for i in option_ids.values()])
+    weights = np.exp(chosen - chosen.max())
+    return {option: float(w) for option, w in zip(option_ids, weights / weights.sum(), strict=True)}
 
 
 def _state_store(settings: Settings, name: str) -> StateStore:
@@ -249,11 +263,7 @@ class LlamaCppGenerator:
                prefix: Prefix | None = None) -> Stream:
         prompt = self.render(messages)
         with self._lock:
-            tokens = self._tokenize(prompt)
-            self._check_fits(len(tokens))
-            usage = Usage(prompt_tokens=len(tokens))
-            head = prefix_text(prompt, prefix.varying) if prefix else ""
-            computed = self._use_prefix(head, prefix, usage) if head else 0
+            tokens, usage = self._begin(prompt, prefix)
             chunks = self._llm.create_completion(
                 tokens,
                 max_tokens=max_tokens,
@@ -265,7 +275,7 @@ class LlamaCppGenerator:
             )
             self._llm.prompt_evaluated = 0
             yield from _timed(_clean_stream((c["choices"][0]["text"] for c in chunks), stop or []), usage)
-            usage.evaluated_tokens = computed + self._llm.prompt_evaluated
+            usage.evaluated_tokens += self._llm.prompt_evaluated
             usage.completion_tokens = self._llm.sampled
             self.usage = usage
             return usage
@@ -274,10 +284,38 @@ class LlamaCppGenerator:
         """Make the prompt's prefix current (computing and saving its state if needed) without generating."""
         prompt = self.render(messages)
         with self._lock:
-            usage = Usage(prompt_tokens=len(self._tokenize(prompt)))
-            head = prefix_text(prompt, prefix.varying)
-            usage.evaluated_tokens = self._use_prefix(head, prefix, usage) if head else 0
-            return usage
+            return self._begin(prompt, prefix)[1]
+
+    def option_probabilities(self, messages: list[Message], options: tuple[str, ...],
+                             prefix: Prefix | None = None) -> tuple[dict[str, float], Usage]:
+        prompt = self.render(messages)
+        with self._lock:
+            tokens, usage = self._begin(prompt, prefix)
+            logits, evaluated = self._next_token_logits(tokens)
+            usage.evaluated_tokens += evaluated
+            return _softmax_over(logits, {o: self._tokenize(o)[0] for o in options}), usage
+
+    def _begin(self, prompt: str, prefix: Prefix | None) -> tuple[list[int], Usage]:
+        """With the lock held: the prompt's tokens, and its prefix's state made current (counted in the Usage)."""
+        tokens = self._tokenize(prompt)
+        self._check_fits(len(tokens))
+        usage = Usage(prompt_tokens=len(tokens))
+        head = prefix_text(prompt, prefix.varying) if prefix else ""
+        usage.evaluated_tokens = self._use_prefix(head, prefix, usage) if head else 0
+        return tokens, usage
+
+    def _next_token_logits(self, tokens: list[int]) -> tuple[np.ndarray, int]:
+        """Evaluate the tokens the context does not hold yet; the logits of the token after them."""
+        import llama_cpp
+
+        llm = self._llm
+        limit = min(llm.n_tokens, len(tokens) - 1)  # at least one token is evaluated, so the logits are fresh
+        differs = np.flatnonzero(llm.input_ids[:limit] != np.asarray(tokens[:limit]))
+        keep = int(differs[0]) if len(differs) else limit
+        llm.n_tokens = keep
+        llm.eval(tokens[keep:])
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+        return logits.copy(), len(tokens) - keep
 
     def _check_fits(self, n_tokens: int) -> None:
         if n_tokens >= self.settings.context_tokens:
@@ -428,15 +466,36 @@ class TransformersGenerator:
         usage.prefix_s = round(time.perf_counter() - started, 4)
         return copy.deepcopy(cache)
 
+    def _begin(self, prompt: str, prefix: Prefix | None):  # noqa: ANN202 - ids, Usage and a Cache (or None)
+        """With the lock held: the prompt's token ids and a private copy of its prefix's cache, if kept."""
+        ids = self._ids(prompt)
+        usage = Usage(prompt_tokens=ids.shape[1], evaluated_tokens=ids.shape[1])
+        head = prefix_text(prompt, prefix.varying) if prefix else ""
+        cache = self._prefix_cache(head, ids, usage) if head else None
+        if cache is not None and usage.state == "memory":  # a computed prefix was processed in this call
+            usage.evaluated_tokens -= cache.get_seq_length()
+        return ids, usage, cache
+
     def prefill(self, messages: list[Message], prefix: Prefix) -> Usage:
         prompt = self.render(messages)
         with self._lock:
-            ids = self._ids(prompt)
-            usage = Usage(prompt_tokens=ids.shape[1])
-            head = prefix_text(prompt, prefix.varying)
-            cache = self._prefix_cache(head, ids, usage) if head else None
+            ids, usage, cache = self._begin(prompt, prefix)
             usage.evaluated_tokens = cache.get_seq_length() if cache is not None and usage.state == "computed" else 0
             return usage
+
+    def option_probabilities(self, messages: list[Message], options: tuple[str, ...],
+                             prefix: Prefix | None = None) -> tuple[dict[str, float], Usage]:
+        import torch
+
+        prompt = self.render(messages)
+        with self._lock:
+            ids, usage, cache = self._begin(prompt, prefix)
+            kept = cache.get_seq_length() if cache is not None else 0
+            with torch.no_grad():
+                extra = {_cache_argument(): cache} if cache is not None else {}
+                logits = self._model(input_ids=ids[:, kept:], use_cache=cache is not None, **extra).logits[0, -1]
+            option_ids = {o: self._tokenizer.encode(o, add_special_tokens=False)[0] for o in options}
+            return _softmax_over(logits.float().cpu().numpy(), option_ids), usage
 
     def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
                prefix: Prefix | None = None) -> Stream:
@@ -445,12 +504,7 @@ class TransformersGenerator:
 
         prompt = self.render(messages)
         with self._lock:
-            ids = self._ids(prompt)
-            usage = Usage(prompt_tokens=ids.shape[1], evaluated_tokens=ids.shape[1])
-            head = prefix_text(prompt, prefix.varying) if prefix else ""
-            cache = self._prefix_cache(head, ids, usage) if head else None
-            if cache is not None and usage.state == "memory":  # a computed prefix was processed in this call
-                usage.evaluated_tokens -= cache.get_seq_length()
+            ids, usage, cache = self._begin(prompt, prefix)
             streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
             sampling = {"do_sample": False} if self.settings.temperature <= 0 else {
                 "do_sample": True, "temperature": self.settings.temperature}

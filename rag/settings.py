@@ -73,6 +73,9 @@ class Settings:
     refusal_text: str = "The articles do not say."
     min_relevance: float = 0.20  # below this dense similarity of the best passage, refuse (calibrated: README)
     min_support: float = 0.5  # fraction of a sentence's key words a cited passage must hold
+    partial_answers: bool = True  # a two-part question is answered part by part; a part not in the articles is named
+    verify: bool = True  # the generator judges whether the passages state the answer (rag/verification.py)
+    verify_threshold: float = -1.0  # P(Yes) + 0.1 x sentence support below it is refused; -1: the generator's own
     offer_refusal: bool = False  # let the first ask reply with refusal_text (off: it always answers; checks decide)
     second_look: bool = True  # with offer_refusal: when the generator refuses, ask again without that option
     max_question_chars: int = 2000

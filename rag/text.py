@@ -46,12 +46,28 @@ def key_terms(text: str) -> tuple[set[str], set[str]]:
 # ---------------------------------------------------------------- citation markers
 
 MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
-_MARKER_AFTER_SPACE = re.compile(r"\s*" + MARKER.pattern)
+# A run of markers with what separates them ("[1], [2] and [4]"), and the space before it.
+_MARKER_RUN = re.compile(r"\s*" + MARKER.pattern + r"(?:\s*(?:[,;]|and)?\s*" + MARKER.pattern + ")*")
+_PUNCTUATION = ".,;:!?"
 
 
 def strip_markers(text: str) -> str:
-    """The text without its citation markers ("[2]", "[1, 3]"), so that they cannot count as numbers or words."""
-    return re.sub(r"\s+([.,;:!?])", r"\1", _MARKER_AFTER_SPACE.sub("", text)).strip()
+    """The text without its citation markers ("[2]", "[1, 3]", "[1], [2]"), so that they cannot count as numbers or
+    words; nothing else of the text changes."""
+    return _MARKER_RUN.sub("", text).strip()
+
+
+def words_kept(raw: str, checked: str) -> bool:
+    """Whether `checked`, markers aside, keeps the words of `raw` as they were: its words are a sub-sequence of
+    raw's (sentences may be dropped, never rewritten), and it has no run of punctuation raw did not have."""
+    def words(text: str) -> list[str]:
+        return [w.rstrip(_PUNCTUATION) for w in strip_markers(text).split() if w.rstrip(_PUNCTUATION)]
+
+    remaining = iter(words(raw))
+    if not all(word in remaining for word in words(checked)):
+        return False
+    runs = re.compile(r"[.,;:!?]\s*[.,;:]")
+    return len(runs.findall(strip_markers(checked))) <= len(runs.findall(strip_markers(raw)))
 
 
 # ---------------------------------------------------------------- sentences

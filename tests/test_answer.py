@@ -1,6 +1,15 @@
 import pytest
 
-from rag.answer import Answer, QuestionError, Retrieval, adds_information, answer, extractive_answer, stream_answer
+from rag.answer import (
+    Answer,
+    QuestionError,
+    Retrieval,
+    adds_information,
+    answer,
+    extractive_answer,
+    question_parts,
+    stream_answer,
+)
 from rag.citations import normalise_markers
 from tests.conftest import write
 
@@ -142,6 +151,8 @@ def test_a_second_question_processes_only_its_own_tokens(seed_settings):
     assert result.usage["context"] == "document" and call["state"] in ("context", "memory")
     assert call["evaluated_tokens"] < 80 < 1000 < call["prompt_tokens"]  # the question part, not the article
     assert "66.7%" in result.text
+    check = next(c for c in result.usage["calls"] if c["purpose"] == "verify")  # the verifier reuses it too
+    assert check["state"] == "context" and check["evaluated_tokens"] < 60
 
 
 def test_a_second_look_reuses_the_document(seed_settings):
@@ -149,7 +160,7 @@ def test_a_second_look_reuses_the_document(seed_settings):
     # first ask only in the question part.
     result = answer("Where did Yoon meet Zuckerberg?", settings=seed_settings, offer_refusal=True)
     purposes = [c["purpose"] for c in result.usage["calls"]]
-    assert purposes == ["answer", "second-look"] and result.second_look
+    assert purposes[:2] == ["answer", "second-look"] and result.second_look
     assert result.usage["calls"][1]["state"] == "context" and result.usage["calls"][1]["evaluated_tokens"] < 80
 
 
@@ -179,3 +190,36 @@ def test_questions_spanning_two_documents_read_passages(tmp_settings):
                                                                                             "market.txt"}
     single = answer("How many croissants did the Mapo bakery sell on Sunday?", settings=tmp_settings, top_k=1)
     assert single.usage["context"] == "document" and "3,200" in single.text
+
+
+# ---------------------------------------------------------------- partial answers and helpful refusals
+
+
+@pytest.mark.parametrize(("question", "parts"), [
+    ("When did Zuckerberg last visit South Korea, and how long did he stay?",
+     ["When did Zuckerberg last visit South Korea?", "How long did he stay?"]),
+    ("Where did Yoon meet Zuckerberg and what did they sign?",
+     ["Where did Yoon meet Zuckerberg?", "What did they sign?"]),
+    ("Which countries did Zuckerberg visit and when?", ["Which countries did Zuckerberg visit and when?"]),
+    ("Did Samsung and LG executives meet Zuckerberg?", ["Did Samsung and LG executives meet Zuckerberg?"]),
+])
+def test_two_part_questions_are_split(question, parts):
+    assert question_parts(question) == parts
+
+
+def test_a_part_the_articles_answer_is_not_lost_with_one_they_do_not(seed_settings):
+    result = answer("When did Zuckerberg last visit South Korea before this trip, and how long did he stay that time?",
+                    settings=seed_settings)
+    assert not result.refused and result.partial
+    assert "2014" in result.text and "The articles do not say: how long did he stay that time?" in result.text
+    assert result.citations and "2014" in " ".join(c.passage for c in result.citations)
+
+
+def test_a_refusal_shows_what_the_articles_say_nearest_the_question(seed_settings):
+    result = answer("Who chairs the Metaverse Alliance?", settings=seed_settings)
+    assert result.refused and result.text == seed_settings.refusal_text and not result.citations
+    assert result.refusal_reason in ("unsupported", "verifier")
+    closest = result.closest
+    assert closest and "Metaverse Alliance" in closest.span_text and closest.marker == 0
+    article = (seed_settings.corpus_dir / closest.doc_id).read_text(encoding="utf-8")
+    assert article[closest.span_start:closest.span_end] == closest.span_text

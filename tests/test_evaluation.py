@@ -36,23 +36,23 @@ from rag.retrieval import Passage
 from rag.settings import Settings
 from tests.conftest import REPO, TEST_GENERATOR, write
 
-# Quality gate for the full project question set (corpus/eval/questions.jsonl) over the seed corpus with the default
-# generator (qwen2.5-coder-1.5b, k=4, minilm, the whole article read from its kept state). Each floor is set a little
-# under the value measured with the default settings by `rag eval` (README, "Measured numbers"): answer_accuracy 0.875
-# (70/80), retrieval_hit_at_k 0.9875 (79/80), refusal_accuracy 0.600 (12/20). About 5 points under; refusal_accuracy
-# two questions (10 points) under, as there are only 20 unanswerable questions and llama.cpp's greedy output can
-# change with the thread count. Re-measure and move these when a default changes.
-MIN_ANSWER_ACCURACY = 0.82
-MIN_RETRIEVAL_HIT_AT_K = 0.94
-MIN_REFUSAL_ACCURACY = 0.50
+# Quality gate: the whole project question set (corpus/eval/questions.jsonl, 140 questions) over the seed corpus with
+# the default generator (qwen2.5-coder-1.5b, k=4, minilm, whole article from its kept state, verifier on). The floors
+# apply to the test split (46 questions, never tuned on) and sit just under what `rag eval` measured there (README,
+# "Measured numbers"): answer_accuracy 0.893 (25/28), retrieval_hit_at_k 1.000 (28/28), refusal_accuracy 0.500
+# (9/18). Each floor allows one question less (llama.cpp's greedy output can change with the machine and the thread
+# count). Every reply of the whole set must keep its words (words_altered 0). Move these when a default changes.
+MIN_ANSWER_ACCURACY = 0.85
+MIN_RETRIEVAL_HIT_AT_K = 0.96
+MIN_REFUSAL_ACCURACY = 0.44
 
 QUESTIONS = REPO / "corpus" / "eval" / "questions.jsonl"
 RGB_DATA = REPO.parent / "shared" / "benchmarks" / "rgb" / "en_fact.json"
 METRIC_KEYS = {
     "answer_accuracy", "exact_match", "f1", "retrieval_hit_at_k", "mrr", "retrieval_hit_at_1", "retrieval_hit_at_3",
     "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate", "citation_accuracy",
-    "unsupported_rate", "latency_p50_s", "latency_p95_s", "ttft_p50_s", "questions", "answerable", "unanswerable",
-    "k", "generator", "embedder",
+    "unsupported_rate", "partial_answer_rate", "words_altered", "latency_p50_s", "latency_p95_s", "ttft_p50_s",
+    "questions", "answerable", "unanswerable", "k", "generator", "embedder",
 }
 OUTPUTS = ("results.jsonl", "metrics.json", "report.md", "metrics.png")
 
@@ -155,10 +155,11 @@ def test_missing_question_file_is_a_clear_error(tmp_path):
 
 def test_the_project_question_set_loads_with_its_fixed_split():
     questions = load_questions(QUESTIONS)
-    assert len(questions) == 100 and sum(q.unanswerable for q in questions) == 20
-    assert [q.split for q in questions] == ["test" if n % 3 == 0 else "tune" for n in range(1, 101)]
+    assert len(questions) == 140 and sum(q.unanswerable for q in questions) == 54
+    assert sum(q.extra.get("type") == "partial" for q in questions) == 6
+    assert [q.split for q in questions] == ["test" if n % 3 == 0 else "tune" for n in range(1, 141)]
     tune, test = select_split(questions, "tune"), select_split(questions, "test")
-    assert len(tune) + len(test) == 100 and not {q.id for q in tune} & {q.id for q in test}
+    assert len(tune) + len(test) == 140 and not {q.id for q in tune} & {q.id for q in test}
     assert select_split(questions, "all") == select_split(questions, None) == questions
 
 
@@ -176,7 +177,7 @@ def test_eval_command_selects_a_split(seed_env, tmp_path):
     out = tmp_path / "out"
     assert main(["eval", "--retrieval-only", "--questions", str(QUESTIONS), "--split", "test", "--out", str(out)]) == 0
     table = json.loads((out / "retrieval.json").read_text())
-    assert table["hybrid"]["answerable"] == 26  # the test split's answerable questions
+    assert table["hybrid"]["answerable"] == 28  # the test split's answerable questions
 
 
 # ---------------------------------------------------------------- aggregation and outputs (no model)
@@ -338,12 +339,14 @@ def test_rgb_smoke(seed_env, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # 100 questions: about 10 minutes on an idle machine, far more on a shared one
+@pytest.mark.timeout(3600)  # 140 questions: about 3 minutes on an idle machine, far more on a shared one
 def test_quality_gate(seed_settings, tmp_path):
-    metrics = QAEvaluator(load_questions(QUESTIONS), seed_settings)(tmp_path / "gate")
-    print(json.dumps(metrics, indent=2))
+    evaluator = QAEvaluator(load_questions(QUESTIONS), seed_settings)
+    everything = evaluator(tmp_path / "gate")
+    metrics = compute_metrics([r for r in evaluator.results if r.question.split == "test"], seed_settings)
+    print(json.dumps({"test split": metrics, "all": everything}, indent=2))
     failures = [f"{key} {metrics[key]:.3f} < {floor:.3f}" for key, floor in (
         ("answer_accuracy", MIN_ANSWER_ACCURACY), ("retrieval_hit_at_k", MIN_RETRIEVAL_HIT_AT_K),
         ("refusal_accuracy", MIN_REFUSAL_ACCURACY)) if metrics[key] < floor]
-    assert not failures, f"quality below the gate: {'; '.join(failures)} (details in {tmp_path / 'gate'})"
-
+    assert not failures, f"test split below the gate: {'; '.join(failures)} (details in {tmp_path / 'gate'})"
+    assert everything["words_altered"] == 0, "a checked answer changed the words of its reply (see results.jsonl)"

@@ -1,6 +1,14 @@
 """Text helpers: normalising, search tokens, key terms, sentences, markers."""
 
-from rag.text import key_terms, lexical_tokens, normalize_text, sentence_spans, split_sentences, strip_markers
+from rag.text import (
+    key_terms,
+    lexical_tokens,
+    normalize_text,
+    sentence_spans,
+    split_sentences,
+    strip_markers,
+    words_kept,
+)
 
 
 def test_normalisation_fixes_spacing_and_unicode():
@@ -21,6 +29,16 @@ def test_key_terms_normalise_numbers_and_drop_stop_words():
 
 def test_markers_are_stripped_without_leaving_gaps():
     assert strip_markers("Exports rose 66.7% [3]. Seoul [1, 2] agreed [4].") == "Exports rose 66.7%. Seoul agreed."
+    assert strip_markers("It ended in 2018 [1], [2], [4].") == "It ended in 2018."  # no stray ",,,"
+    assert strip_markers("Held at the U.S. Open [1] and [3] in 2018.") == "Held at the U.S. Open in 2018."
+
+
+def test_words_kept_compares_the_checked_answer_with_the_raw_reply():
+    raw = "Nadal won the U.S. Open in 2018, [1], [2]. This is supported by passage [1]."
+    assert words_kept(raw, "Nadal won the U.S. Open in 2018 [1][2].")  # markers moved, filler dropped
+    assert not words_kept(raw, "Nadal won the U. S. Open in 2018 [1].")  # a space put into a name
+    assert not words_kept(raw, "Nadal won the U.S. Open in 2018.,,, [1] [2]")  # stray punctuation
+    assert not words_kept(raw, "Federer won the U.S. Open in 2018 [1].")  # a word that was not there
 
 
 def test_abbreviations_and_initials_do_not_end_sentences():

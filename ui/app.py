@@ -59,6 +59,7 @@ mark.rag-span { background: #fde68a; color: #1f2937; padding: 0 .1em; border-rad
 .rag-unsupported, .rag-rejected { border-left: 4px solid #d97706; background: rgba(217, 119, 6, .10);
   padding: .5em .8em; margin: .5em 0; border-radius: 4px; }
 .rag-unsupported ul, .rag-rejected ul { margin: .3em 0 0 1.2em; }
+.rag-closest { margin-top: .4em; font-size: .92em; }
 .rag-refusal { border-left: 4px solid #6b7280; background: rgba(107, 114, 128, .12); padding: .5em .8em;
   margin: .3em 0 .6em; border-radius: 4px; }
 .rag-others summary { cursor: pointer; margin: .6em 0 .2em; color: var(--body-text-color-subdued); }

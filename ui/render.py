@@ -19,6 +19,7 @@ REFUSAL_REASONS = {
     "generator": "the model found no answer in the passages",
     "unsupported": "no sentence of the model's reply was backed by a passage",
     "no-answer": "the model's reply only restated the question",
+    "verifier": "asked to check, the model judged that the passages do not state the answer",
 }
 
 
@@ -45,7 +46,7 @@ def render_answer(answer: Answer, show_scores: bool) -> str:
     if answer.refused:
         reason = REFUSAL_REASONS.get(answer.refusal_reason, "")
         parts.append('<div class="rag-refusal"><strong>No answer from the articles.</strong>'
-                     + (f" ({escape(reason)})" if reason else "") + "</div>")
+                     + (f" ({escape(reason)})" if reason else "") + _closest(answer) + "</div>")
     else:
         parts.append(f"<h3>Cited passages <small>({len(answer.citations)})</small></h3>")
     parts.append(_searched_for(answer.question, answer.rewritten_question))
@@ -67,6 +68,15 @@ def render_answer(answer: Answer, show_scores: bool) -> str:
     parts.append(_footer(answer, show_scores))
     parts.append("</div>")
     return "".join(parts)
+
+
+def _closest(answer: Answer) -> str:
+    """What the articles say nearest the question, so the user can rephrase: a source, not an answer."""
+    closest = answer.closest
+    if closest is None or not closest.span_text.strip():
+        return ""
+    return (f'<div class="rag-closest">Closest in the articles, from <b>{escape(closest.title)}</b>: '
+            f"<q>{escape(closest.span_text.strip())}</q></div>")
 
 
 def render_event(event: Answer | Retrieval | None, show_scores: bool) -> str:

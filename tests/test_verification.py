@@ -1,0 +1,87 @@
+"""The verifier with the real packaged generator, on hand-made claims about the seed article: claims the article
+states pass; claims built from its words in relations it never states are refused, by the lexical checks or by
+the generator's judgement."""
+
+import pytest
+
+from rag.answer import Context, check_reply, verify
+from rag.generation import get_generator
+from rag.retrieval import get_retriever
+from rag.verification import sentence_support, threshold_for
+
+SEED = "south-korea-ai-investment.txt"
+
+SUPPORTED = [
+    ("Where did Yoon meet Zuckerberg?", "Yoon met Zuckerberg at the Yongsan Presidential Palace in Seoul [1]."),
+    ("How much will South Korea invest in AI semiconductor R&D by 2027?",
+     "The ministry will deploy 1.02 trillion won for AI semiconductor research by 2027 [5]."),
+    ("By how much did chip exports grow in February?", "Chip exports grew 66.7% year-on-year in February [9]."),
+    ("Who is South Korea's science minister?", "The science minister is Lee Jong-ho [6]."),
+]
+UNSUPPORTED = [  # each uses names and figures of the article in a relation it never states
+    ("How much will SK Hynix invest in the semiconductor super cluster?",
+     "SK Hynix will invest 622 trillion won in the super cluster [8]."),
+    ("How many people work for Samsung Electronics?", "Samsung Electronics employs 16 people [8]."),
+    ("Where did Yoon meet Zuckerberg?", "Yoon met Zuckerberg in Busan [1]."),
+    ("What does Gartner forecast for the global AI chip market in 2030?",
+     "Gartner forecasts the global AI chip market to reach US$86.1 billion in 2030 [7]."),
+]
+
+
+def test_thresholds_come_from_the_calibration_or_the_setting():
+    assert threshold_for("qwen2.5-coder-1.5b", -1.0) == 0.59  # chosen on the tune split
+    assert threshold_for("qwen2.5-coder-0.5b", -1.0) is None  # its judge does not separate: not verified
+    assert threshold_for("qwen2.5-coder-0.5b", 0.3) == 0.3 and threshold_for("qwen2.5-coder-1.5b", 0.0) == 0.0
+
+
+@pytest.fixture(scope="module")
+def seed(seed_settings):
+    retriever = get_retriever(seed_settings)
+    context = Context(retriever.document_passages(SEED), whole_document=True)
+    return seed_settings, context, get_generator(seed_settings)
+
+
+def refused(question: str, reply: str, seed) -> str:
+    """Why the pipeline's checks refuse this reply ("" when it stands)."""
+    settings, context, generator = seed
+    reason, _ = check_reply(reply, question, context.passages, settings)
+    if reason:
+        return reason
+    return "" if verify(reply, question, context, generator, settings).passed else "verifier"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("question", "reply"), SUPPORTED)
+def test_claims_the_article_states_pass(seed, question, reply):
+    assert refused(question, reply, seed) == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("question", "reply"), UNSUPPORTED)
+def test_claims_it_never_states_are_refused(seed, question, reply):
+    assert refused(question, reply, seed)
+
+
+@pytest.mark.slow
+def test_both_names_present_relation_absent(seed):
+    """"Who chairs the Metaverse Alliance?": the passage names the government and the alliance, so every lexical
+    check passes; only the generator's judgement can see that no one is said to chair it."""
+    settings, context, generator = seed
+    question = "Who chairs the Metaverse Alliance?"
+    reply = "The South Korean government chairs the Metaverse Alliance [3]."
+    reason, checked = check_reply(reply, question, context.passages, settings)
+    assert reason == "" and checked.supported_sentences == 1
+    verdict = verify(reply, question, context, generator, settings)
+    assert not verdict.passed and verdict.score < 0.59  # the 1.5B model's calibrated threshold
+    assert verdict.usage.state in ("context", "memory", "disk", "computed")
+    answerable = verify("Yoon met Zuckerberg at the Yongsan Presidential Palace [1].",
+                        "Where did Yoon meet Zuckerberg?", context, generator, settings)
+    assert answerable.answerable > verdict.answerable + 0.1  # the judge tells the two questions apart
+
+
+@pytest.mark.slow
+def test_sentence_support_sees_a_claim_stitched_from_two_sentences(seed):
+    _, context, _ = seed
+    assert sentence_support("Chip exports grew 66.7% in February [9].", context.passages) >= 0.75  # "grew"
+    # 622 trillion won and SK Hynix are in neighbouring sentences, never in one
+    assert sentence_support("SK Hynix will invest 622 trillion won [8].", context.passages) == 0.0
