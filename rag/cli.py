@@ -15,6 +15,7 @@ from rag.answer import Answer, QuestionError, prepare_document_states, stream_an
 from rag.index import IndexBuildError, StaleIndex, build_index, index_folder
 from rag.ingest import IngestError
 from rag.models import GENERATORS, ModelError, prepare
+from rag.serving import is_server_generator
 from rag.settings import Settings, SettingsError, load_settings
 
 BAD_INPUT = 2
@@ -90,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _answer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, help="passages to retrieve")
-    p.add_argument("--model", help="generator: a registry name, a .gguf file, a HF folder or id")
+    p.add_argument("--model", help="generator: a registry name, a .gguf file, a HF folder or id, "
+                   "or openai:<model> on an OpenAI-compatible server (setting openai_base_url)")
     p.add_argument("--engine", choices=["auto", "llama-cpp", "transformers"])
     p.add_argument("--corpus", type=Path, help="answer over this folder of articles (own index folder)")
 
@@ -115,7 +117,8 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     for message in report.skipped:
         print(f"skipped: {message}", file=sys.stderr)
     print(report.summary())
-    if settings.index_states and len(paths) == 1 and paths[0].is_dir():
+    # A generator server keeps its own prompt cache: there is no state to save here.
+    if settings.index_states and len(paths) == 1 and paths[0].is_dir() and not is_server_generator(settings.generator):
         started = time.perf_counter()
         states = prepare_document_states(settings, corpus=paths[0])
         print(_states_line(states, time.perf_counter() - started))

@@ -139,7 +139,7 @@ class StopFilter:
         return out
 
 
-def _clean_stream(pieces: Iterator[str], stop: list[str]) -> Iterator[str]:
+def clean_stream(pieces: Iterator[str], stop: list[str]) -> Iterator[str]:
     stops = StopFilter(stop + END_OF_TURN)
     for piece in pieces:
         text = TEMPLATE_TOKENS.sub("", stops.feed(piece))
@@ -152,7 +152,7 @@ def _clean_stream(pieces: Iterator[str], stop: list[str]) -> Iterator[str]:
         yield tail
 
 
-def _timed(pieces: Iterator[str], usage: Usage) -> Iterator[str]:
+def timed_stream(pieces: Iterator[str], usage: Usage) -> Iterator[str]:
     """Pass the pieces on, recording in `usage.decode_s` the time from the first piece to the last."""
     first = None
     for piece in pieces:
@@ -163,9 +163,14 @@ def _timed(pieces: Iterator[str], usage: Usage) -> Iterator[str]:
 
 def _softmax_over(logits: np.ndarray, option_ids: dict[str, int]) -> dict[str, float]:
     """The probabilities of the options' first tokens, normalised over the options only."""
-    chosen = np.array([float(logits[i]) for i in option_ids.values()])
-    weights = np.exp(chosen - chosen.max())
-    return {option: float(w) for option, w in zip(option_ids, weights / weights.sum(), strict=True)}
+    return option_shares({option: float(logits[i]) for option, i in option_ids.items()})
+
+
+def option_shares(scores: dict[str, float]) -> dict[str, float]:
+    """Logits or log-probabilities of some options as probabilities normalised over those options."""
+    values = np.array(list(scores.values()))
+    weights = np.exp(values - values.max())
+    return {option: float(w) for option, w in zip(scores, weights / weights.sum(), strict=True)}
 
 
 def _state_store(settings: Settings, name: str) -> StateStore:
@@ -274,7 +279,7 @@ class LlamaCppGenerator:
                 stream=True,
             )
             self._llm.prompt_evaluated = 0
-            yield from _timed(_clean_stream((c["choices"][0]["text"] for c in chunks), stop or []), usage)
+            yield from timed_stream(clean_stream((c["choices"][0]["text"] for c in chunks), stop or []), usage)
             usage.evaluated_tokens += self._llm.prompt_evaluated
             usage.completion_tokens = self._llm.sampled
             self.usage = usage
@@ -537,7 +542,7 @@ class TransformersGenerator:
                 finished = True
 
             try:
-                yield from _timed(_clean_stream(pieces(), stop or []), usage)
+                yield from timed_stream(clean_stream(pieces(), stop or []), usage)
             finally:
                 cancel.set()
                 if not finished:  # the end signal is still to come; an exhausted streamer would block
@@ -571,7 +576,12 @@ class _Cancelled:
 
 
 def make_generator(name: str, settings: Settings) -> Generator:
-    """Pick the engine: llama.cpp for GGUF files unless told otherwise, transformers for HF models."""
+    """Pick the engine: an OpenAI-compatible server for "openai:<model>", llama.cpp for GGUF files unless told
+    otherwise, transformers for HF models."""
+    if name.startswith("openai:"):
+        from rag.serving import OpenAIServerGenerator  # needs the `scale` extra
+
+        return OpenAIServerGenerator(name, settings)
     source = resolve_generator(name)
     engine = settings.engine
     if engine == "auto":

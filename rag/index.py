@@ -1,4 +1,4 @@
-"""The on-disk index: chunks, vectors and FAISS file behind a manifest; incremental builds swapped in atomically."""
+"""The on-disk index: chunks, vectors and a vector store behind a manifest; incremental builds swapped in atomically."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import numpy as np
 from rag.ingest import Chunk, Document, IngestError, chunk_document, find_articles, read_document
 from rag.models import get_embedder
 from rag.settings import Settings
+from rag.vectorstore import BACKENDS, VectorStore, VectorStoreError, drop_stale, open_store, write_store
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a build without a "store" entry has an index.faiss: still readable
 CURRENT = "CURRENT"
 INDEX_TYPES = ("flat", "hnsw")
 
@@ -66,9 +67,9 @@ class IndexReport:
 class LoadedIndex:
     folder: Path  # the build folder
     manifest: dict
-    chunks: list[Chunk]  # chunk.id == row in `vectors` and id in `faiss`
+    chunks: list[Chunk]  # chunk.id == row in `vectors` and id in `store`
     vectors: np.ndarray
-    faiss: object
+    store: VectorStore
 
     @property
     def build_id(self) -> str:
@@ -92,7 +93,8 @@ def fingerprint(settings: Settings) -> dict:
     """What the vectors and chunks depend on: any change forces a full rebuild."""
     return {"format": FORMAT_VERSION, "embedder": settings.embedder,
             "chunk_tokens": settings.chunk_tokens, "chunk_overlap_tokens": settings.chunk_overlap_tokens,
-            "index_type": settings.index_type}
+            "index_type": settings.index_type, "vector_store": settings.vector_store,
+            **({"milvus_uri": settings.milvus_uri} if settings.vector_store == "milvus" else {})}
 
 
 # ---------------------------------------------------------------- reading the corpus
@@ -143,6 +145,8 @@ def sync_index(documents: list[Document], folder: Path, settings: Settings, rebu
     """Make the index in `folder` hold exactly `documents`; writes a new build only when something changed."""
     if settings.index_type not in INDEX_TYPES:
         raise StaleIndex(f"unknown index_type {settings.index_type!r}: use one of {', '.join(INDEX_TYPES)}")
+    if settings.vector_store not in BACKENDS:
+        raise StaleIndex(f"unknown vector_store {settings.vector_store!r}: use one of {', '.join(BACKENDS)}")
     from filelock import FileLock
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -198,24 +202,10 @@ def _carry_over(old: LoadedIndex | None, keep: set[str]) -> tuple[list[Chunk], n
     return [old.chunks[r] for r in rows], old.vectors[rows]
 
 
-def make_faiss(vectors: np.ndarray, index_type: str):  # noqa: ANN201 - a faiss.Index
-    import faiss
-
-    dim = vectors.shape[1]
-    if index_type == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = 64
-    else:
-        index = faiss.IndexFlatIP(dim)
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
-
-
 def _write_build(folder: Path, manifest: dict, chunks: list[Chunk], vectors: np.ndarray,
                  settings: Settings) -> None:
-    """Write a complete build into a hidden temporary folder, then swap it in with two atomic renames."""
-    import faiss
-
+    """Write a complete build into a hidden temporary folder (its vectors into the vector store too), then swap
+    it in with two atomic renames; a build that fails half-way leaves the previous one current."""
     builds = folder / "builds"
     builds.mkdir(exist_ok=True)
     build_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -226,7 +216,7 @@ def _write_build(folder: Path, manifest: dict, chunks: list[Chunk], vectors: np.
             for chunk in chunks:
                 out.write(json.dumps(chunk.to_json(), ensure_ascii=False) + "\n")
         np.save(tmp / "vectors.npy", vectors, allow_pickle=False)
-        faiss.write_index(make_faiss(vectors, settings.index_type), str(tmp / "index.faiss"))
+        manifest["store"] = write_store(settings, folder, tmp, build_id, vectors, [c.doc_id for c in chunks])
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
         _fsync_folder(tmp)
         os.replace(tmp, builds / build_id)
@@ -238,6 +228,7 @@ def _write_build(folder: Path, manifest: dict, chunks: list[Chunk], vectors: np.
     for stale in builds.iterdir():
         if stale.name != build_id:
             shutil.rmtree(stale, ignore_errors=True)
+    drop_stale(settings, folder, build_id)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -259,8 +250,6 @@ def current_build(folder: Path) -> Path | None:
 
 def load_index(folder: Path) -> LoadedIndex:
     """The current build of `folder`; StaleIndex when there is none or it is damaged."""
-    import faiss
-
     build = current_build(folder)
     if build is None:
         raise StaleIndex(f"no index in {folder}: run `rag index`")
@@ -269,12 +258,14 @@ def load_index(folder: Path) -> LoadedIndex:
         with open(build / "chunks.jsonl", encoding="utf-8") as handle:
             chunks = [Chunk.from_json(json.loads(line)) for line in handle]
         vectors = np.load(build / "vectors.npy", allow_pickle=False)
-        index = faiss.read_index(str(build / "index.faiss"))
+        store = open_store(manifest.get("store", {}), build, vectors, [c.doc_id for c in chunks])
+    except VectorStoreError as exc:
+        raise StaleIndex(str(exc)) from exc
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise StaleIndex(f"index in {build} is damaged ({exc}): run `rag index --rebuild`") from exc
-    if not (len(chunks) == len(vectors) == index.ntotal):
+    if not (len(chunks) == len(vectors) == store.size):
         raise StaleIndex(f"index in {build} is inconsistent: run `rag index --rebuild`")
-    return LoadedIndex(build, manifest, chunks, vectors, index)
+    return LoadedIndex(build, manifest, chunks, vectors, store)
 
 
 def _load_compatible(folder: Path, wanted_fp: dict) -> LoadedIndex | None:

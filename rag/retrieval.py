@@ -1,4 +1,4 @@
-"""Finding the passages for a question: dense (FAISS) and BM25 results, rank-fused, optionally re-ranked."""
+"""Finding the passages for a question: dense (the vector store) and BM25 results, rank-fused, optionally re-ranked."""
 
 from __future__ import annotations
 
@@ -104,8 +104,7 @@ class Retriever:
         dense_rank: dict[int, int] = {}
         bm25_scores: dict[int, float] = {}
         if self.settings.dense:
-            _, ids = self.index.faiss.search(query.reshape(1, -1), min(n, len(self.index.chunks)))
-            ranking = [int(i) for i in ids[0] if i >= 0]
+            ranking = [i for i, _ in self.index.store.search(query, n)]
             dense_rank = {i: r for r, i in enumerate(ranking, start=1)}
             rankings.append(ranking)
         if self.bm25 is not None:
@@ -165,8 +164,8 @@ def get_retriever(settings: Settings, corpus: Path | None = None) -> Retriever:
 
     folder = index_folder(settings, corpus)
     key = (folder.resolve(), settings.embedder, settings.chunk_tokens, settings.chunk_overlap_tokens,
-           settings.index_type, settings.dense, settings.bm25, settings.reranker, settings.rrf_k,
-           settings.candidates)
+           settings.index_type, settings.vector_store, settings.milvus_uri, settings.dense, settings.bm25,
+           settings.reranker, settings.rrf_k, settings.candidates)
     with _lock:
         cached = _retrievers.get(key)
         build = current_build(folder)

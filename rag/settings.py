@@ -52,6 +52,8 @@ class Settings:
 
     # index and retrieval
     index_type: str = "flat"  # flat | hnsw
+    vector_store: str = "faiss"  # faiss | milvus (rag/vectorstore.py; milvus needs the `scale` extra)
+    milvus_uri: str = ""  # http://host:port for a Milvus server, or a Milvus Lite path; "" = <index>/milvus.db
     auto_index: bool = True  # rebuild a missing or stale index on load instead of failing
     top_k: int = 4
     candidates: int = 20
@@ -66,6 +68,11 @@ class Settings:
     seed: int = 0
     states_in_memory: int = 4  # processed document prefixes kept in RAM (about 30 MB per 1,000 tokens each)
     states_on_disk: int = 32  # saved document states kept in <cache_dir>/states (least recently used go first)
+    # generator = "openai:<model>": an OpenAI-compatible server (rag/serving.py; the `scale` extra)
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    openai_api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the server's key
+    request_timeout_s: float = 120.0
+    max_retries: int = 2  # connection failures, 429 and 5xx, with backoff, before any text has streamed
 
     # answering
     whole_document: bool = True  # read the whole document from its saved state when the passages share one

@@ -8,7 +8,7 @@ from rag.generation import (
     StopFilter,
     TransformersGenerator,
     Usage,
-    _clean_stream,
+    clean_stream,
     complete,
     generate,
     get_generator,
@@ -62,8 +62,8 @@ def test_stop_filter_holds_back_possible_stop_starts():
 
 
 def test_template_tokens_are_stripped():
-    assert "".join(_clean_stream(iter(["Seoul<|im_", "end|> trailing"]), [])) == "Seoul"
-    assert "".join(_clean_stream(iter(["<|assistant|>Yes", " indeed"]), [])) == "Yes indeed"
+    assert "".join(clean_stream(iter(["Seoul<|im_", "end|> trailing"]), [])) == "Seoul"
+    assert "".join(clean_stream(iter(["<|assistant|>Yes", " indeed"]), [])) == "Yes indeed"
 
 
 def test_engine_choices_are_checked(tmp_path):

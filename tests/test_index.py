@@ -69,7 +69,7 @@ def test_incremental_add_change_delete(tmp_settings):
     assert report.removed == ["a.txt"] and report.embedded_chunks == 0
     third = load_index(tmp_settings.index_dir)
     assert {c.doc_id for c in third.chunks} == {"b.txt", "c.txt"}
-    assert third.faiss.ntotal == len(third.chunks)
+    assert third.store.size == len(third.chunks)
     assert len(list((tmp_settings.index_dir / "builds").iterdir())) == 1  # old builds cleaned up
 
 
@@ -156,7 +156,7 @@ def test_hnsw_index_type(tmp_settings):
     settings = tmp_settings.replace(index_type="hnsw")
     build_index([corpus], settings.index_dir, settings, progress=False)
     loaded = load_index(settings.index_dir)
-    assert isinstance(loaded.faiss, faiss.IndexHNSWFlat)
+    assert isinstance(loaded.store.index, faiss.IndexHNSWFlat)
     with pytest.raises(StaleIndex, match="unknown index_type"):
         build_index([corpus], settings.index_dir, settings.replace(index_type="ivf-magic"), progress=False)
 
