@@ -15,7 +15,7 @@ CPU_ID := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut 
 WHEELS := $(HOME)/.cache/rag-news/wheels/llama-$(LLAMA_VERSION)-native-noamx-$(CPU_ID)
 PYTEST_ARGS ?=
 
-.PHONY: install prepare index chat test bench eval lint clean
+.PHONY: install prepare index chat test bench bench-scale eval lint clean
 
 install:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ test: index
 
 bench: index
 	$(BIN)/python -m rag.bench
+
+# Vector search and BM25 at 10k / 100k / 1M passages (about half an hour; README, "Scaling out").
+bench-scale: install
+	$(BIN)/python -m rag.bench_scale $(SCALE_ARGS)
 
 eval: index
 	$(BIN)/rag eval

@@ -117,6 +117,23 @@ def transformers_ttft_row(questions: list[str]) -> Row:
                "<= 0.1", "s", f"{settings.generator} in bf16, {len(questions)} prompts")
 
 
+def server_ttft_row(settings: Settings, questions: list[str]) -> Row:
+    """Through an OpenAI-compatible server (`--server URL`): time to first token with the document's prefix in the
+    server's prompt cache, against the same prompt with its first words changed so that nothing is reused."""
+    generator = get_generator(settings)
+    prompts = [build_prompt(q, _context(q, settings), settings) for q in questions]
+    complete(generator, prompts[-1][0], 1)
+    warm, cold = [], []
+    for messages, prefix in prompts:
+        warm.append(_first_token_s(generator, messages, prefix))
+    for number, (messages, _) in enumerate(prompts):
+        changed = [{**messages[0], "content": f"(run {number}-{time.time_ns()}) {messages[0]['content']}"},
+                   *messages[1:]]
+        cold.append(_first_token_s(generator, changed, None))
+    return Row("server, time to first token: prefix in the server's prompt cache ÷ the prompt processed whole",
+               median(warm), median(cold), "<= 0.1", "s", f"{generator.name} at {settings.openai_base_url}")
+
+
 def _context(question: str, settings: Settings, generator: Generator | None = None) -> Context:
     """What rag.answer reads for this question (the whole document, here)."""
     retriever = get_retriever(settings)
@@ -333,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rag.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: few questions, one small generator")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default: {RESULTS})")
+    parser.add_argument("--server", metavar="URL", help="only the prompt-cache row, through an OpenAI-compatible "
+                        "server at URL (key from openai_api_key_env); results to bench/server.json")
     parser.add_argument("--parts", metavar="QUESTION", help=argparse.SUPPRESS)  # cold_start_parts in a new process
     args = parser.parse_args(argv)
     if args.parts:
@@ -340,7 +359,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     settings = load_settings()
     started = time.perf_counter()
-    rows = run(settings, args.quick)
+    if args.server:
+        settings = settings.replace(generator="openai:", openai_base_url=args.server)
+        questions = [q.question for q in load_questions(settings.corpus_dir / "eval" / "questions.jsonl")]
+        rows = [server_ttft_row(settings, questions[:: 40][:3])]
+        args.out = args.out if args.out != RESULTS else RESULTS.with_name("server.json")
+    else:
+        rows = run(settings, args.quick)
     print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_name(args.out.name + ".partial")

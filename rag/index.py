@@ -21,7 +21,7 @@ from rag.vectorstore import BACKENDS, VectorStore, VectorStoreError, drop_stale,
 
 FORMAT_VERSION = 1  # a build without a "store" entry has an index.faiss: still readable
 CURRENT = "CURRENT"
-INDEX_TYPES = ("flat", "hnsw")
+INDEX_TYPES = ("auto", "flat", "hnsw")
 
 
 class IndexBuildError(RuntimeError):
@@ -94,6 +94,7 @@ def fingerprint(settings: Settings) -> dict:
     return {"format": FORMAT_VERSION, "embedder": settings.embedder,
             "chunk_tokens": settings.chunk_tokens, "chunk_overlap_tokens": settings.chunk_overlap_tokens,
             "index_type": settings.index_type, "vector_store": settings.vector_store,
+            **({"hnsw_from_passages": settings.hnsw_from_passages} if settings.index_type == "auto" else {}),
             **({"milvus_uri": settings.milvus_uri} if settings.vector_store == "milvus" else {})}
 
 
@@ -257,7 +258,7 @@ def load_index(folder: Path) -> LoadedIndex:
         manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
         with open(build / "chunks.jsonl", encoding="utf-8") as handle:
             chunks = [Chunk.from_json(json.loads(line)) for line in handle]
-        vectors = np.load(build / "vectors.npy", allow_pickle=False)
+        vectors = np.load(build / "vectors.npy", mmap_mode="r", allow_pickle=False)  # read rows as needed
         store = open_store(manifest.get("store", {}), build, vectors, [c.doc_id for c in chunks])
     except VectorStoreError as exc:
         raise StaleIndex(str(exc)) from exc

@@ -6,8 +6,6 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from rag.index import LoadedIndex, open_index
 from rag.ingest import Chunk
 from rag.models import get_embedder
@@ -99,7 +97,6 @@ class Retriever:
         k = k or self.settings.top_k
         n = max(self.settings.candidates, k)
         query = self.embedder.embed([question])[0]
-        similarity = self.index.vectors @ query  # exact cosine for every chunk: cheap, used for refusal
         rankings: list[list[int]] = []
         dense_rank: dict[int, int] = {}
         bm25_scores: dict[int, float] = {}
@@ -114,6 +111,9 @@ class Retriever:
         if not rankings:
             raise ValueError("both retrieval stages are off: turn on `dense` or `bm25`")
         fused = reciprocal_rank_fusion(rankings, self.settings.rrf_k)
+        # Exact cosine of the candidates only (the refusal gate uses it): the vectors may be millions, memory-mapped.
+        candidates = sorted(fused)
+        similarity = dict(zip(candidates, (self.index.vectors[candidates] @ query).tolist(), strict=True))
         figures = self._figures(question)
         # A passage holding every figure the question names outranks one that lacks some: rank fusion
         # forgets how decisive an exact number match is, and dense vectors barely see numbers at all.
@@ -135,7 +135,7 @@ class Retriever:
             return 0
         return len(figures & set(lexical_tokens(self.index.chunks[i].text)))
 
-    def _passage(self, i: int, rank: int, similarity: np.ndarray, dense_rank: dict[int, int],
+    def _passage(self, i: int, rank: int, similarity: dict[int, float], dense_rank: dict[int, int],
                  bm25: dict[int, float], fused: dict[int, float], rerank: dict[int, float]) -> Passage:
         return passage_of(self.index.chunks[i], rank, {
             "dense_similarity": round(float(similarity[i]), 4), "dense_rank": dense_rank.get(i),

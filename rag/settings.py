@@ -51,7 +51,8 @@ class Settings:
     embed_batch_size: int = 32
 
     # index and retrieval
-    index_type: str = "flat"  # flat | hnsw
+    index_type: str = "auto"  # auto (exact below hnsw_from_passages, HNSW from there) | flat | hnsw
+    hnsw_from_passages: int = 250_000  # where "auto" switches (measured: README, "Scaling out")
     vector_store: str = "faiss"  # faiss | milvus (rag/vectorstore.py; milvus needs the `scale` extra)
     milvus_uri: str = ""  # http://host:port for a Milvus server, or a Milvus Lite path; "" = <index>/milvus.db
     auto_index: bool = True  # rebuild a missing or stale index on load instead of failing

@@ -3,7 +3,8 @@
 Both sit behind one small interface, `VectorStore.search(query, n, doc_id=None)`, so retrieval does not know
 which one answers. A build's vectors are written in full before the build is swapped in (rag.index), so a
 failed write leaves the previous build answering on either backend:
-- FAISS: `index.faiss` beside the build's chunks (IndexFlatIP, or HNSW with `index_type = "hnsw"`).
+- FAISS: `index.faiss` beside the build's chunks: exact search (IndexFlatIP) or HNSW. `index_type = "auto"` (the
+  default) is exact below `hnsw_from_passages` (250,000) and HNSW from there; "flat" and "hnsw" force one.
 - Milvus (`vector_store = "milvus"`, the `scale` extra): one collection per build, named after the index folder
   and the build, so several corpora can share one Milvus. `milvus_uri` is a Milvus server or cluster
   (`http://host:port`) or a local path for Milvus Lite (default: `milvus.db` in the index folder). Milvus Lite
@@ -29,7 +30,8 @@ from rag.settings import Settings
 BACKENDS = ("faiss", "milvus")
 FAISS_FILE = "index.faiss"
 MILVUS_BATCH = 2000  # rows per insert call
-HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 200, 64
+# HNSW settings measured by rag.bench_scale (README, "Scaling out"): recall@10 >= 0.95 at a million passages
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 100, 512
 
 
 class VectorStoreError(RuntimeError):
@@ -47,17 +49,25 @@ class VectorStore(Protocol):
 def write_store(settings: Settings, index_folder: Path, build: Path, build_id: str, vectors: np.ndarray,
                 doc_ids: list[str]) -> dict[str, Any]:
     """Write a build's vectors (row i is chunk i of document doc_ids[i]); returns the manifest's "store" entry."""
+    index_type = resolve_index_type(settings, len(vectors))
     if settings.vector_store == "faiss":
         import faiss
 
-        faiss.write_index(_make_faiss(vectors, settings.index_type), str(build / FAISS_FILE))
-        return {"backend": "faiss", "file": FAISS_FILE}
+        faiss.write_index(_make_faiss(vectors, index_type), str(build / FAISS_FILE))
+        return {"backend": "faiss", "file": FAISS_FILE, "index_type": index_type}
     if settings.vector_store == "milvus":
         uri = milvus_uri(settings, index_folder)
         name = collection_name(index_folder, build_id)
-        _write_milvus(_milvus(uri), name, vectors, doc_ids, settings.index_type)
-        return {"backend": "milvus", "uri": uri, "collection": name}
+        _write_milvus(milvus_client(uri), name, vectors, doc_ids, index_type)
+        return {"backend": "milvus", "uri": uri, "collection": name, "index_type": index_type}
     raise VectorStoreError(f"unknown vector_store {settings.vector_store!r}: use one of {', '.join(BACKENDS)}")
+
+
+def resolve_index_type(settings: Settings, passages: int) -> str:
+    """"flat" or "hnsw": `index_type`, or for "auto" exact search below `hnsw_from_passages`, HNSW from there."""
+    if settings.index_type != "auto":
+        return settings.index_type
+    return "hnsw" if passages >= settings.hnsw_from_passages else "flat"
 
 
 def open_store(entry: dict[str, Any], build: Path, vectors: np.ndarray, doc_ids: list[str]) -> VectorStore:
@@ -74,7 +84,7 @@ def drop_stale(settings: Settings, index_folder: Path, current: str) -> None:
     """Drop the Milvus collections of this index folder's builds other than `current` (old or failed writes)."""
     if settings.vector_store != "milvus":
         return
-    client = _milvus(milvus_uri(settings, index_folder))
+    client = milvus_client(milvus_uri(settings, index_folder))
     keep = collection_name(index_folder, current)
     prefix = collection_name(index_folder, "")
     for name in client.list_collections():
@@ -147,7 +157,7 @@ _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
 
 
-def _milvus(uri: str):  # noqa: ANN202 - a pymilvus.MilvusClient
+def milvus_client(uri: str):  # noqa: ANN202 - a pymilvus.MilvusClient
     """One client per URI and process (Milvus Lite lets only one client of a process hold a local path)."""
     with _clients_lock:
         if uri not in _clients:
@@ -196,7 +206,7 @@ class MilvusStore:
     backend = "milvus"
 
     def __init__(self, uri: str, collection: str) -> None:
-        self.client = _milvus(uri)
+        self.client = milvus_client(uri)
         self.collection = collection
         if not self.client.has_collection(collection):
             raise VectorStoreError(f"Milvus at {uri} has no collection {collection}: run `rag index --rebuild`")

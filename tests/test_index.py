@@ -161,6 +161,21 @@ def test_hnsw_index_type(tmp_settings):
         build_index([corpus], settings.index_dir, settings.replace(index_type="ivf-magic"), progress=False)
 
 
+def test_auto_index_type_switches_to_hnsw_at_its_size(tmp_settings):
+    corpus = tmp_settings.corpus_dir
+    write(corpus / "seed.txt", SEED_ARTICLE.read_text())
+    build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    small = load_index(tmp_settings.index_dir)
+    assert tmp_settings.index_type == "auto" and isinstance(small.store.index, faiss.IndexFlatIP)
+    assert small.manifest["store"]["index_type"] == "flat"
+    switched = tmp_settings.replace(hnsw_from_passages=len(small.chunks))
+    assert build_index([corpus], switched.index_dir, switched, progress=False).rebuilt
+    large = load_index(switched.index_dir)
+    assert isinstance(large.store.index, faiss.IndexHNSWFlat) and large.manifest["store"]["index_type"] == "hnsw"
+    query = large.vectors[3]
+    assert large.store.search(query, 1)[0][0] == small.store.search(query, 1)[0][0] == 3
+
+
 def test_add_articles_checks_copies_and_indexes(tmp_settings, tmp_path):
     from rag.index import add_articles
 

@@ -19,7 +19,7 @@ import pytest
 import rag.index
 from rag.index import build_index, load_index
 from rag.models import get_embedder
-from rag.vectorstore import _milvus, collection_name
+from rag.vectorstore import collection_name, milvus_client
 from tests.conftest import REPO, SEED_CORPUS, make_settings, write
 
 ARTICLE_A = "Chip exports\nSouth Korea's chip exports rose 66.7% in February. Demand for AI drove the rise.\n"
@@ -138,7 +138,7 @@ def test_a_write_that_fails_half_way_leaves_the_previous_build_answering(store_s
     assert ids_of(settings, search(settings, "everyday AI investment", 1)) == {"b.txt"}
     if settings.vector_store == "milvus":  # the failed write's collection is gone, only the current one is left
         index = load_index(settings.index_dir)
-        client = _milvus(index.manifest["store"]["uri"])
+        client = milvus_client(index.manifest["store"]["uri"])
         mine = [n for n in client.list_collections() if n.startswith(collection_name(settings.index_dir, ""))]
         assert mine == [index.manifest["store"]["collection"]]
 
@@ -148,7 +148,7 @@ def test_a_missing_collection_or_file_is_rebuilt_not_used(store_settings):
     build_index([store_settings.corpus_dir], store_settings.index_dir, store_settings, progress=False)
     index = load_index(store_settings.index_dir)
     if store_settings.vector_store == "milvus":
-        _milvus(index.manifest["store"]["uri"]).drop_collection(index.manifest["store"]["collection"])
+        milvus_client(index.manifest["store"]["uri"]).drop_collection(index.manifest["store"]["collection"])
     else:
         (index.folder / "index.faiss").unlink()
     with pytest.raises(rag.index.StaleIndex, match="rebuild"):
