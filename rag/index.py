@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -21,6 +22,8 @@ from rag.vectorstore import BACKENDS, VectorStore, VectorStoreError, drop_stale,
 
 FORMAT_VERSION = 1  # a build without a "store" entry has an index.faiss: still readable
 CURRENT = "CURRENT"
+PENDING = "pending"
+EMBED_GROUP_BATCHES = 8  # documents are embedded in groups of about this many batches, then saved
 INDEX_TYPES = ("auto", "flat", "hnsw")
 
 
@@ -41,7 +44,8 @@ class IndexReport:
     removed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one message per corpus file that could not be used
     rejected: list[str] = field(default_factory=list)  # uploads refused before they reached the corpus
-    embedded_chunks: int = 0
+    resumed: list[str] = field(default_factory=list)  # embedded by an interrupted run, taken from pending/
+    embedded_chunks: int = 0  # embedded by this run
     rebuilt: bool = False
     seconds: float = 0.0  # the whole run, reading files and loading the embedder included
     embed_seconds: float = 0.0  # chunking and embedding the new chunks only
@@ -59,6 +63,8 @@ class IndexReport:
             return f"index up to date: {self.documents} documents, {self.chunks} chunks ({self.seconds:.2f} s)"
         what = "rebuilt" if self.rebuilt else (
             f"+{len(self.added)} new, {len(self.updated)} changed, -{len(self.removed)} removed")
+        if self.resumed:
+            what += f"; {len(self.resumed)} documents embedded by an interrupted run reused"
         return (f"indexed {self.documents} documents, {self.chunks} chunks ({what}) in {self.seconds:.2f} s; "
                 f"embedded {self.embedded_chunks} chunks at {self.chunks_per_s:.1f} chunks/s")
 
@@ -171,10 +177,9 @@ def sync_index(documents: list[Document], folder: Path, settings: Settings, rebu
         chunks, vectors = _carry_over(old, keep)
         embedder.warm_up()  # loading the model is not embedding speed
         embed_started = time.perf_counter()
-        new_chunks = [c for d in fresh for c in chunk_document(
-            d, embedder.count_tokens, settings.chunk_tokens, settings.chunk_overlap_tokens)]
+        pending = Pending(folder / PENDING, wanted_fp)
+        new_chunks, new_vectors, report.resumed, report.embedded_chunks = pending.embed(fresh, settings, progress)
         if new_chunks:
-            new_vectors = embedder.embed([c.text for c in new_chunks], progress=progress)
             chunks += new_chunks
             vectors = np.vstack([vectors, new_vectors]) if len(vectors) else new_vectors
         report.embed_seconds = time.perf_counter() - embed_started
@@ -190,10 +195,86 @@ def sync_index(documents: list[Document], folder: Path, settings: Settings, rebu
             "counts": {"documents": len(documents), "chunks": len(chunks)},
         }
         _write_build(folder, manifest, chunks, vectors.astype(np.float32), settings)
+        pending.clear()  # what it held is in the build now
         report.chunks = len(chunks)
-        report.embedded_chunks = len(new_chunks)
         report.seconds = time.perf_counter() - started
         return report
+
+
+class Pending:
+    """Documents embedded by a run that has not finished: each group of documents is saved to `pending/` as soon
+    as it is embedded, so that a run interrupted after hours of embedding resumes where it stopped. Entries are
+    keyed by the index fingerprint and the document's content; the folder is emptied once a build is swapped in.
+    Memory while embedding is bounded by one group (about EMBED_GROUP_BATCHES x embed_batch_size chunks)."""
+
+    def __init__(self, folder: Path, fingerprint: dict) -> None:
+        self.folder = folder
+        self.fingerprint = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+    def embed(self, documents: list[Document], settings: Settings, progress: bool
+              ) -> tuple[list[Chunk], np.ndarray, list[str], int]:
+        """Chunks and vectors of `documents` in order, the ids of those taken from an earlier run, and the number
+        of chunks embedded now."""
+        from tqdm import tqdm
+
+        embedder = get_embedder(settings)
+        found = {d.doc_id: self._load(d) for d in documents}
+        resumed = [doc_id for doc_id, saved in found.items() if saved is not None]
+        todo = [d for d in documents if found[d.doc_id] is None]
+        group: list[tuple[Document, list[Chunk]]] = []
+        group_size = EMBED_GROUP_BATCHES * settings.embed_batch_size
+        embedded = 0
+        with tqdm(total=len(todo), desc="embed", unit="doc", disable=not progress or not todo) as bar:
+            for number, document in enumerate(todo):
+                group.append((document, chunk_document(document, embedder.count_tokens, settings.chunk_tokens,
+                                                       settings.chunk_overlap_tokens)))
+                if sum(len(c) for _, c in group) >= group_size or number == len(todo) - 1:
+                    texts = [c.text for _, chunks in group for c in chunks]
+                    vectors = embedder.embed(texts) if texts else np.zeros((0, embedder.dim), np.float32)
+                    embedded += len(texts)
+                    row = 0
+                    for doc, chunks in group:
+                        found[doc.doc_id] = (chunks, vectors[row:row + len(chunks)])
+                        self._save(doc, *found[doc.doc_id])
+                        row += len(chunks)
+                    bar.update(len(group))
+                    group = []
+        chunks = [c for d in documents for c in found[d.doc_id][0]]
+        parts = [found[d.doc_id][1] for d in documents if len(found[d.doc_id][1])]
+        vectors = np.vstack(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)
+        return chunks, vectors, resumed, embedded
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _paths(self, document: Document) -> tuple[Path, Path]:
+        key = hashlib.sha256(f"{self.fingerprint}:{document.doc_id}:{document.sha256}".encode()).hexdigest()[:32]
+        return self.folder / f"{key}.npy", self.folder / f"{key}.jsonl"
+
+    def _load(self, document: Document) -> tuple[list[Chunk], np.ndarray] | None:
+        vectors_path, chunks_path = self._paths(document)
+        try:
+            vectors = np.load(vectors_path, allow_pickle=False)
+            chunks = [Chunk.from_json(json.loads(line)) for line in chunks_path.read_text("utf-8").splitlines()]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # not there, or damaged: embed it again
+        return (chunks, vectors) if len(chunks) == len(vectors) else None
+
+    def _save(self, document: Document, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        """Vectors first, chunks last: the chunks file is what says the entry is complete (both atomic)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        vectors_path, chunks_path = self._paths(document)
+        buffer = io.BytesIO()
+        np.save(buffer, vectors, allow_pickle=False)
+        _write_atomically(vectors_path, buffer.getvalue())
+        lines = "".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in chunks)
+        _write_atomically(chunks_path, lines.encode("utf-8"))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
 
 
 def _carry_over(old: LoadedIndex | None, keep: set[str]) -> tuple[list[Chunk], np.ndarray]:

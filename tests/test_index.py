@@ -193,3 +193,34 @@ def test_add_articles_checks_copies_and_indexes(tmp_settings, tmp_path):
     assert any("notes.docx: unsupported file type" in r for r in report.rejected)
     assert {c.doc_id for c in load_index(tmp_settings.index_dir).chunks} == {
         "a.txt", "a-2.txt", "Cluster-news-final.txt"}
+
+
+def test_an_interrupted_build_resumes_without_embedding_finished_documents(tmp_settings, tmp_path, monkeypatch):
+    from rag.models import get_embedder
+
+    settings = tmp_settings.replace(embed_batch_size=1)  # groups of 8 chunks, each saved once embedded
+    for n in range(12):
+        write(settings.corpus_dir / f"d{n:02}.txt", f"Report {n}\nItem {n} sold {n * 7} units in {2000 + n}.\n")
+    embedder = get_embedder(settings)
+    real_embed, calls = type(embedder).embed, []
+
+    def power_cut_in_the_second_group(self, texts, progress=False):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("power cut while embedding")
+        return real_embed(self, texts, progress)
+
+    monkeypatch.setattr(type(embedder), "embed", power_cut_in_the_second_group)
+    with pytest.raises(KeyboardInterrupt):
+        build_index([settings.corpus_dir], settings.index_dir, settings, progress=False)
+    monkeypatch.undo()
+    assert current_build(settings.index_dir) is None and calls[0] == 8
+    report = build_index([settings.corpus_dir], settings.index_dir, settings, progress=False)
+    assert len(report.resumed) == 8 and report.embedded_chunks == 4 and report.chunks == 12
+    assert "interrupted run" in report.summary()
+    assert not (settings.index_dir / "pending").exists()
+    clean_dir = tmp_path / "clean-index"
+    build_index([settings.corpus_dir], clean_dir, settings, progress=False)
+    resumed, clean = load_index(settings.index_dir), load_index(clean_dir)
+    assert [c.text for c in resumed.chunks] == [c.text for c in clean.chunks]
+    assert np.allclose(resumed.vectors, clean.vectors, atol=1e-5)
