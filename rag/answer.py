@@ -63,7 +63,8 @@ _FOLLOW_UP = re.compile(r"\b(he|she|him|his|her|hers|they|them|their|it|its|this
                         r"then|the same|the two|both|the latter|the former)\b", re.IGNORECASE)
 _QUANTITY_QUESTION = re.compile(
     r"^\s*(?:by )?(?:how (?:much|many|big|large)|what (?:percentage|share|proportion|amount))\b", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters, and invisible ones that can hide or reorder text (zero-width spaces, bidi overrides).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u2060\ufeff\u202a-\u202e\u2066-\u2069]")
 
 
 class QuestionError(ValueError):
@@ -130,6 +131,8 @@ def is_refusal(text: str, refusal_text: str = "") -> bool:
 def clean_question(question: str, settings: Settings) -> str:
     if not isinstance(question, str):
         raise QuestionError(f"the question must be text, not {type(question).__name__}")
+    # Lone surrogates (from broken JSON or binary input) cannot be encoded; pairs become their character.
+    question = question.encode("utf-16", "surrogatepass").decode("utf-16", "replace").replace("\ufffd", "")
     question = _CONTROL.sub("", unicodedata.normalize("NFC", question))
     question = re.sub(r"\s+", " ", question).strip()
     if not question:
@@ -141,10 +144,16 @@ def clean_question(question: str, settings: Settings) -> str:
 
 
 def history_turns(history: Any) -> list[tuple[str, str]]:
-    """(user, assistant) pairs from Gradio-style message dicts or from pairs."""
+    """(user, assistant) pairs from Gradio-style message dicts or from pairs; items of another shape are skipped.
+    A history that is not a list at all is a QuestionError."""
+    if history is None:
+        return []
+    if not isinstance(history, (list, tuple)):
+        raise QuestionError(f"the history must be a list of messages or of (question, answer) pairs, "
+                            f"not {type(history).__name__}")
     turns: list[tuple[str, str]] = []
     pending_user = None
-    for item in history or []:
+    for item in history:
         if isinstance(item, dict):
             content = _text_of(item.get("content"))
             if item.get("role") == "user":

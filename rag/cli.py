@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _overrides(args: argparse.Namespace) -> dict:
     mapping = {"k": "top_k", "model": "generator", "engine": "engine", "embedder": "embedder",
-               "host": "host", "port": "port"}
+               "host": "host", "port": "port", "auth": "auth", "no_auth": "no_auth"}
     return {setting: getattr(args, arg) for arg, setting in mapping.items() if getattr(args, arg, None) is not None}
 
 
@@ -82,7 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("chat", help="serve the chat page")
-    p.add_argument("--host")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1); any other needs --auth or --no-auth")
+    p.add_argument("--auth", metavar="USER:PASSWORD", help="ask for this login (setting auth)")
+    p.add_argument("--no-auth", action="store_true", default=None,
+                   help="serve a non-local --host without a login, on purpose (prints a warning)")
     p.add_argument("--port", type=int)
     p.add_argument("--corpus", type=Path)
     p.set_defaults(run=cmd_chat)
@@ -191,6 +194,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     from ui.app import serve
 
+    settings.check_exposure()  # before minutes of model loading
     serve(settings, corpus=args.corpus)
     return 0
 

@@ -93,11 +93,24 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     auth: str = ""  # "user:password" turns on Gradio's login
+    no_auth: bool = False  # serve a non-local host without a login, on purpose (a warning is printed)
     max_upload_mb: float = 10.0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; values are coerced like environment values."""
         return dataclasses.replace(self, **_coerce_all(changes))
+
+    def check_exposure(self, host: str | None = None, auth: Any = None) -> str:
+        """Whether the chat page may listen on `host` (default: the setting): "" on this machine only or behind a
+        login, a warning when `no_auth` opens it on purpose, else a SettingsError saying what to do."""
+        host = self.host if host is None else host
+        if _is_loopback(host) or auth or self.auth:
+            return ""
+        if self.no_auth:
+            return (f"warning: the chat page listens on {host} without a login; anyone who can reach this "
+                    "machine can use it and upload articles")
+        raise SettingsError(f"host {host} exposes the chat page beyond this machine: set a login with "
+                            "--auth USER:PASSWORD (setting auth), or pass --no-auth to serve it without one")
 
     @property
     def n_threads(self) -> int:
@@ -106,6 +119,17 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.cache_dir / "models"
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

@@ -11,7 +11,12 @@ import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +26,7 @@ import rag  # noqa: F401  - offline environment first
 from rag.answer import Answer, Retrieval, warm_up
 from rag.citations import Citation
 from rag.retrieval import Passage
-from rag.settings import Settings
+from rag.settings import Settings, SettingsError
 from tests.conftest import REPO, SEED_ARTICLE, TEST_GENERATOR, make_settings
 
 pytestmark = pytest.mark.browser
@@ -323,3 +328,81 @@ def test_nothing_outside_the_app_was_requested(browser_context, app_url: str) ->
     page.wait_for_timeout(300)
     page.close()
     assert outside == ["http://example.invalid/probe"]
+
+
+# ---------------------------------------------------------------- exposure
+
+
+def test_a_non_local_host_needs_a_login_or_no_auth(ui_settings) -> None:
+    from ui.app import build_app
+
+    with pytest.raises(SettingsError, match="--auth USER:PASSWORD.*--no-auth"):
+        build_app(ui_settings).launch(server_name="0.0.0.0", server_port=_free_port(), prevent_thread_lock=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    refused = subprocess.run([sys.executable, "-m", "rag.cli", "chat", "--host", "0.0.0.0"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "exposes the chat page" in refused.stderr
+    assert ui_settings.check_exposure("127.0.0.1") == ui_settings.check_exposure("::1") == ""
+    assert ui_settings.check_exposure("0.0.0.0", auth=("reader", "secret")) == ""
+
+
+def test_no_auth_serves_beyond_loopback_with_a_warning(ui_settings, capsys) -> None:
+    from ui.app import build_app
+
+    app, port = build_app(ui_settings.replace(no_auth=True)), _free_port()
+    app.launch(server_name="0.0.0.0", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
+    try:
+        assert "without a login" in capsys.readouterr().err
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=30).status == 200
+    finally:
+        app.close(verbose=False)
+
+
+def test_wrong_credentials_are_refused(ui_settings) -> None:
+    from ui.app import build_app
+
+    app, port = build_app(ui_settings.replace(auth="reader:s3cret-pass")), _free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as locked:
+            urllib.request.urlopen(f"{base}/config", timeout=30)
+        assert locked.value.code == 401
+        wrong = urllib.parse.urlencode({"username": "reader", "password": "guess"}).encode()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/login", data=wrong, timeout=30)
+        assert refused.value.code in (400, 401)
+        right = urllib.parse.urlencode({"username": "reader", "password": "s3cret-pass"}).encode()
+        assert urllib.request.urlopen(f"{base}/login", data=right, timeout=30).status == 200
+    finally:
+        app.close(verbose=False)
+
+
+def test_api_ask_ends_cleanly_on_hostile_questions(app_url: str) -> None:
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hypothesis_settings
+
+    from tests.test_fuzz import questions
+
+    client = Client(app_url, verbose=False)
+    outcomes: list[str] = []
+
+    @hypothesis_settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    # JSON over HTTP cannot carry lone surrogates (the client cannot even send them): those become U+FFFD here
+    @given(questions.map(lambda q: q.encode("utf-8", "surrogatepass").decode("utf-8", "replace")))
+    def check(question: str) -> None:
+        started = time.monotonic()
+        try:
+            result = client.predict(question, api_name="/ask")
+        except AppError as exc:
+            assert str(exc).strip() and "Traceback" not in str(exc)
+            outcomes.append("error")
+        else:
+            assert result["refused"] or result["answer"].strip()
+            outcomes.append("refused" if result["refused"] else "answered")
+        assert time.monotonic() - started < 120
+
+    check()
+    assert len(outcomes) >= 40 and "error" in outcomes

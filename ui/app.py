@@ -7,6 +7,7 @@ theme uses system fonts, there is no share link and analytics are off (set by `i
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from html import escape
 from pathlib import Path
@@ -95,6 +96,9 @@ class ChatApp(gr.Blocks):
         kwargs.setdefault("max_file_size", f"{max(1, int(settings.max_upload_mb * 4))}mb")
         if "auth" not in kwargs and settings.auth:
             kwargs["auth"] = parse_auth(settings.auth)
+        warning = settings.check_exposure(kwargs["server_name"], kwargs.get("auth"))
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         return super().launch(*args, **kwargs)
 
 
