@@ -7,7 +7,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,16 +20,11 @@ from rag.generation import complete, get_generator, make_generator
 from rag.models import GENERATORS, ensure_gguf
 from rag.serving import ServerError
 from rag.settings import Settings
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-123"
 COUNT = [{"role": "user", "content": "Count from 1 to 20, separated by commas."}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(port: int, log: Path) -> subprocess.Popen:

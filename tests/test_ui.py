@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from rag.answer import Answer, Retrieval, warm_up
 from rag.citations import Citation
 from rag.retrieval import Passage
 from rag.settings import Settings, SettingsError
-from tests.conftest import REPO, SEED_ARTICLE, TEST_GENERATOR, make_settings
+from tests.conftest import REPO, SEED_ARTICLE, TEST_GENERATOR, free_port, make_settings
 
 pytestmark = pytest.mark.browser
 
@@ -58,12 +57,6 @@ SNAPSHOT_JS = """() => {
 # ---------------------------------------------------------------- fixtures
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ui_settings(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("ui")
@@ -82,7 +75,7 @@ def app_url(ui_settings) -> Iterator[str]:
 
     warm_up(ui_settings)  # models and index loaded before the first page asks
     app = build_app(ui_settings)
-    port = _free_port()
+    port = free_port()
     app.launch(prevent_thread_lock=True, ssr_mode=False, share=False, server_name="127.0.0.1", server_port=port,
                quiet=True)
     try:
@@ -337,7 +330,7 @@ def test_a_non_local_host_needs_a_login_or_no_auth(ui_settings) -> None:
     from ui.app import build_app
 
     with pytest.raises(SettingsError, match="--auth USER:PASSWORD.*--no-auth"):
-        build_app(ui_settings).launch(server_name="0.0.0.0", server_port=_free_port(), prevent_thread_lock=True)
+        build_app(ui_settings).launch(server_name="0.0.0.0", server_port=free_port(), prevent_thread_lock=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     refused = subprocess.run([sys.executable, "-m", "rag.cli", "chat", "--host", "0.0.0.0"], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=120)
@@ -349,7 +342,7 @@ def test_a_non_local_host_needs_a_login_or_no_auth(ui_settings) -> None:
 def test_no_auth_serves_beyond_loopback_with_a_warning(ui_settings, capsys) -> None:
     from ui.app import build_app
 
-    app, port = build_app(ui_settings.replace(no_auth=True)), _free_port()
+    app, port = build_app(ui_settings.replace(no_auth=True)), free_port()
     app.launch(server_name="0.0.0.0", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
     try:
         assert "without a login" in capsys.readouterr().err
@@ -361,7 +354,7 @@ def test_no_auth_serves_beyond_loopback_with_a_warning(ui_settings, capsys) -> N
 def test_wrong_credentials_are_refused(ui_settings) -> None:
     from ui.app import build_app
 
-    app, port = build_app(ui_settings.replace(auth="reader:s3cret-pass")), _free_port()
+    app, port = build_app(ui_settings.replace(auth="reader:s3cret-pass")), free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -20,18 +20,12 @@ import rag.index
 from rag.index import build_index, load_index
 from rag.models import get_embedder
 from rag.vectorstore import collection_name, milvus_client
-from tests.conftest import REPO, SEED_CORPUS, make_settings, write
+from tests.conftest import REPO, SEED_CORPUS, free_port, make_settings, write
 
 ARTICLE_A = "Chip exports\nSouth Korea's chip exports rose 66.7% in February. Demand for AI drove the rise.\n"
 ARTICLE_B = "Budget plan\nThe government will invest 909 billion won in everyday AI. The plan began in June.\n"
 ARTICLE_B2 = "Budget plan\nThe government will invest 1.2 trillion won in robots. The plan began in July.\n"
 BACKENDS = ["faiss", "milvus-lite", "milvus-server"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
