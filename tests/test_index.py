@@ -224,3 +224,71 @@ def test_an_interrupted_build_resumes_without_embedding_finished_documents(tmp_s
     resumed, clean = load_index(settings.index_dir), load_index(clean_dir)
     assert [c.text for c in resumed.chunks] == [c.text for c in clean.chunks]
     assert np.allclose(resumed.vectors, clean.vectors, atol=1e-5)
+
+
+def _index_env(settings) -> dict:
+    import os
+
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("RAG_")}, "RAG_INDEX_STATES": "false",
+            "RAG_INDEX_DIR": str(settings.index_dir), "RAG_CORPUS_DIR": str(settings.corpus_dir)}
+
+
+def _many_articles(settings, count: int) -> None:
+    sentences = SEED_ARTICLE.read_text().split(". ")
+    for n in range(count):
+        write(settings.corpus_dir / f"n{n:03}.txt", f"Note {n}\n" + ". ".join(sentences[n % 7:n % 7 + 12]) + ".\n")
+
+
+@pytest.mark.slow
+def test_rag_index_killed_at_any_moment_leaves_a_working_index(tmp_settings):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A)
+    build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    _many_articles(tmp_settings, 60)
+    wanted = {p.name for p in corpus.iterdir()}
+    killed_at = []
+    for delay in (0.5, 2, 4, 6, 8, 10, 12, 15):
+        process = subprocess.Popen([sys.executable, "-m", "rag.cli", "index"], cwd=REPO, env=_index_env(tmp_settings),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            killed_at.append(delay)
+        process.wait()
+        index = load_index(tmp_settings.index_dir)  # never damaged: the previous build or the complete new one
+        assert set(index.documents) in ({"a.txt"}, wanted)
+        assert index.store.search(np.asarray(index.vectors[0]), 1)[0][0] == 0
+        if set(index.documents) == wanted:
+            break
+    print(f"rag index killed after {killed_at} s")
+    assert killed_at, "no run was interrupted: the kill points did not cover the build"
+    report = build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    assert set(load_index(tmp_settings.index_dir).documents) == wanted and report.chunks >= len(wanted)
+    assert not list((tmp_settings.index_dir / "builds").glob(".tmp-*"))
+    assert not (tmp_settings.index_dir / "pending").exists()
+
+
+@pytest.mark.slow
+def test_two_rag_index_at_once_take_turns(tmp_settings):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A, b=ARTICLE_B)
+    _many_articles(tmp_settings, 20)
+    runs = [subprocess.Popen([sys.executable, "-m", "rag.cli", "index"], cwd=REPO, env=_index_env(tmp_settings),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    summaries = sorted(out for out, _ in outputs)
+    assert any("up to date" in s for s in summaries) and any("rebuilt" in s for s in summaries), summaries
+    index = load_index(tmp_settings.index_dir)
+    assert set(index.documents) == {p.name for p in corpus.iterdir()}
+    assert len(list((tmp_settings.index_dir / "builds").iterdir())) == 1
