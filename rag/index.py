@@ -347,6 +347,9 @@ def load_index(folder: Path) -> LoadedIndex:
         raise StaleIndex(f"index in {build} is damaged ({exc}): run `rag index --rebuild`") from exc
     if not (len(chunks) == len(vectors) == store.size):
         raise StaleIndex(f"index in {build} is inconsistent: run `rag index --rebuild`")
+    if vectors.ndim != 2 or vectors.shape[1] != manifest.get("dim"):
+        raise StaleIndex(f"index in {build} holds vectors of shape {vectors.shape}, its manifest says dimension "
+                         f"{manifest.get('dim')}: run `rag index --rebuild`")
     return LoadedIndex(build, manifest, chunks, vectors, store)
 
 

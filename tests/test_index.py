@@ -292,3 +292,47 @@ def test_two_rag_index_at_once_take_turns(tmp_settings):
     index = load_index(tmp_settings.index_dir)
     assert set(index.documents) == {p.name for p in corpus.iterdir()}
     assert len(list((tmp_settings.index_dir / "builds").iterdir())) == 1
+
+
+def _damage_manifest(build):
+    (build / "manifest.json").write_text('{"fingerprint": {"format": 1', encoding="utf-8")
+
+
+def _drop_a_chunk_row(build):
+    lines = (build / "chunks.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (build / "chunks.jsonl").write_text("".join(lines[:-1]), encoding="utf-8")
+
+
+def _vectors_of_another_dimension(build):
+    rows = len(np.load(build / "vectors.npy"))
+    np.save(build / "vectors.npy", np.ones((rows, 128), dtype=np.float32), allow_pickle=False)
+
+
+def _truncate_faiss(build):
+    data = (build / "index.faiss").read_bytes()
+    (build / "index.faiss").write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", [_damage_manifest, _drop_a_chunk_row, _vectors_of_another_dimension,
+                                    _truncate_faiss], ids=lambda f: f.__name__.strip("_"))
+def test_a_corrupt_build_is_named_and_rebuilt_never_used(tmp_settings, damage):
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A, b=ARTICLE_B)
+    build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    damage(current_build(tmp_settings.index_dir))
+    with pytest.raises(StaleIndex, match="rebuild"):
+        load_index(tmp_settings.index_dir)
+    assert build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False).rebuilt
+    index = load_index(tmp_settings.index_dir)
+    assert set(index.documents) == {"a.txt", "b.txt"} and index.vectors.shape[1] == index.manifest["dim"]
+
+
+def test_an_index_built_by_another_embedder_is_not_used(tmp_settings):
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A)
+    build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    build = current_build(tmp_settings.index_dir)
+    manifest = json.loads((build / "manifest.json").read_text())
+    manifest["fingerprint"]["embedder"] = "some-other-embedder"
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StaleIndex, match="other settings.*embedder"):
+        check_index(tmp_settings.index_dir, tmp_settings, load_corpus([corpus], tmp_settings)[0])
+    assert build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False).rebuilt
