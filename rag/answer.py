@@ -335,20 +335,19 @@ def _answer_part(part: str, whole: str, context: Context, generator: Generator, 
                  timings: dict[str, float], started: float, calls: list[dict[str, Any]],
                  ) -> collections.abc.Generator[str, None, Outcome]:
     """Stream the reply to a question, or to one part of a two-part question `whole`, then check and verify it."""
-    question = part
 
     def rule(text: str) -> str:  # a later part may lean on the earlier one ("and how long did he stay?")
         return PART_RULE.format(whole=whole) + text if whole and not whole.startswith(part[:-1]) else text
 
     first = OR_REFUSE_RULE if settings.offer_refusal else ANSWER_RULE
-    raw = yield from _reply(generator, *build_prompt(question, context, settings, rule(first)), settings, timings,
+    raw = yield from _reply(generator, *build_prompt(part, context, settings, rule(first)), settings, timings,
                             started, calls)
     looked_twice = settings.offer_refusal and settings.second_look and is_refusal(raw, settings.refusal_text)
     if looked_twice:
         # Small generators often refuse although a passage holds the answer; asked again without the refusal
         # option they answer, and the citation and answer checks below decide whether that answer stands.
         # The second look differs only in the question part, so the passages are not processed again.
-        prompt = build_prompt(question, context, settings, rule(ANSWER_RULE))
+        prompt = build_prompt(part, context, settings, rule(ANSWER_RULE))
         raw = yield from _reply(generator, *prompt, settings, timings, started, calls, "second-look")
     if raw and _held_back(raw, settings):
         yield raw  # a refusal held back by _reply: show it now that no second look will replace it
@@ -357,7 +356,7 @@ def _answer_part(part: str, whole: str, context: Context, generator: Generator, 
     threshold = threshold_for(generator.name, settings.verify_threshold)
     if not reason and settings.verify and threshold is not None and not checked.declined:
         t0 = time.perf_counter()
-        verdict = verify(raw, question, context, generator, settings, rule(JUDGE_RULE), threshold)
+        verdict = verify(raw, part, context, generator, settings, rule(JUDGE_RULE), threshold)
         calls.append({"purpose": "verify", **verdict.usage.to_json()})
         timings["verify_s"] = timings.get("verify_s", 0.0) + time.perf_counter() - t0
         reason = "" if verdict.passed else "verifier"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import rag  # noqa: F401  - sets the offline environment before any model library is imported
 from rag.answer import Answer, QuestionError, prepare_document_states, stream_answer
+from rag.generation import is_server_generator
 from rag.index import IndexBuildError, StaleIndex, build_index, index_folder
 from rag.ingest import IngestError
 from rag.models import GENERATORS, ModelError, prepare
-from rag.serving import is_server_generator
 from rag.settings import Settings, SettingsError, load_settings
 
 BAD_INPUT = 2

@@ -7,6 +7,7 @@ import collections.abc
 import copy
 import ctypes
 import dataclasses
+import functools
 import hashlib
 import re
 import threading
@@ -556,6 +557,7 @@ class TransformersGenerator:
             return usage
 
 
+@functools.cache
 def _cache_argument() -> str:
     """The keyword for a KV cache: transformers 5.2x renamed `past_key_values` to `cache` (the old name warns)."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -575,10 +577,17 @@ class _Cancelled:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+SERVER_PREFIX = "openai:"  # generator = "openai:<model>": an OpenAI-compatible server (rag/serving.py)
+
+
+def is_server_generator(name: str) -> bool:
+    return name.startswith(SERVER_PREFIX)
+
+
 def make_generator(name: str, settings: Settings) -> Generator:
     """Pick the engine: an OpenAI-compatible server for "openai:<model>", llama.cpp for GGUF files unless told
     otherwise, transformers for HF models."""
-    if name.startswith("openai:"):
+    if is_server_generator(name):
         from rag.serving import OpenAIServerGenerator  # needs the `scale` extra
 
         return OpenAIServerGenerator(name, settings)

@@ -205,7 +205,8 @@ class Pending:
     """Documents embedded by a run that has not finished: each group of documents is saved to `pending/` as soon
     as it is embedded, so that a run interrupted after hours of embedding resumes where it stopped. Entries are
     keyed by the index fingerprint and the document's content; the folder is emptied once a build is swapped in.
-    Memory while embedding is bounded by one group (about EMBED_GROUP_BATCHES x embed_batch_size chunks)."""
+    The embedder sees one group at a time (about EMBED_GROUP_BATCHES x embed_batch_size chunks); the chunks and
+    vectors of the whole build are still gathered in memory (README, "Indexing a large corpus")."""
 
     def __init__(self, folder: Path, fingerprint: dict) -> None:
         self.folder = folder
@@ -223,12 +224,13 @@ class Pending:
         todo = [d for d in documents if found[d.doc_id] is None]
         group: list[tuple[Document, list[Chunk]]] = []
         group_size = EMBED_GROUP_BATCHES * settings.embed_batch_size
-        embedded = 0
+        in_group = embedded = 0
         with tqdm(total=len(todo), desc="embed", unit="doc", disable=not progress or not todo) as bar:
             for number, document in enumerate(todo):
                 group.append((document, chunk_document(document, embedder.count_tokens, settings.chunk_tokens,
                                                        settings.chunk_overlap_tokens)))
-                if sum(len(c) for _, c in group) >= group_size or number == len(todo) - 1:
+                in_group += len(group[-1][1])
+                if in_group >= group_size or number == len(todo) - 1:
                     texts = [c.text for _, chunks in group for c in chunks]
                     vectors = embedder.embed(texts) if texts else np.zeros((0, embedder.dim), np.float32)
                     embedded += len(texts)
@@ -238,7 +240,7 @@ class Pending:
                         self._save(doc, *found[doc.doc_id])
                         row += len(chunks)
                     bar.update(len(group))
-                    group = []
+                    group, in_group = [], 0
         chunks = [c for d in documents for c in found[d.doc_id][0]]
         parts = [found[d.doc_id][1] for d in documents if len(found[d.doc_id][1])]
         vectors = np.vstack(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)

@@ -18,21 +18,26 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from rag.generation import END_OF_TURN, Message, Prefix, Stream, Usage, clean_stream, option_shares, timed_stream
+from rag.generation import (
+    END_OF_TURN,
+    SERVER_PREFIX,
+    Message,
+    Prefix,
+    Stream,
+    Usage,
+    clean_stream,
+    option_shares,
+    timed_stream,
+)
 from rag.models import ModelError
 from rag.settings import Settings
 
-PREFIX = "openai:"
 CHARS_PER_TOKEN = 3.0  # no standard endpoint counts tokens: a conservative estimate (English runs ~4 per token)
 TOP_LOGPROBS = 20
 
 
 class ServerError(ModelError):
     """The generator server could not be used (down, timed out, refused the key, busy, or broke off a reply)."""
-
-
-def is_server_generator(name: str) -> bool:
-    return name.startswith(PREFIX)
 
 
 class OpenAIServerGenerator:
@@ -42,7 +47,7 @@ class OpenAIServerGenerator:
 
     def __init__(self, name: str, settings: Settings) -> None:
         self.name = name
-        self.model = name[len(PREFIX):]
+        self.model = name[len(SERVER_PREFIX):]
         self.settings = settings
         self.usage = Usage()
         self._client: Any = None
