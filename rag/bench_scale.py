@@ -64,6 +64,44 @@ def vectors_like(n: int, seed: int, like: np.ndarray) -> np.ndarray:
     return vectors
 
 
+def spread_summary(like: np.ndarray) -> dict[str, float]:
+    """How unevenly real embeddings spread over their directions: principal components holding 50/90% of the
+    variance, and the participation ratio (an effective number of dimensions)."""
+    variance = np.linalg.svd(like - like.mean(axis=0), compute_uv=False) ** 2
+    share = np.cumsum(variance) / variance.sum()
+    return {"vectors": len(like), "components_for_50%": int(np.searchsorted(share, 0.5)) + 1,
+            "components_for_90%": int(np.searchsorted(share, 0.9)) + 1,
+            "participation_ratio": round(float(variance.sum() ** 2 / (variance ** 2).sum()), 1)}
+
+
+def index_memory(documents: int, article: Path) -> dict[str, Any]:
+    """Peak RSS of `rag index` in a new process over `documents` synthetic articles of three of the article's
+    sentences each (about one chunk), without generator states."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from rag.text import split_sentences
+
+    sentences = split_sentences(article.read_text(encoding="utf-8"))
+    rng = random.Random(documents)
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus"
+        corpus.mkdir()
+        for n in range(documents):
+            (corpus / f"d{n:06}.txt").write_text(f"Report {n}\n" + " ".join(rng.sample(sentences, 3)) + "\n",
+                                                 encoding="utf-8")
+        env = {**os.environ, "RAG_INDEX_DIR": str(Path(tmp) / "index"), "RAG_CORPUS_DIR": str(corpus),
+               "RAG_INDEX_STATES": "false"}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        done = subprocess.run([sys.executable, "-m", "rag.cli", "index"], env=env, capture_output=True, text=True,
+                              check=True)
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"documents": documents, "peak_rss_mb": round(max(peak_kb, before) / 1024), "summary":
+            done.stdout.strip().splitlines()[-1]}
+
+
 def timed_queries(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray) -> tuple[np.ndarray, list[float]]:
     found, seconds = [], []
     for query in queries:
@@ -237,7 +275,15 @@ def main(argv: list[str] | None = None) -> int:
                         "with their mean and covariance instead of uniformly at random")
     parser.add_argument("--bm25", action=argparse.BooleanOptionalAction, default=True, help="measure BM25 too")
     parser.add_argument("--chart-from", type=Path, help="only redraw the chart from a results file")
+    parser.add_argument("--index-memory", metavar="N,N,...", help="only the peak RSS of `rag index` over N "
+                        "synthetic articles, each size in a new process, smallest first")
     args = parser.parse_args(argv)
+    if args.index_memory:
+        for documents in sorted(int(n) for n in args.index_memory.split(",")):
+            print(json.dumps(index_memory(documents, Path("corpus/south-korea-ai-investment.txt"))), flush=True)
+        return 0
+    if args.like:
+        print(json.dumps(spread_summary(np.load(args.like, allow_pickle=False))), flush=True)
     if args.chart_from:
         chart(json.loads(args.chart_from.read_text())["rows"], args.chart)
         return 0

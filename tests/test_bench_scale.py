@@ -29,3 +29,9 @@ def test_vectors_like_real_ones_keep_their_spread():
     assert np.allclose(np.linalg.norm(drawn, axis=1), 1, atol=1e-5)
     spread = np.var(drawn, axis=0)
     assert spread[:10].mean() > 20 * spread[-10:].mean()
+
+
+def test_index_memory_measures_a_real_rag_index_run(capsys):
+    assert main(["--index-memory", "20"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["documents"] == 20 and result["peak_rss_mb"] > 100 and "indexed 20 documents" in result["summary"]
