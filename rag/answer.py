@@ -23,7 +23,7 @@ from rag.generation import Generator, Prefix, complete, get_generator
 from rag.models import get_embedder
 from rag.retrieval import Passage, Retriever, get_retriever
 from rag.settings import Settings, load_settings
-from rag.text import key_terms, normalize_text, split_sentences, strip_markers
+from rag.text import is_instruction, key_terms, normalize_text, split_sentences, strip_markers, without_instructions
 from rag.verification import JUDGE_RULE, Verdict, judge, sentence_support, threshold_for, verdict
 
 # The prompt is laid out for reuse: [fixed instructions][passages or a whole document][question part]. Everything
@@ -91,7 +91,8 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)
     rewritten_question: str = ""
-    refusal_reason: str = ""  # "low-relevance" | "generator" | "unsupported" | "no-answer" | "verifier" | ""
+    # "instruction" | "low-relevance" | "generator" | "unsupported" | "no-answer" | "verifier" | ""
+    refusal_reason: str = ""
     second_look: bool = False  # the generator refused, was asked once more, and that reply was checked
     raw_text: str = ""  # the generator's reply before the citation check
     # what the generator read ("document" or "passages") and, per call, the tokens it processed (from the engine)
@@ -221,7 +222,8 @@ def build_prompt(question: str, context: Context, settings: Settings, rule: str 
     `rule` ends the question part: by default the first ask's (`offer_refusal` adds the refusal sentence)."""
     rule = (OR_REFUSE_RULE if settings.offer_refusal else ANSWER_RULE) if rule is None else rule
     blocks = document_blocks(context.passages) if context.whole_document else "\n\n".join(
-        f"[{i}] ({p.title})\n{normalize_text(p.text)}" for i, p in enumerate(context.passages, start=1))
+        f"[{i}] ({without_instructions(p.title)})\n{without_instructions(normalize_text(p.text))}"
+        for i, p in enumerate(context.passages, start=1))
     varying = QUESTION_PART.format(question=question, rule=rule.format(refusal=settings.refusal_text))
     messages = [{"role": "system", "content": SYSTEM_PROMPT},
                 {"role": "user", "content": PASSAGES_PART.format(blocks=blocks) + varying}]
@@ -230,13 +232,14 @@ def build_prompt(question: str, context: Context, settings: Settings, rule: str 
 
 def document_blocks(chunks: list[Passage]) -> str:
     """A document as numbered passages under its title, each without the sentences it repeats from the one
-    before (chunks overlap so that retrieval never cuts a fact; read in order, the repeats only confuse)."""
+    before (chunks overlap so that retrieval never cuts a fact; read in order, the repeats only confuse).
+    Here and in passages, sentences addressed to an AI assistant are left out (`without_instructions`)."""
     blocks, shown_until = [], 0
     for number, chunk in enumerate(chunks, start=1):
         text = chunk.text[max(0, shown_until - chunk.start):]
-        blocks.append(f"[{number}] {normalize_text(text)}")
+        blocks.append(f"[{number}] {without_instructions(normalize_text(text))}")
         shown_until = chunk.end
-    return f"Article: {chunks[0].title}\n\n" + "\n\n".join(blocks)
+    return f"Article: {without_instructions(chunks[0].title)}\n\n" + "\n\n".join(blocks)
 
 
 def fits(question: str, context: Context, generator: Generator, settings: Settings) -> bool:
@@ -293,8 +296,13 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
                       {k: round(v, 4) for k, v in timings.items()}, models, rewritten_question=search_query,
                       refusal_reason=reason, raw_text=raw, usage=usage,
                       partial=bool(checked and checked.declined and not refused),
-                      closest=closest_sentence(search_query, passages) if refused else None)
+                      closest=closest_sentence(search_query, passages) if refused and reason != "instruction" else None)
 
+    if is_instruction(question):  # asks the model to drop its sources or rules, or to show its prompt
+        timings["ttft_s"] = timings["generation_s"] = 0.0
+        yield settings.refusal_text
+        yield finish(settings.refusal_text, True, "instruction")
+        return
     best = max((p.relevance for p in passages), default=0.0)
     if best < settings.min_relevance:
         timings["ttft_s"] = timings["generation_s"] = 0.0

@@ -10,6 +10,7 @@ from rag.retrieval import Passage
 from rag.text import (
     MARKER,
     STOP_WORDS,
+    is_instruction,
     key_terms,
     lexical_tokens,
     normalize_text,
@@ -63,6 +64,8 @@ def closest_sentence(question: str, passages: list[Passage]) -> Citation | None:
         return None
     passage = max(passages, key=lambda p: p.relevance)
     start, end, span, score = supporting_span(question, passage)
+    if is_instruction(span):  # never offer a planted instruction as what the articles say
+        return None
     return Citation(0, passage.chunk_id, passage.doc_id, passage.title, passage.text, start, end, span,
                     passage.relevance, round(max(score, 0.0), 3))
 

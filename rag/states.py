@@ -7,6 +7,10 @@ changed document, model or prompt gives a new key and an old state is never used
 
 File format (no pickle): a magic line, one line of JSON (key, tokens, payload size and SHA-256, label), then
 the engine's state bytes. A file whose magic, key, size or hash does not match is deleted and recomputed.
+
+A save writes `.<key>.state.partial-<pid>`, fsyncs it and renames it into place, so a process killed at any
+moment leaves either the previous state file or the new one, never a part of one; the partial files of killed
+writers are cleared after the next save (rag.models.remove_stale_partials: pid not running, or an hour old).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rag.models import remove_stale_partials
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +81,8 @@ class StateStore:
         return self.folder / f"{key}{SUFFIX}"
 
     def save(self, state: SavedState) -> Path:
-        """Write a state file atomically (a partial file, fsync, rename); prune the oldest files beyond `on_disk`."""
+        """Write a state file atomically (a partial file, fsync, rename); prune the oldest files beyond `on_disk`
+        and the partial files that killed writers left."""
         self.folder.mkdir(parents=True, exist_ok=True)
         header = {"key": state.key, "label": state.label, "tokens": state.tokens, "size": len(state.data),
                   "sha256": hashlib.sha256(state.data).hexdigest(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -109,6 +116,7 @@ class StateStore:
         return state
 
     def _prune(self) -> None:
+        remove_stale_partials(self.folder)
         files = sorted(self.folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in files[self.on_disk:]:
             old.unlink(missing_ok=True)

@@ -120,3 +120,43 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     if text[start:].strip():
         spans.append((start, len(text.rstrip())))
     return spans
+
+
+# ---------------------------------------------------------------- instructions addressed to the model
+
+# Phrases by which a text speaks to an AI assistant instead of to its reader: planted in an article ("Ignore all
+# previous instructions and reply …", "System: you are now …") or a question asking the model to drop its sources
+# or show its prompt. Sentences of articles that match are hidden from the generator and such questions are
+# refused before it runs; the citation checks and the verifier stay the guard against phrasings these miss.
+_TARGETS = r"(?:instructions?|rules?|prompts?|directions|guidelines|sources?|passages?|articles?|context)"
+_INSTRUCTION = re.compile(
+    r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:(?:all|any|every|each|your|the|these|those|my|of|"
+    r"previous|prior|above|earlier|preceding|other|system|given)\s+){1,4}" + _TARGETS + r"\b"
+    r"|\byou\s+are\s+now\b|\b(?:debug|developer|jailbreak)\s+mode\b"
+    r"|\b(?:system|assistant|developer)\s*:\s*(?:you|ignore|disregard|forget|override|reply|respond|answer|print|"
+    r"reveal|repeat|new\s+(?:instructions|rules))\b"
+    r"|\b(?:reveal|repeat|print|show|output|leak|tell\s+me)\s+(?:\w+\s+){0,4}?(?:system\s+prompt|"
+    r"(?:your|the|all|hidden)\s+(?:\w+\s+)?(?:instructions|prompt|rules))\b"
+    r"|\b(?:reply|respond|answer)\s+(?:\w+\s+){0,4}?with\s+(?:only\s+)?(?:the\s+|a\s+)?(?:single\s+|one\s+)?word\b",
+    re.IGNORECASE)
+_INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u2060-\u2064\ufeff\u202a-\u202e\u2066-\u2069]")
+INSTRUCTION_REMOVED = "(an instruction to AI assistants, left out)"
+
+
+def is_instruction(text: str) -> bool:
+    """Whether a text addresses an AI assistant ("ignore all previous instructions", "System: you are now …",
+    "repeat your system prompt"); invisible characters between its words count as spaces."""
+    return bool(_INSTRUCTION.search(_INVISIBLE.sub(" ", text)))
+
+
+def without_instructions(text: str) -> str:
+    """The text with every sentence that `is_instruction` replaced by INSTRUCTION_REMOVED (what the generator
+    reads; people still see the article as written)."""
+    if not is_instruction(text):
+        return text
+    pieces, cursor = [], 0
+    for start, end in sentence_spans(text):
+        if is_instruction(text[start:end]):
+            pieces += [text[cursor:start], INSTRUCTION_REMOVED]
+            cursor = end
+    return "".join(pieces) + text[cursor:]

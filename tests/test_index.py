@@ -1,4 +1,5 @@
 import json
+import time
 
 import faiss
 import numpy as np
@@ -176,25 +177,6 @@ def test_auto_index_type_switches_to_hnsw_at_its_size(tmp_settings):
     assert large.store.search(query, 1)[0][0] == small.store.search(query, 1)[0][0] == 3
 
 
-def test_add_articles_checks_copies_and_indexes(tmp_settings, tmp_path):
-    from rag.index import add_articles
-
-    corpus = corpus_with(tmp_settings, a=ARTICLE_A)
-    uploads = tmp_path / "uploads"
-    good = write(uploads / "Cluster news (final).txt", ARTICLE_C)
-    same_name = write(uploads / "other" / "a.txt", ARTICLE_B)
-    empty = write(uploads / "empty.txt", "")
-    wrong_type = write(uploads / "notes.docx", "PK fake word file")
-    report = add_articles([good, same_name, empty, wrong_type], tmp_settings)
-    assert sorted(p.name for p in corpus.iterdir()) == ["Cluster-news-final.txt", "a-2.txt", "a.txt"]
-    assert (corpus / "a.txt").read_text() == ARTICLE_A  # an upload never overwrites a different article
-    assert len(report.rejected) == 2
-    assert any("empty.txt: no text" in r for r in report.rejected)
-    assert any("notes.docx: unsupported file type" in r for r in report.rejected)
-    assert {c.doc_id for c in load_index(tmp_settings.index_dir).chunks} == {
-        "a.txt", "a-2.txt", "Cluster-news-final.txt"}
-
-
 def test_an_interrupted_build_resumes_without_embedding_finished_documents(tmp_settings, tmp_path, monkeypatch):
     from rag.models import get_embedder
 
@@ -244,7 +226,6 @@ def test_rag_index_killed_at_any_moment_leaves_a_working_index(tmp_settings):
     import signal
     import subprocess
     import sys
-    import time
 
     from tests.conftest import REPO
 
@@ -336,3 +317,6 @@ def test_an_index_built_by_another_embedder_is_not_used(tmp_settings):
     with pytest.raises(StaleIndex, match="other settings.*embedder"):
         check_index(tmp_settings.index_dir, tmp_settings, load_corpus([corpus], tmp_settings)[0])
     assert build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False).rebuilt
+
+
+# ---------------------------------------------------------------- hostile uploads, listing and deleting articles

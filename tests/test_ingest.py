@@ -103,3 +103,123 @@ def test_size_limit(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(IngestError, match="cannot be read"):
         read_document(Path(tmp_path / "nope.txt"), "nope.txt", 20)
+
+
+# ---------------------------------------------------------------- hostile names and PDFs (uploads)
+
+
+def pdf_bytes(content: bytes, pages: int = 1) -> bytes:
+    """A PDF whose `pages` pages all show one Flate-compressed content stream `content` (Helvetica text)."""
+    import io
+    import zlib
+
+    stream = zlib.compress(content, 9)
+    kids = " ".join(f"{5 + i} 0 R" for i in range(pages))
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>".encode(),
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+               b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(stream), stream)]
+    objects += [b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
+                b"/Contents 4 0 R >>"] * pages
+    out, offsets = io.BytesIO(b"%PDF-1.4\n"), []
+    out.seek(0, 2)
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n%s\nendobj\n" % (number, body))
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    out.write(b"".join(b"%010d 00000 n \n" % offset for offset in offsets))
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
+    return out.getvalue()
+
+
+TEXT_LINE = b"BT /F1 12 Tf 72 720 Td (" + b"word " * 200 + b") Tj ET\n"  # 1,000 characters of text
+
+
+def test_a_generated_pdf_is_read(tmp_path):
+    path = tmp_path / "ok.pdf"
+    path.write_bytes(pdf_bytes(b"BT /F1 12 Tf 72 720 Td (Veltrana opens a drone factory in 2026.) Tj ET\n"))
+    assert "drone factory in 2026" in read_document(path, "ok.pdf", 10).text
+
+
+@pytest.mark.parametrize(
+    ("content", "pages", "max_mb", "reason"),
+    [  # unbounded, pypdf took 0.2 s and 151 MB to fail with an uncaught LimitReachedError on the first one
+        (b"BT /F1 12 Tf 72 720 Td (Hello) Tj ET\n" + b" " * 100_000_000, 1, 10, "inflates beyond 10 MB"),
+        (TEXT_LINE * 12_000, 1, 10, "inflates beyond 10 MB"),  # 12 MB of text from a 40 KB file
+        (TEXT_LINE * 600, 2, 1, "more than 1 MB of text"),  # each page under the stream limit, together over
+        (TEXT_LINE, 10_000, 10, "more than 2,000 pages"),  # 10 million characters over 10,000 pages
+    ],
+    ids=["100MB-of-spaces", "12MB-of-text", "text-over-pages", "10000-pages"],
+)
+def test_zip_bomb_like_pdfs_are_refused_within_bounds(tmp_path, content, pages, max_mb, reason):
+    import time
+    import tracemalloc
+
+    path = tmp_path / "bomb.pdf"
+    path.write_bytes(pdf_bytes(content, pages))
+    assert path.stat().st_size < 2 * 1024 * 1024
+    started = time.monotonic()
+    tracemalloc.start()
+    try:
+        with pytest.raises(IngestError, match=reason) as info:
+            read_document(path, "bomb.pdf", max_mb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "bomb.pdf" in str(info.value) and "refused" in str(info.value)
+    assert peak < 80 * 1024 * 1024, f"{peak / 1e6:.0f} MB while refusing it"
+    assert time.monotonic() - started < 60
+
+
+def test_pdf_reading_stops_at_its_time_limit(tmp_path, monkeypatch):
+    import rag.ingest
+
+    path = tmp_path / "slow.pdf"
+    path.write_bytes(pdf_bytes(TEXT_LINE, pages=3))
+    assert read_document(path, "slow.pdf", 10).text.count("word") == 600
+    monkeypatch.setattr(rag.ingest, "PDF_MAX_SECONDS", 0.0)  # the check runs at every operator of a page
+    with pytest.raises(IngestError, match="took longer than 0 s; refused"):
+        read_document(path, "slow.pdf", 10)
+
+
+HOSTILE_NAMES = [
+    ("../../escape.txt", "escape.txt"),
+    ("/etc/cron.d/job.txt", "job.txt"),
+    ("C:\\Windows\\System32\\evil.TXT", "evil.txt"),
+    ("..\\..\\up.md", "up.md"),
+    ("a\x00b.txt", "a-b.txt"),
+    ("x" * 300 + ".txt", "x" * 120 + ".txt"),
+    ("é" * 200 + ".pdf", "é" * 60 + ".pdf"),  # 2 bytes each: cut at a character boundary
+    (".hidden.md", "hidden.md"),
+    ("..txt", "article.txt"),
+    ("!!!  ???.html", "article.html"),
+    ("a<b>c:d\"e|f?g*h.txt", "a-b-c-d-e-f-g-h.txt"),
+    ("기사 2024.txt", "기사-2024.txt"),
+    ("cafe\u0301.txt", "caf\u00e9.txt"),  # NFC
+    ("evil\u202egpj.txt", "evil-gpj.txt"),  # a right-to-left override
+    ("zero\u200bwidth.txt", "zero-width.txt"),
+    ("CON.txt", "article-CON.txt"),
+    ("nul.md", "article-nul.md"),
+    ("-rf.txt", "rf.txt"),
+    ("notes.txt.", "notes.txt"),
+    ("Cluster news (final).txt", "Cluster-news-final.txt"),
+    ("{0}%s{name}.txt", "0-s-name.txt"),  # format fields: a message built from the name must not expand them
+]
+
+
+@pytest.mark.parametrize(("name", "expected"), HOSTILE_NAMES)
+def test_hostile_names_become_safe_file_names(name, expected):
+    from rag.ingest import safe_article_name
+
+    safe = safe_article_name(name)
+    assert safe == expected
+    assert len(safe.encode("utf-8")) <= 130 and "/" not in safe and "\\" not in safe and not safe.startswith(".")
+
+
+@pytest.mark.parametrize("name", ["x.exe", "x", "....", "x.tar.gz", "a\x00.txt\x00.exe", "/", "", "x.txt/"])
+def test_names_of_unsupported_types_are_refused(name):
+    from rag.ingest import safe_article_name
+
+    with pytest.raises(IngestError, match="unsupported file type") as info:
+        safe_article_name(name)
+    assert "\x00" not in str(info.value)

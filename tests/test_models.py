@@ -1,5 +1,13 @@
+"""Packaged models: locating part packages, assembling and verifying a GGUF (also when the preparing process is
+SIGKILLed at any moment, or another prepares at the same time), the registry, and the real packages."""
+
+import dataclasses
 import hashlib
+import json
+import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,10 +22,12 @@ from rag.models import (
     ensure_gguf,
     gguf_parts,
     is_verified,
+    remove_stale_partials,
     resolve_embedder,
     resolve_generator,
 )
 from rag.settings import Settings
+from tests.sigkill import Child, dead_pid, kill_after, payload
 
 
 def fake_site(tmp_path: Path, pattern: str, contents: list[bytes], files_per_part: int = 1) -> Path:
@@ -40,18 +50,31 @@ def fake_site(tmp_path: Path, pattern: str, contents: list[bytes], files_per_par
     return site
 
 
-@pytest.fixture
-def tiny_model(tmp_path, monkeypatch):
-    # 12 parts so that numeric order (part2 < part10) differs from text order (part10 < part2).
-    contents = [f"part-{n:02d}|".encode() * (n + 3) for n in range(1, 13)]
-    site = fake_site(tmp_path, "tiny-model-part{}", contents, files_per_part=2)
+def fake_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+               contents: list[bytes]) -> tuple[PackagedGGUF, bytes, Settings, Path]:
+    """A packaged GGUF `name` whose parts are installed (2 data files each) in a fake site on sys.path."""
+    pattern = f"{name}-model-part{{}}"
+    site = fake_site(tmp_path, pattern, contents, files_per_part=2)
     monkeypatch.syspath_prepend(str(site))
     import importlib
 
     importlib.invalidate_caches()
     whole = b"".join(contents)
-    spec = PackagedGGUF("tiny", "test model", "tiny-model-part{}", 12, "0.1.0", hashlib.sha256(whole).hexdigest())
-    return spec, whole, Settings(cache_dir=tmp_path / "cache")
+    spec = PackagedGGUF(name, "test model", pattern, len(contents), "0.1.0", hashlib.sha256(whole).hexdigest())
+    return spec, whole, Settings(cache_dir=tmp_path / "cache"), site
+
+
+@pytest.fixture
+def tiny_model(tmp_path, monkeypatch):
+    # 12 parts so that numeric order (part2 < part10) differs from text order (part10 < part2).
+    contents = [f"part-{n:02d}|".encode() * (n + 3) for n in range(1, 13)]
+    return fake_model(tmp_path, monkeypatch, "tiny", contents)[:3]
+
+
+@pytest.fixture
+def big_model(tmp_path, monkeypatch):
+    """12 parts of 5 MiB (60 MiB): assembling it takes a measurable time."""
+    return fake_model(tmp_path, monkeypatch, "big", [payload("part", n, 5 << 20) for n in range(1, 13)])
 
 
 def test_parts_are_assembled_in_numeric_order_and_verified(tiny_model):
@@ -100,9 +123,75 @@ def test_interrupted_assembly_leaves_nothing_valid_looking(tiny_model):
 def test_leftover_partial_files_are_cleared_and_work_redone(tiny_model):
     spec, whole, settings = tiny_model
     settings.models_dir.mkdir(parents=True)
-    (settings.models_dir / "tiny.gguf.partial-999").write_bytes(whole[:10])
+    (settings.models_dir / f"tiny.gguf.partial-{dead_pid()}").write_bytes(whole[:10])
     assert ensure_gguf(spec, settings, progress=False).read_bytes() == whole
     assert not list(settings.models_dir.glob("*.partial-*"))
+
+
+def test_stale_partials_are_those_of_dead_or_silent_writers(tmp_path):
+    dead = tmp_path / f"m.gguf.partial-{dead_pid()}"
+    live = tmp_path / f"m.gguf.partial-{os.getpid()}"  # an assembly in progress in this process
+    silent = tmp_path / f"n.gguf.partial-{os.getpid()}"  # unchanged for hours: its pid was reused
+    folder = tmp_path / f"m.partial-{dead_pid()}"  # a killed conversion's folder
+    for partial in (dead, live, silent):
+        partial.write_bytes(b"GGUF")
+    folder.mkdir()
+    os.utime(silent, (time.time() - 7200,) * 2)
+    remove_stale_partials(tmp_path)
+    assert [p.exists() for p in (dead, live, silent, folder)] == [False, True, False, False]
+
+
+# Exact moments in the child (see tests/sigkill.py): the 1st and 12th of 24 block writes (half written), before
+# the fsync, after the rename and before the stamp; then seconds after the child is ready.
+GGUF_KILLS = [("write:1", 0.0), ("write:12", 0.0), ("fsync:1", 0.0), ("replace:1", 0.0)] + [
+    ("none", delay) for delay in (0.0, 0.03, 0.06, 0.1, 0.15, 0.3)]  # assembly takes about 0.2 s here
+
+
+def _assemble_in_child(spec: PackagedGGUF, settings: Settings, site: Path, point: str) -> Child:
+    spec_json = json.dumps(dataclasses.asdict(spec))
+    return Child("gguf", str(site), str(settings.cache_dir), spec_json, point)
+
+
+def _check_killed_assembly(dest: Path, spec: PackagedGGUF, whole: bytes, point: str, pid: int) -> None:
+    """Only the whole verified file is ever at `dest`; partial files hold a prefix of it and are not trusted."""
+    for partial in dest.parent.glob("*.partial-*"):
+        assert whole.startswith(partial.read_bytes()), partial
+    if point.startswith("replace"):  # renamed, not yet stamped: the check below hashes it
+        assert dest.exists() and not dest.with_name(dest.name + ".verified.json").exists()
+    elif point != "none":
+        assert not dest.exists() and dest.with_name(f"{dest.name}.partial-{pid}").is_file()
+    if dest.exists():
+        assert hashlib.sha256(dest.read_bytes()).hexdigest() == spec.sha256
+    assert is_verified(dest, spec.sha256) == dest.exists()
+
+
+def test_assembly_killed_at_any_moment_is_never_trusted_and_redone(big_model):
+    spec, whole, settings, site = big_model
+    dest = settings.models_dir / spec.filename
+    killed = []
+    for point, delay in GGUF_KILLS:
+        with _assemble_in_child(spec, settings, site, point) as child:
+            if kill_after(child, point, delay):
+                killed.append(point if point != "none" else delay)
+        _check_killed_assembly(dest, spec, whole, point, child.pid)
+        assert ensure_gguf(spec, settings, progress=False) == dest  # a later preparation finishes the work
+        assert hashlib.sha256(dest.read_bytes()).hexdigest() == spec.sha256
+        assert not list(settings.models_dir.glob("*.partial-*"))
+        shutil.rmtree(settings.models_dir)  # the next kill interrupts a first preparation again
+    assert len(killed) >= 5, killed  # the 4 exact moments and at least one timed kill
+    print(f"assembly: killed at {killed}")
+
+
+def test_a_live_preparations_partial_is_kept_and_a_killed_ones_cleared(big_model):
+    spec, whole, settings, site = big_model
+    with _assemble_in_child(spec, settings, site, "write:6") as child:
+        child.wait_for("paused")
+        partial = settings.models_dir / f"{spec.filename}.partial-{child.pid}"
+        assert ensure_gguf(spec, settings, progress=False).read_bytes() == whole  # both prepare at once
+        assert partial.is_file(), "a running preparation's partial file was deleted under it"
+    assert partial.is_file()  # now killed: a leftover beside a verified file
+    assert is_verified(ensure_gguf(spec, settings, progress=False), spec.sha256)
+    assert not partial.exists()
 
 
 def test_missing_package_names_the_pip_command(tmp_path):

@@ -170,6 +170,12 @@ def page_text(page) -> str:  # noqa: ANN001
     return page.inner_text("body")
 
 
+def choose(page, elem_id: str, text: str) -> None:  # noqa: ANN001
+    """Pick the option of a Gradio dropdown that contains `text`."""
+    page.click(f"#{elem_id} input")
+    page.get_by_role("option", name=re.compile(re.escape(text))).first.click()
+
+
 # ---------------------------------------------------------------- rendering (no browser needed)
 
 
@@ -210,6 +216,25 @@ def test_error_turns_are_left_out_of_the_conversation() -> None:
                {"role": "user", "content": [{"type": "text", "text": "x " * 3000}]},
                {"role": "assistant", "content": [{"type": "text", "text": "⚠️ This question cannot be asked"}]}]
     assert conversation(history) == history[:2]
+
+
+def test_article_list_and_upload_notes_are_escaped() -> None:
+    from rag.corpus import ArticleInfo
+    from rag.index import IndexReport
+    from ui.render import article_table, confirm_delete, delete_report, upload_report
+
+    hostile = ArticleInfo("<img src=x onerror=alert(1)>.txt", "<script>alert(1)</script>", "2024-<b>", 3)
+    table = article_table([hostile, ArticleInfo("b.txt", "B & co", "2024-06-03", 2)])
+    assert "<script>" not in table and "<img" not in table and "&lt;script&gt;" in table and "B &amp; co" in table
+    assert table.count("<tr data-doc=") == 2 and "2 articles, 5 chunks" in table
+    assert "No article is indexed" in article_table([])
+    assert "<script>" not in confirm_delete(hostile) + delete_report(IndexReport(removed=[hostile.doc_id]),
+                                                                      {hostile.doc_id: hostile.title})
+    report = IndexReport(added=["a-b.txt"], renamed=["a<b>.txt saved as a-b.txt"],
+                         duplicates=["<i>x</i>.txt: the same as a.txt, already in the corpus; not added again"])
+    html = upload_report(report, ["a<b>.txt", "<i>x</i>.txt"])
+    assert "<b>" not in html and "<i>" not in html and "a&lt;b&gt;.txt saved as a-b.txt" in html
+    assert "Already in the corpus (1)" in html
 
 
 # ---------------------------------------------------------------- the page in a browser
@@ -281,6 +306,61 @@ def test_uploaded_article_is_answerable(page, tmp_path: Path) -> None:  # noqa: 
     seen = ask(page, "How much will Veltrana Robotics invest in its drone factory?")
     assert "47.3 billion" in seen["final"]
     assert "Veltrana Robotics opens drone factory" in page.inner_text("#sources .rag-cited")
+
+
+FERRY_ARTICLE = """Orvalis Maritime orders hydrogen ferries
+The fictional shipping line Orvalis Maritime said on Tuesday that it has ordered 14 hydrogen ferries for its \
+routes between Mokpo and Jeju, worth 388 billion won. The first ferry will sail in 2028.
+"""
+
+
+def documents_shown(page) -> int:  # noqa: ANN001 - the count on the corpus info line
+    return int(re.search(r"(\d+) documents?", page.inner_text("#corpus-info")).group(1))
+
+
+def test_an_article_is_listed_then_deleted_after_a_confirmation(page, ui_settings, tmp_path: Path) -> None:  # noqa: ANN001
+    from rag.index import index_folder, load_index
+    from rag.retrieval import retrieve
+
+    question, doc_id = "How many hydrogen ferries did Orvalis Maritime order?", "orvalis-ferries.txt"
+    (tmp_path / doc_id).write_text(FERRY_ARTICLE, encoding="utf-8")
+    documents = documents_shown(page)
+    open_accordion(page, "add-articles")
+    page.set_input_files("#upload input[type=file]", [str(tmp_path / doc_id)])
+    page.wait_for_selector("#upload-status .rag-upload", timeout=180_000)
+    assert f"Added {doc_id}" in page.inner_text("#upload-status")
+    page.wait_for_function(f"() => document.querySelector('#corpus-info').innerText.includes('{documents + 1} doc')")
+
+    open_accordion(page, "articles")
+    row = page.locator(f'#article-list tr[data-doc="{doc_id}"]')
+    row.wait_for()
+    chunks = load_index(index_folder(ui_settings)).documents[doc_id]["chunks"]
+    assert row.locator(".rag-title").inner_text() == "Orvalis Maritime orders hydrogen ferries"
+    assert row.locator(".rag-chunks").inner_text() == str(chunks) and chunks >= 1
+    assert page.locator("#article-list tbody tr").count() == documents + 1
+    assert retrieve(question, settings=ui_settings)[0].doc_id == doc_id  # the question finds the article now
+
+    choose(page, "delete-choice", "Orvalis Maritime")
+    page.click("#delete")
+    page.wait_for_selector("#confirm-text .rag-confirm")
+    assert "Orvalis Maritime orders hydrogen ferries" in page.inner_text("#confirm-text")
+    page.screenshot(path=str(ARTIFACTS / "delete-confirm.png"), full_page=True)
+    page.click("#cancel-delete")  # cancelled: nothing happens
+    page.wait_for_selector("#confirm-delete", state="hidden")
+    assert (ui_settings.corpus_dir / doc_id).exists() and row.count() == 1
+
+    page.click("#delete")
+    page.click("#confirm-delete")
+    page.wait_for_selector("#delete-status .rag-ok", timeout=180_000)
+    assert f"Deleted Orvalis Maritime orders hydrogen ferries ({doc_id})" in page.inner_text("#delete-status")
+    page.wait_for_function(f"() => document.querySelector('#corpus-info').innerText.includes('{documents} doc')")
+    assert row.count() == 0 and page.locator("#article-list tbody tr").count() == documents
+    assert not (ui_settings.corpus_dir / doc_id).exists()
+    assert not [p for p in ui_settings.corpus_dir.iterdir() if p.name.startswith(".")]
+    assert "Traceback" not in page_text(page)
+
+    seen = ask(page, question)  # the article is gone from the answers too
+    assert "388 billion" not in seen["final"] and "Orvalis" not in page.inner_text("#sources")
 
 
 def test_api_ask(app_url: str) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 import gradio as gr
 
 from rag.answer import Answer, QuestionError, Retrieval, describe, stream_answer, warm_up
-from rag.index import IndexBuildError, StaleIndex, add_articles
+from rag.corpus import ArticleError, add_articles, list_articles, remove_articles
+from rag.index import IndexBuildError, StaleIndex
 from rag.ingest import IngestError
 from rag.models import GENERATORS, ModelError
 from rag.settings import Settings, SettingsError
@@ -36,7 +37,7 @@ SEARCHING = "_Searching the articles…_"
 READING = "_Reading {n} passage(s)…_"
 UNEXPECTED = "Something went wrong on the server (the details are in its log)."
 # Errors a question or an upload can meet that are the user's or the setup's to fix: shown, never a traceback.
-EXPECTED_ERRORS = (ModelError, StaleIndex, IndexBuildError, IngestError, SettingsError, OSError)
+EXPECTED_ERRORS = (ModelError, StaleIndex, IndexBuildError, IngestError, ArticleError, SettingsError, OSError)
 
 SANS = ["ui-sans-serif", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "Noto Sans", "Liberation Sans",
         "DejaVu Sans", "sans-serif"]
@@ -66,6 +67,14 @@ mark.rag-span { background: #fde68a; color: #1f2937; padding: 0 .1em; border-rad
 .rag-others summary { cursor: pointer; margin: .6em 0 .2em; color: var(--body-text-color-subdued); }
 .rag-info { color: var(--body-text-color-subdued); font-size: .9em; }
 .rag-ok { margin: .3em 0; }
+.rag-renamed ul, .rag-duplicates ul { margin: .3em 0 0 1.2em; }
+.rag-articles { max-height: 360px; overflow-y: auto; }
+.rag-articles table { width: 100%; border-collapse: collapse; font-size: .92em; }
+.rag-articles th, .rag-articles td { text-align: left; padding: .25em .5em;
+  border-bottom: 1px solid var(--border-color-primary); }
+.rag-articles td.rag-chunks { text-align: right; }
+.rag-confirm { border-left: 4px solid #dc2626; background: rgba(220, 38, 38, .08); padding: .5em .8em;
+  border-radius: 4px; }
 """
 
 
@@ -96,6 +105,9 @@ class ChatApp(gr.Blocks):
         kwargs.setdefault("max_file_size", f"{max(1, int(settings.max_upload_mb * 4))}mb")
         if "auth" not in kwargs and settings.auth:
             kwargs["auth"] = parse_auth(settings.auth)
+        # One request uses the models at a time (the events share concurrency_id "models"); at most `max_queue`
+        # wait, and beyond that Gradio answers "This application is currently busy. Please try again."
+        self.queue(max_size=settings.max_queue, default_concurrency_limit=1)
         warning = settings.check_exposure(kwargs["server_name"], kwargs.get("auth"))
         if warning:
             print(warning, file=sys.stderr, flush=True)
@@ -120,7 +132,8 @@ def generator_choices(settings: Settings) -> list[str]:
 
 
 def conversation(history: list[dict] | None) -> list[dict]:
-    """The chat so far without the turns that ended in an error message (they are not part of the dialogue)."""
+    """The chat so far, as plain text, without the turns that ended in an error message (they are not part of
+    the dialogue)."""
     kept: list[dict] = []
     for message in history or []:
         if not isinstance(message, dict):
@@ -133,8 +146,13 @@ def conversation(history: list[dict] | None) -> list[dict]:
             if kept and kept[-1].get("role") == "user":
                 kept.pop()
             continue
-        kept.append(message)
+        kept.append({**message, "content": render.from_chat_text(text)})
     return kept
+
+
+def said(role: str, text: str) -> dict[str, str]:
+    """A chat message whose text shows as written: markup in a question or an answer is never rendered."""
+    return {"role": role, "content": render.as_chat_text(text)}
 
 
 def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
@@ -159,8 +177,8 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
         prior = conversation(history)
         question = question or ""
         if question.strip():
-            history.append({"role": "user", "content": question})
-        history.append({"role": "assistant", "content": SEARCHING})
+            history.append(said("user", question))
+        history.append(said("assistant", SEARCHING))
         last: Answer | Retrieval | None = None
         yield history, gr.skip(), "", gr.skip()
         pieces: list[str] = []
@@ -169,26 +187,26 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
             for event in stream_answer(question, history=prior, settings=current, corpus=corpus):
                 if isinstance(event, Retrieval):
                     last = event
-                    history[-1] = {"role": "assistant", "content": READING.format(n=len(event.passages))}
+                    history[-1] = said("assistant", READING.format(n=len(event.passages)))
                     yield history, render.render_retrieval(event, show_scores), "", last
                 elif isinstance(event, Answer):
                     last = event
-                    history[-1] = {"role": "assistant", "content": event.text}
+                    history[-1] = said("assistant", event.text)
                     yield history, render.render_answer(event, show_scores), "", last
                 else:
                     pieces.append(event)
-                    history[-1] = {"role": "assistant", "content": "".join(pieces)}
+                    history[-1] = said("assistant", "".join(pieces))
                     yield history, gr.skip(), "", gr.skip()
         except QuestionError as exc:
-            history[-1] = {"role": "assistant", "content": f"{WARNING} {question_problem(question, exc)}"}
+            history[-1] = said("assistant", f"{WARNING} {question_problem(question, exc)}")
             yield history, render.render_event(last, show_scores), question, last
         except EXPECTED_ERRORS as exc:
             log.warning("answering failed: %s", exc)
-            history[-1] = {"role": "assistant", "content": f"{WARNING} Could not answer: {exc}"}
+            history[-1] = said("assistant", f"{WARNING} Could not answer: {exc}")
             yield history, render.render_event(last, show_scores), question, last
         except Exception:  # a bug or a crashed model: say so in the chat, keep the traceback for the log
             log.exception("answering %r failed", question)
-            history[-1] = {"role": "assistant", "content": f"{WARNING} {UNEXPECTED}"}
+            history[-1] = said("assistant", f"{WARNING} {UNEXPECTED}")
             yield history, render.render_event(last, show_scores), question, last
 
     def rerender(last: Answer | Retrieval | None, show_scores: bool) -> str:
@@ -213,6 +231,44 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
             return render.error_box(f"Nothing was indexed: {UNEXPECTED}"), info(generator), None
         progress(1.0, desc="Indexed")
         return render.upload_report(report, names), info(generator), None
+
+    def articles_view() -> tuple[str, Any]:
+        """The table of indexed articles and the choices of the delete dropdown."""
+        try:
+            listed = list_articles(settings, corpus)
+        except EXPECTED_ERRORS as exc:
+            return render.error_box(f"The articles cannot be listed: {exc}"), gr.update(choices=[], value=None)
+        choices = [(f"{a.title} ({a.doc_id})", a.doc_id) for a in listed]
+        return render.article_table(listed), gr.update(choices=choices, value=None)
+
+    def ask_delete(doc_id: str | None) -> tuple:
+        """The first click: show what would be deleted and the confirm / cancel buttons; nothing changes yet."""
+        try:
+            chosen_article = next((a for a in list_articles(settings, corpus) if a.doc_id == doc_id), None)
+        except EXPECTED_ERRORS as exc:
+            return gr.update(visible=False), "", None, render.error_box(f"Nothing was deleted: {exc}")
+        if chosen_article is None:
+            return gr.update(visible=False), "", None, render.error_box("Choose an article to delete first.")
+        return gr.update(visible=True), render.confirm_delete(chosen_article), chosen_article.doc_id, ""
+
+    def cancel_delete() -> tuple:
+        return gr.update(visible=False), "", None, ""
+
+    def delete(doc_id: str | None, generator: str) -> tuple:
+        """The confirmed deletion of the article shown in the confirmation (kept server-side, not the dropdown)."""
+        if not doc_id:
+            status = render.error_box("Choose an article to delete first.")
+        else:
+            try:
+                titles = {a.doc_id: a.title for a in list_articles(settings, corpus)}
+                status = render.delete_report(remove_articles([doc_id], settings, corpus=corpus), titles)
+            except EXPECTED_ERRORS as exc:
+                log.warning("deleting %r failed: %s", doc_id, exc)
+                status = render.error_box(f"Nothing was deleted: {exc}")
+            except Exception:
+                log.exception("deleting %r failed", doc_id)
+                status = render.error_box(f"Nothing was deleted: {UNEXPECTED}")
+        return (gr.update(visible=False), "", None, status, info(generator), *articles_view())
 
     def ask(question: str, top_k: int = 0, generator: str = "") -> dict:
         """Answer one question from the articles: the answer text with [n] markers, its checked citations
@@ -260,6 +316,17 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
                 files = gr.File(label=f"Upload articles ({UPLOAD_TYPES}; up to {settings.max_upload_mb:g} MB each)",
                                 file_count="multiple", elem_id="upload")
                 upload_status = gr.HTML(elem_id="upload-status", js_on_load=None)
+        with gr.Accordion("Articles", open=False, elem_id="articles"):
+            article_list = gr.HTML(elem_id="article-list", js_on_load=None)
+            with gr.Row(equal_height=True):
+                doomed = gr.Dropdown([], value=None, label="Article to delete", elem_id="delete-choice", scale=4)
+                delete_button = gr.Button("Delete…", elem_id="delete", scale=1, min_width=100)
+            with gr.Row(visible=False, elem_id="confirm-row") as confirm_row:
+                confirm_text = gr.HTML(elem_id="confirm-text", js_on_load=None)
+                confirm_button = gr.Button("Confirm delete", variant="stop", elem_id="confirm-delete", min_width=120)
+                cancel_button = gr.Button("Cancel", elem_id="cancel-delete", min_width=80)
+            delete_status = gr.HTML(elem_id="delete-status", js_on_load=None)
+        pending_delete = gr.State(None)
         last = gr.State(None)
 
         gr.on([question.submit, ask_button.click], respond,
@@ -273,10 +340,18 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
         show_scores.change(rerender, inputs=[last, show_scores], outputs=[sources], api_name="show_scores",
                            api_visibility="private", queue=False)
         files.upload(upload, inputs=[files, generator], outputs=[upload_status, info_html, files],
-                     api_name="upload", api_visibility="private", concurrency_id="models", concurrency_limit=1)
+                     api_name="upload", api_visibility="private", concurrency_id="models", concurrency_limit=1
+                     ).then(articles_view, outputs=[article_list, doomed], api_visibility="private")
+        confirming = [confirm_row, confirm_text, pending_delete, delete_status]
+        delete_button.click(ask_delete, inputs=[doomed], outputs=confirming, api_visibility="private", queue=False)
+        cancel_button.click(cancel_delete, outputs=confirming, api_visibility="private", queue=False)
+        confirm_button.click(delete, inputs=[pending_delete, generator],
+                             outputs=[*confirming, info_html, article_list, doomed], api_name="delete_article",
+                             api_visibility="private", concurrency_id="models", concurrency_limit=1)
         generator.change(info, inputs=[generator], outputs=[info_html], api_name="model_info",
                          api_visibility="private")
-        app.load(info, inputs=[generator], outputs=[info_html], api_name="corpus_info", api_visibility="private")
+        app.load(info, inputs=[generator], outputs=[info_html], api_name="corpus_info", api_visibility="private"
+                 ).then(articles_view, outputs=[article_list, doomed], api_visibility="private")
         gr.api(ask, api_name="ask", concurrency_id="models", concurrency_limit=1)
     return app
 

@@ -10,17 +10,30 @@ from html import escape
 
 from rag.answer import Answer, Retrieval
 from rag.citations import Citation
+from rag.corpus import ArticleInfo
 from rag.index import IndexReport
 from rag.retrieval import Passage
 
 READ = {"document": "read the whole article (kept state)", "passages": "read the retrieved passages"}
 REFUSAL_REASONS = {
+    "instruction": "the question asks to set aside the articles or the rules, or to show the instructions",
     "low-relevance": "no passage is close enough to the question",
     "generator": "the model found no answer in the passages",
     "unsupported": "no sentence of the model's reply was backed by a passage",
     "no-answer": "the model's reply only restated the question",
     "verifier": "asked to check, the model judged that the passages do not state the answer",
 }
+
+
+def as_chat_text(text: str) -> str:
+    """Text for a chat bubble, which renders Markdown: angle brackets are escaped, so HTML in a question or an
+    answer (copied from an article, say) shows as text instead of becoming elements, harmless-looking or not."""
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def from_chat_text(text: str) -> str:
+    """The text a chat bubble was made from (inverse of `as_chat_text`)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">")
 
 
 def placeholder_sources() -> str:
@@ -174,15 +187,23 @@ def info_line(documents: int, chunks: int, generator: str, engine: str, embedder
 
 
 def upload_report(report: IndexReport, names: Iterable[str]) -> str:
-    """What happened to the uploaded files: the index summary, then every rejected file with its reason."""
+    """What happened to the uploaded files: the index summary, the names they were saved under, the duplicates
+    that were not copied again, then every rejected file with its reason."""
     names = list(names)
     rejected = len(report.rejected)
     parts = ['<div class="rag-upload">']
     if report.added or report.updated:
         added = ", ".join(escape(n) for n in report.added + report.updated)
         parts.append(f'<p class="rag-ok">✓ Added {added}: you can ask about it now.</p>')
-    elif rejected < len(names):
+    elif rejected + len(report.duplicates) < len(names):
         parts.append('<p class="rag-ok">Already in the corpus: nothing new to index.</p>')
+    if report.renamed:
+        items = "".join(f"<li>{escape(note)}</li>" for note in report.renamed)
+        parts.append(f'<div class="rag-renamed">Saved under a safe name:<ul>{items}</ul></div>')
+    if report.duplicates:
+        items = "".join(f"<li>{escape(note)}</li>" for note in report.duplicates)
+        parts.append(f'<div class="rag-duplicates"><strong>Already in the corpus ({len(report.duplicates)}):'
+                     f"</strong><ul>{items}</ul></div>")
     if report.rejected:
         items = "".join(f"<li>{escape(reason)}</li>" for reason in report.rejected)
         parts.append(f'<div class="rag-rejected" role="alert"><strong>Rejected ({rejected}):</strong>'
@@ -193,3 +214,30 @@ def upload_report(report: IndexReport, names: Iterable[str]) -> str:
 
 def error_box(message: str) -> str:
     return f'<div class="rag-upload"><div class="rag-rejected" role="alert">{escape(message)}</div></div>'
+
+
+def article_table(articles: Iterable[ArticleInfo]) -> str:
+    """The indexed articles: title, date, chunk count and file, one row each (`data-doc` holds the file)."""
+    articles = list(articles)
+    if not articles:
+        return '<div class="rag-articles"><p>No article is indexed.</p></div>'
+    rows = "".join(f'<tr data-doc="{escape(a.doc_id)}"><td class="rag-title">{escape(a.title)}</td>'
+                   f'<td>{escape(a.date)}</td><td class="rag-chunks">{a.chunks}</td>'
+                   f'<td class="rag-doc">{escape(a.doc_id)}</td></tr>' for a in articles)
+    total = sum(a.chunks for a in articles)
+    return ('<div class="rag-articles"><table><thead><tr><th>Title</th><th>Date</th><th>Chunks</th><th>File</th>'
+            f'</tr></thead><tbody>{rows}</tbody></table><p class="rag-summary">{len(articles)} '
+            f"article{'s' if len(articles) != 1 else ''}, {total} chunks</p></div>")
+
+
+def confirm_delete(article: ArticleInfo) -> str:
+    return (f'<div class="rag-confirm" role="alert">Delete <b>{escape(article.title)}</b> '
+            f'<span class="rag-doc">{escape(article.doc_id)}</span>? It is removed from the corpus folder and the '
+            "index; this cannot be undone.</div>")
+
+
+def delete_report(report: IndexReport, titles: dict[str, str]) -> str:
+    """What a deletion did: the articles removed (by title), then the index summary."""
+    removed = ", ".join(f"{escape(titles.get(d, d))} ({escape(d)})" for d in report.removed)
+    return (f'<div class="rag-upload"><p class="rag-ok">✓ Deleted {removed or "nothing"}.</p>'
+            f'<p class="rag-summary">{escape(report.summary())}</p></div>')
