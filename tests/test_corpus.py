@@ -207,3 +207,60 @@ def test_what_a_killed_upload_or_deletion_left_is_finished_next_time(tmp_setting
     add_articles([], tmp_settings)
     assert sorted(p.name for p in corpus.iterdir()) == [f"{UPLOAD_PREFIX}my-notes.txt", "a.txt", "b.txt", "c.txt"]
     assert (corpus / "b.txt").read_text() == ARTICLE_B
+
+
+def hidden_leftovers(corpus: Path) -> list[str]:
+    return sorted(p.name for p in corpus.iterdir() if p.name.startswith((UPLOAD_PREFIX, REMOVING_PREFIX)))
+
+
+def assert_corpus_and_index_agree(settings) -> None:
+    """The current build holds exactly the corpus's articles, each whole, and nothing half-done is left."""
+    corpus = settings.corpus_dir
+    assert hidden_leftovers(corpus) == []
+    assert set(load_index(settings.index_dir).documents) == {p.name for p in corpus.glob("*.txt")}
+
+
+# Moments of an upload, counted in the child's os.replace calls: 1 the file is placed in the corpus, 2-3 its
+# embedded chunks are saved to pending/, 4 the new build is in place, 5 CURRENT points to it; "none": timed.
+UPLOAD_KILLS = [("replace:1", 0), ("replace:2", 0), ("replace:4", 0), ("replace:5", 0), ("none", 2.0),
+                ("none", 4.0)]
+# Moments of a deletion: rename:1 the article is set aside, replace:1 the new build is in place, replace:2
+# CURRENT points to it (the set-aside file not yet deleted); "none": timed.
+DELETE_KILLS = [("rename:1", 0), ("replace:1", 0), ("replace:2", 0), ("none", 3.0)]
+
+
+def test_uploads_and_deletions_killed_at_any_moment_leave_whole_files_and_a_working_index(tmp_settings, tmp_path):
+    """SIGKILLed at each moment: the previous or the new build loads, an article is whole or absent, and the next
+    change finishes what was left (the corpus and the index then agree exactly)."""
+    from tests.sigkill import Child, kill_after
+
+    corpus = corpus_with(tmp_settings, a=ARTICLE_A, b=ARTICLE_B, c=ARTICLE_C)
+    build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
+    root = str(corpus.parent)
+    killed = 0
+    for number, (point, delay) in enumerate(UPLOAD_KILLS):
+        upload = write(tmp_path / "uploads" / f"port-{number}.txt",
+                       f"Port news {number}\nThe port of Mokpo handled {number + 1}0,000 tons of cargo in May.\n")
+        before = set(load_index(tmp_settings.index_dir).documents)
+        with Child("corpus", root, "add", str(upload), point) as child:
+            killed += kill_after(child, point, delay)
+        held = set(load_index(tmp_settings.index_dir).documents)  # loads: the old build or the new one
+        assert before <= held <= before | {p.name for p in corpus.glob("*.txt")}, (point, held)
+        placed = corpus / upload.name
+        assert not placed.exists() or placed.read_bytes() == upload.read_bytes()
+        if point == "replace:1":  # placed, not yet indexed: the next change indexes it
+            assert placed.exists() and upload.name not in held
+    for point, delay in DELETE_KILLS:
+        victim = sorted(set(load_index(tmp_settings.index_dir).documents) - {"a.txt"})[0]
+        with Child("corpus", root, "remove", victim, point) as child:
+            killed += kill_after(child, point, delay)
+        held = set(load_index(tmp_settings.index_dir).documents)
+        assert (corpus / victim).exists() or victim not in held or any(
+            p.name.endswith(f".{victim}") for p in corpus.iterdir())  # set aside: put back by the next change
+        add_articles([], tmp_settings)  # the next change finishes what the killed one left
+        assert_corpus_and_index_agree(tmp_settings)
+    print(f"{killed} of {len(UPLOAD_KILLS) + len(DELETE_KILLS)} changes killed before they finished")
+    assert killed >= len(UPLOAD_KILLS) + len(DELETE_KILLS) - 2  # the timed ones may finish first
+    add_articles([write(tmp_path / "uploads" / "last.txt", "Last\nThe last upload is indexed whole.\n")],
+                 tmp_settings)
+    assert_corpus_and_index_agree(tmp_settings)
