@@ -3,6 +3,7 @@ keeping the processed state of a prompt's fixed prefix so that the next prompt p
 
 from __future__ import annotations
 
+import atexit
 import collections.abc
 import copy
 import ctypes
@@ -12,6 +13,7 @@ import hashlib
 import re
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -253,6 +255,14 @@ class LlamaCppGenerator:
                                                      eos_token=eos, bos_token="")
                 self._engine_id = f"llama-cpp {llama_cpp.__version__}"
                 self._llm = llm
+                _loaded_llamas.add(self)
+
+    def close(self) -> None:
+        """Free the model and its context now (loading again on the next use)."""
+        with self._lock:
+            if self._llm is not None:
+                self._llm.close()
+                self._llm = None
 
     def count_tokens(self, text: str) -> int:
         self.warm_up()
@@ -603,6 +613,17 @@ def make_generator(name: str, settings: Settings) -> Generator:
     if engine == "transformers":
         return TransformersGenerator(source.name, settings, source)
     raise ModelError(f"unknown engine {engine!r}: use auto, llama-cpp or transformers")
+
+
+_loaded_llamas: weakref.WeakSet[LlamaCppGenerator] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_llamas() -> None:
+    """Free loaded llama.cpp models while the interpreter is whole: freed during its teardown instead, each printed
+    "Exception ignored in: Llama.__del__ ... TypeError" as it exited."""
+    for generator in list(_loaded_llamas):
+        generator.close()
 
 
 _generators: dict[tuple, Generator] = {}
