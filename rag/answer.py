@@ -280,7 +280,9 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
     timings: dict[str, float] = {}
     calls: list[dict[str, Any]] = []
 
-    search_query = standalone_question(question, history, generator, settings, calls) if history else question
+    attack = is_instruction(question)  # asks the model to drop its sources or rules, or to show its prompt
+    rewrite = history and not attack
+    search_query = standalone_question(question, history, generator, settings, calls) if rewrite else question
     timings["rewrite_s"] = time.perf_counter() - started
     t0 = time.perf_counter()
     retriever = get_retriever(settings, corpus)
@@ -298,7 +300,7 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
                       partial=bool(checked and checked.declined and not refused),
                       closest=closest_sentence(search_query, passages) if refused and reason != "instruction" else None)
 
-    if is_instruction(question):  # asks the model to drop its sources or rules, or to show its prompt
+    if attack:
         timings["ttft_s"] = timings["generation_s"] = 0.0
         yield settings.refusal_text
         yield finish(settings.refusal_text, True, "instruction")
