@@ -271,7 +271,8 @@ def test_a_refusal_shows_what_the_articles_say_nearest_the_question(seed_setting
 
 
 def test_two_threads_answering_at_once_each_get_their_own_answer(seed_settings):
-    """The engines take turns on one model; neither thread's stream, sources or usage leak into the other's."""
+    """The engines take turns on one model; neither thread's stream, sources or usage leak into the other's (the
+    words may differ from those asked alone: see tests/test_ui_load.py)."""
     from concurrent.futures import ThreadPoolExecutor
 
     questions = {"How much will South Korea invest in daily AI for all people?": "909 billion won",
@@ -282,8 +283,7 @@ def test_two_threads_answering_at_once_each_get_their_own_answer(seed_settings):
     for question, figure in questions.items():
         got, reference = together[question], alone[question]
         assert got.question == question and figure in got.text and figure in cited_text(got)
-        assert (got.text, [c.chunk_id for c in got.citations]) == (reference.text,
-                                                                    [c.chunk_id for c in reference.citations])
+        assert [p.chunk_id for p in got.passages] == [p.chunk_id for p in reference.passages]
         assert got.usage["calls"][0]["prompt_tokens"] == reference.usage["calls"][0]["prompt_tokens"]
 
 
