@@ -15,7 +15,9 @@ from tests.conftest import SEED_ARTICLE, write
 from tests.test_index import ARTICLE_A, ARTICLE_B, ARTICLE_C, corpus_with
 
 
-def test_add_articles_checks_copies_and_indexes(tmp_settings, tmp_path):
+@pytest.mark.parametrize("store", ["faiss", "milvus"])
+def test_add_articles_checks_copies_and_indexes(tmp_settings, tmp_path, store):
+    tmp_settings = tmp_settings.replace(vector_store=store)
     corpus = corpus_with(tmp_settings, a=ARTICLE_A)
     uploads = tmp_path / "uploads"
     good = write(uploads / "Cluster news (final).txt", ARTICLE_C)
@@ -28,8 +30,9 @@ def test_add_articles_checks_copies_and_indexes(tmp_settings, tmp_path):
     assert len(report.rejected) == 2
     assert any("empty.txt: no text" in r for r in report.rejected)
     assert any("notes.docx: unsupported file type" in r for r in report.rejected)
-    assert {c.doc_id for c in load_index(tmp_settings.index_dir).chunks} == {
-        "a.txt", "a-2.txt", "Cluster-news-final.txt"}
+    index = load_index(tmp_settings.index_dir)
+    assert {c.doc_id for c in index.chunks} == {"a.txt", "a-2.txt", "Cluster-news-final.txt"}
+    assert index.manifest["store"]["backend"] == store and index.store.size == len(index.chunks)
 
 
 def tree(folder):
@@ -141,7 +144,10 @@ def test_an_upload_that_fails_mid_way_leaves_corpus_and_index_as_they_were(tmp_s
         "a.txt", "b.txt", "c.txt"}
 
 
-def test_articles_are_listed_and_deleted_incrementally(tmp_settings):
+@pytest.mark.parametrize("store", ["faiss", "milvus"])
+def test_articles_are_listed_and_deleted_incrementally(tmp_settings, store):
+    """On each vector store (Milvus Lite, embedded, for Milvus): the deleted article's passages are gone from it."""
+    tmp_settings = tmp_settings.replace(vector_store=store)
     corpus = corpus_with(tmp_settings, a=ARTICLE_A, b=ARTICLE_B, c=ARTICLE_C)
     write(corpus / "b.txt.meta.json", '{"date": "2024-06-03", "source": "Example News"}')
     build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
@@ -162,6 +168,10 @@ def test_articles_are_listed_and_deleted_incrementally(tmp_settings):
         rows = lambda index, d=doc_id: index.vectors[[c.id for c in index.chunks if c.doc_id == d]]  # noqa: E731
         assert np.array_equal(rows(before), rows(after))
     assert [a.doc_id for a in list_articles(tmp_settings)] == ["a.txt", "c.txt"]
+    assert after.manifest["store"]["backend"] == store
+    gone = before.vectors[[c.id for c in before.chunks if c.doc_id == "b.txt"][0]]
+    found = [chunk_id for chunk_id, _ in after.store.search(np.asarray(gone), len(after.chunks))]
+    assert len(found) == len(after.chunks) and {after.chunks[i].doc_id for i in found} == {"a.txt", "c.txt"}
 
 
 @pytest.mark.parametrize("doc_ids", [["../a.txt"], ["/etc/passwd"], ["sub/../a.txt"], ["..\\a.txt"], ["a.txt\x00"],
