@@ -3,8 +3,6 @@ to the corpus folder and its index is all or nothing."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import stat
@@ -14,8 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from rag.index import IndexReport, StaleIndex, build_index, current_build, index_folder
+from rag.index import IndexReport, StaleIndex, build_index, current_build, current_manifest, index_folder
 from rag.ingest import MB, IngestError, find_articles, read_document, safe_article_name, shown_name
+from rag.models import sha256_file
 from rag.settings import Settings
 
 
@@ -137,10 +136,8 @@ def _same_bytes(corpus: Path, sha256: str, size: int) -> str | None:
     """The id of an article in the corpus with exactly these bytes (only files of the same size are hashed)."""
     for path in find_articles([corpus]):
         try:
-            if path.stat().st_size == size:
-                with open(path, "rb") as handle:
-                    if hashlib.file_digest(handle, "sha256").hexdigest() == sha256:
-                        return path.relative_to(corpus).as_posix()
+            if path.stat().st_size == size and sha256_file(path) == sha256:
+                return path.relative_to(corpus).as_posix()
         except OSError:
             continue
     return None
@@ -257,14 +254,7 @@ def _recover(corpus: Path, folder: Path) -> None:
 
 
 def _indexed_documents(folder: Path) -> dict[str, dict]:
-    """The documents entry of the current build's manifest (without loading its chunks and vectors)."""
-    build = current_build(folder)
-    if build is None:
-        raise StaleIndex(f"no index in {folder}: run `rag index`")
-    try:
-        return dict(json.loads((build / "manifest.json").read_text(encoding="utf-8"))["documents"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise StaleIndex(f"index in {build} is damaged ({exc}): run `rag index --rebuild`") from exc
+    return current_manifest(folder)[1]["documents"]
 
 
 def _article_date(path: Path, entry: dict) -> str:

@@ -335,13 +335,23 @@ def current_build(folder: Path) -> Path | None:
     return build if build.is_dir() else None
 
 
-def load_index(folder: Path) -> LoadedIndex:
-    """The current build of `folder`; StaleIndex when there is none or it is damaged."""
+def current_manifest(folder: Path) -> tuple[Path, dict]:
+    """The current build of `folder` and its manifest (without its chunks and vectors); StaleIndex when there is
+    none or the manifest is damaged."""
     build = current_build(folder)
     if build is None:
         raise StaleIndex(f"no index in {folder}: run `rag index`")
     try:
         manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
+        return build, {**manifest, "documents": dict(manifest["documents"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StaleIndex(f"index in {build} is damaged ({exc}): run `rag index --rebuild`") from exc
+
+
+def load_index(folder: Path) -> LoadedIndex:
+    """The current build of `folder`; StaleIndex when there is none or it is damaged."""
+    build, manifest = current_manifest(folder)
+    try:
         with open(build / "chunks.jsonl", encoding="utf-8") as handle:
             chunks = [Chunk.from_json(json.loads(line)) for line in handle]
         vectors = np.load(build / "vectors.npy", mmap_mode="r", allow_pickle=False)  # read rows as needed

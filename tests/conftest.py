@@ -56,6 +56,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def rss_mb(pid: int | str = "self") -> float:
+    """The resident memory of a process (this one by default), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def open_files(pid: int | str = "self") -> int:
+    """How many file descriptors a process (this one by default) holds open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import random
 import shutil
 import statistics
@@ -19,7 +18,7 @@ import pytest
 from rag.answer import answer
 from rag.corpus import add_articles
 from rag.evaluation import load_questions
-from tests.conftest import REPO, SEED_ARTICLE, make_settings, write
+from tests.conftest import REPO, SEED_ARTICLE, make_settings, open_files, rss_mb, write
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +35,6 @@ FOLLOW_UPS = {  # a question, then one that only makes sense after it
 MAX_RSS_GROWTH_MB = 150
 MAX_SLOWDOWN = 1.5  # median of the last WINDOW answers over the median of the first WINDOW
 MAX_NEW_FILE_HANDLES = 5
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
-def open_files() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def new_article(number: int) -> str:

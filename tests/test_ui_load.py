@@ -16,12 +16,11 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from rag.evaluation import answer_found, load_questions
-from tests.conftest import REPO, SEED_ARTICLE, TEST_GENERATOR, free_port
+from tests.conftest import REPO, SEED_ARTICLE, TEST_GENERATOR, free_port, open_files, rss_mb
 
 pytestmark = pytest.mark.slow
 
@@ -32,17 +31,6 @@ ANSWERABLE = ["q03", "q11", "q13", "q30", "q34", "q40", "q49", "q57", "q60", "q6
 UNANSWERABLE = ["q84", "q97", "q98", "q118", "q125"]
 START_TIMEOUT_S = 600
 BUSY = "Queue is full! Please try again."  # gradio_client's words; the page says "currently busy. Please try again."
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for process {pid}")
-
-
-def open_files(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 @pytest.fixture(scope="module")
