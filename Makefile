@@ -37,6 +37,7 @@ install:
 
 prepare: install
 	@$(BIN)/rag prepare
+	@$(BIN)/rag prepare --model nomic  # the optional GGUF embedder, for its tests (rag prepare downloads it once)
 
 index: prepare
 	@$(BIN)/rag index

@@ -306,7 +306,7 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
         yield finish(settings.refusal_text, True, "instruction")
         return
     best = max((p.relevance for p in passages), default=0.0)
-    if best < settings.min_relevance:
+    if best < retriever.calibration.min_relevance:
         timings["ttft_s"] = timings["generation_s"] = 0.0
         yield settings.refusal_text
         yield finish(settings.refusal_text, True, "low-relevance")

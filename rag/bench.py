@@ -22,11 +22,19 @@ from pathlib import Path
 
 import rag  # noqa: F401  - offline environment first
 from rag.answer import Context, answer, build_prompt, prepare_document_states, reading_context
-from rag.evaluation import load_questions
+from rag.evaluation import (
+    DEFAULT_RGB_PATH,
+    load_questions,
+    load_rgb,
+    prepare_rgb,
+    retrieval_metrics,
+    rgb_snippets,
+    write_rgb_corpus,
+)
 from rag.generation import Generator, LlamaCppGenerator, Prefix, complete, get_generator, make_generator
-from rag.index import build_index, load_index
-from rag.models import GENERATORS, Embedder, get_embedder
-from rag.retrieval import get_retriever, retrieve
+from rag.index import build_index, index_folder, load_index
+from rag.models import GENERATORS, Embedder, embedder_location, get_embedder
+from rag.retrieval import calibration, get_retriever, retrieve
 from rag.settings import Settings, load_settings
 
 RESULTS = Path("bench") / "results.json"
@@ -83,6 +91,44 @@ def answer_rows(settings: Settings, questions: list[str]) -> list[Row]:
         Row("answer time p50 (absolute, machine-dependent)", median(new), None, "<= 2.0", "s"),
         Row("time to first token p50 through rag.answer (absolute, machine-dependent)", median(ttft), None,
             "<= 1.0", "s"),
+    ]
+
+
+def multi_document_rows(settings: Settings, quick: bool) -> list[Row]:
+    """Answers whose passages come from several documents (RGB queries at positions 50-99 over RGB snippets, one
+    document each), against today's passages path: the same answer with nothing kept in the generator's context,
+    so that its whole prompt is processed (what every such answer cost before the instructions were kept)."""
+    rows = load_rgb(DEFAULT_RGB_PATH)
+    chosen = rows[50:100:25 if quick else 5]
+    if quick:  # only these queries' snippets
+        corpus = settings.cache_dir / "benchmarks" / "rgb-quick" / "corpus"
+        write_rgb_corpus(rgb_snippets(chosen), corpus)
+        build_index([corpus], index_folder(settings, corpus), settings, progress=False)
+    else:  # the pooled corpus of `rag eval --benchmark rgb`, and its index
+        corpus = prepare_rgb(DEFAULT_RGB_PATH, settings)[1]
+    generator = get_generator(settings)
+    kept, afresh, kept_ttft, afresh_ttft, documents = [], [], [], [], []
+    for row in chosen:  # interleaved: both ways see the same machine conditions
+        reply = answer(str(row["query"]), settings=settings, corpus=corpus)
+        kept.append(reply.timings["total_s"])
+        kept_ttft.append(reply.timings.get("ttft_s") or 0.0)
+        documents.append(len({p.doc_id for p in reply.passages}))
+        generator.warm_up()
+        if isinstance(generator, LlamaCppGenerator):
+            generator._llm.reset()  # nothing kept
+        before = answer(str(row["query"]), settings=settings, corpus=corpus)
+        afresh.append(before.timings["total_s"])
+        afresh_ttft.append(before.timings.get("ttft_s") or 0.0)
+    note = (f"{len(chosen)} RGB queries (positions 50-99), {median(documents):.0f} documents among the passages at "
+            "the median; baseline: the same answers with the generator's context emptied first")
+    return [
+        Row("multi-document answer time p50: instructions kept ÷ prompt read afresh", median(kept), median(afresh),
+            "<= 0.5", "s", note),
+        Row("multi-document time to first token p50: instructions kept ÷ prompt read afresh", median(kept_ttft),
+            median(afresh_ttft), "<= 0.35", "s"),
+        Row("multi-document answer time p50 (absolute, machine-dependent)", median(kept), None, "<= 1.5", "s"),
+        Row("multi-document time to first token p50 (absolute, machine-dependent)", median(kept_ttft), None, "<= 0.8",
+            "s"),
     ]
 
 
@@ -186,7 +232,7 @@ def retrieval_rows(settings: Settings, questions: list[str], repetitions: int) -
         for question in questions:
             full.append(_seconds(lambda q=question: retrieve(q, k, settings)))
             dense_only.append(_seconds(lambda q=question: retrieve(q, k, dense_settings)))
-            bare.append(_seconds(lambda q=question: retriever.index.store.search(embedder.embed([q])[0], k)))
+            bare.append(_seconds(lambda q=question: retriever.index.store.search(embedder.embed_query(q), k)))
     return [
         Row("retrieval p50: retrieve() ÷ query encoding + FAISS search", median(full), median(bare), "<= 1.3", "s"),
         Row("retrieval p50 without BM25 ÷ with it (what BM25 and fusion add)", median(dense_only), median(full), "",
@@ -216,7 +262,7 @@ def index_rows(settings: Settings, copies: int, repetitions: int) -> list[Row]:
             ours.append(report.chunks_per_s)
             texts = [chunk.text for chunk in load_index(Path(tmp) / "index").chunks]
             started = time.perf_counter()
-            model.encode(texts, batch_size=settings.embed_batch_size, normalize_embeddings=True)
+            model.encode_document(texts, batch_size=settings.embed_batch_size, normalize_embeddings=True)
             raw.append(len(texts) / (time.perf_counter() - started))
         fresh = settings.replace(cache_dir=Path(tmp) / "cache")
         _link_models(settings, fresh)
@@ -224,8 +270,9 @@ def index_rows(settings: Settings, copies: int, repetitions: int) -> list[Row]:
         prepare_document_states(fresh, corpus=settings.corpus_dir)
         state_s = time.perf_counter() - started
     return [
-        Row("index build chunks/s: rag index --rebuild ÷ raw SentenceTransformer.encode", round(median(ours), 1),
-            round(median(raw), 1), ">= 0.9", "chunks/s", f"{report.chunks} chunks, sentence chunking included"),
+        Row("index build chunks/s: rag index --rebuild ÷ raw SentenceTransformer.encode_document",
+            round(median(ours), 1), round(median(raw), 1), ">= 0.9", "chunks/s",
+            f"{report.chunks} chunks, sentence chunking included"),
         Row("saving one document's generator state (seed article, model load included)", round(state_s, 2), None, "",
             "s", "once per document and model; `rag index` does it, or the first question"),
     ]
@@ -310,6 +357,80 @@ def _connect(url: str, server: subprocess.Popen):  # noqa: ANN202 - a gradio_cli
     raise TimeoutError(f"rag chat did not start at {url}")
 
 
+# ---------------------------------------------------------------- embedders
+
+
+EMBEDDERS_RESULTS = Path("bench") / "embedders.json"
+DEPTHS = ("retrieval_hit_at_1", "retrieval_hit_at_3", "retrieval_hit_at_5", "mrr_at_5")
+
+
+def embedder_report(name: str) -> dict:
+    """Run in a new process per embedder (so that its peak memory is its own): a fresh index of the pooled RGB
+    corpus (chunks/s, disk), query encoding time, and retrieval on RGB (all 100 queries, and positions 50-99 on
+    which choices are made) and on the project's set, with the embedder's calibrated retrieval settings."""
+    from rag.evaluation import rgb_questions, select_positions
+
+    settings = load_settings(embedder=name)
+    embedder = get_embedder(settings)
+    started = time.perf_counter()
+    embedder.warm_up()
+    load_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        local = settings.replace(index_dir=Path(tmp) / "index")
+        rows = load_rgb(DEFAULT_RGB_PATH)
+        corpus = local.cache_dir / "benchmarks" / "rgb" / "corpus"
+        write_rgb_corpus(rgb_snippets(rows), corpus)
+        report = build_index([corpus], index_folder(local, corpus), local, rebuild=True, progress=False)
+        index_mb = sum(f.stat().st_size for f in index_folder(local, corpus).rglob("*") if f.is_file()) / 1e6
+        questions = rgb_questions(rows)
+        project = load_questions(settings.corpus_dir / "eval" / "questions.jsonl")
+        project_local = local.replace(corpus_dir=settings.corpus_dir, index_dir=Path(tmp) / "project")
+        times = []
+        for question in [q.question for q in questions] + [q.question for q in project]:
+            times.append(_seconds(lambda q=question: embedder.embed_query(q)))
+        retrieval = {
+            "rgb_all": retrieval_metrics(questions, local, corpus),
+            "rgb_50_99": retrieval_metrics(select_positions(questions, "50-99"), local, corpus),
+            "rgb_all_dense_only": retrieval_metrics(questions, local.replace(bm25=False), corpus),
+            "project": retrieval_metrics(project, project_local),
+        }
+    location = Path(embedder_location(name, settings))
+    peak_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                   if line.startswith("VmHWM:"))
+    return {"embedder": name, "dim": embedder.dim, "load_s": round(load_s, 2), "chunks": report.chunks,
+            "chunks_per_s": round(report.chunks_per_s, 1), "index_mb": round(index_mb, 1),
+            "model_mb": round(_size(location) / 1e6), "query_ms_p50": round(1000 * statistics.median(times), 1),
+            "peak_rss_mb": round(peak_kb / 1024), "calibration": asdict(calibration(settings)),
+            "retrieval": {k: {d: round(v[d], 3) for d in DEPTHS} for k, v in retrieval.items()}}
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def embedders_table(names: list[str], out: Path) -> list[dict]:
+    """One new process per embedder, one after the other; the table printed and written to `out`."""
+    reports = []
+    for name in names:
+        done = subprocess.run([sys.executable, "-m", "rag.bench", "--embedder-report", name], capture_output=True,
+                              text=True, timeout=3600)
+        if done.returncode:
+            raise RuntimeError(f"{name}: {done.stderr[-2000:]}")
+        reports.append(json.loads(done.stdout.splitlines()[-1]))
+    print("| embedder | RGB hit@1 / @3 / @5, MRR@5 (100) | RGB 50-99 | RGB dense only (100) | project set (80) | "
+          "query ms p50 | chunks/s | peak RSS | model | index (969 passages) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in reports:
+        cells = [" / ".join(f"{r['retrieval'][k][d]:.2f}" for d in DEPTHS)
+                 for k in ("rgb_all", "rgb_50_99", "rgb_all_dense_only", "project")]
+        print(f"| {r['embedder']} ({r['dim']}-d) | " + " | ".join(cells) + f" | {r['query_ms_p50']} | "
+              f"{r['chunks_per_s']} | {r['peak_rss_mb']} MB | {r['model_mb']} MB | {r['index_mb']} MB |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"embedders": reports}, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwritten to {out}")
+    return reports
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -322,6 +443,7 @@ def run(settings: Settings, quick: bool) -> list[Row]:
     answer(warm, settings=settings.replace(**PREVIOUS_FLOW))
     repetitions = 2 if quick else 3
     rows = answer_rows(settings, sample)
+    rows += multi_document_rows(settings, quick)
     rows.append(ttft_row(settings, sample[:repetitions]))  # a cold prompt costs seconds: a few suffice
     rows.append(transformers_ttft_row(sample[:repetitions]))
     rows.append(decode_row(settings, sample))
@@ -352,10 +474,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default: {RESULTS})")
     parser.add_argument("--server", metavar="URL", help="only the prompt-cache row, through an OpenAI-compatible "
                         "server at URL (key from openai_api_key_env); results to bench/server.json")
+    parser.add_argument("--embedders", metavar="NAMES", help="only the embedder table (comma-separated registry "
+                        "names, e.g. minilm,embeddinggemma): retrieval, speed and memory; to bench/embedders.json")
     parser.add_argument("--parts", metavar="QUESTION", help=argparse.SUPPRESS)  # cold_start_parts in a new process
+    parser.add_argument("--embedder-report", metavar="NAME", help=argparse.SUPPRESS)  # embedder_report, new process
     args = parser.parse_args(argv)
     if args.parts:
         print(json.dumps(cold_start_parts(args.parts)))
+        return 0
+    if args.embedder_report:
+        print(json.dumps(embedder_report(args.embedder_report)))
+        return 0
+    if args.embedders:
+        embedders_table(args.embedders.split(","), args.out if args.out != RESULTS else EMBEDDERS_RESULTS)
         return 0
     settings = load_settings()
     started = time.perf_counter()

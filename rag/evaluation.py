@@ -516,6 +516,8 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> int:
         questions = select_split(load_questions(args.questions or settings.corpus_dir / DEFAULT_QUESTIONS),
                                  args.split)
         corpus = args.corpus
+    if getattr(args, "queries", None):
+        questions = select_positions(questions, args.queries)
     if args.limit is not None:
         if args.limit < 1:
             raise EvaluationError(f"--limit must be at least 1, got {args.limit}")
@@ -531,6 +533,22 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def select_positions(questions: list[Question], spec: str) -> list[Question]:
+    """The questions at the 0-based positions of `spec` ("50-99", "3,10-12"), in their order in the file."""
+    wanted: set[int] = set()
+    for part in spec.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise EvaluationError(f"--queries: expected positions such as 50-99 or 3,10-12, got {spec!r}")
+        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+        if last < first:
+            raise EvaluationError(f"--queries: the range {part.strip()} runs backwards")
+        wanted.update(range(first, last + 1))
+    if max(wanted) >= len(questions):
+        raise EvaluationError(f"--queries: position {max(wanted)} is past the last question ({len(questions) - 1})")
+    return [q for n, q in enumerate(questions) if n in wanted]
+
+
 def _retrieval_only(questions: list[Question], settings: Settings, corpus: Path | None, out_dir: Path) -> int:
     """hit@1/3/5 and MRR@5 for hybrid, dense-only and BM25-only retrieval, and the best-passage similarity
     ranges (no generator), into retrieval.json."""
@@ -543,7 +561,8 @@ def _retrieval_only(questions: list[Question], settings: Settings, corpus: Path 
     print("| retrieval | " + " | ".join(keys) + " |\n|" + " --- |" * (len(keys) + 1))
     for label in variants:
         print(f"| {label} | " + " | ".join(format_value(table[label][k]) for k in keys) + " |")
-    print(f"\nbest passage similarity (min_relevance is {settings.min_relevance}):")
+    floor = get_retriever(settings, corpus).calibration.min_relevance
+    print(f"\nbest passage similarity (min_relevance is {floor}):")
     for group, span in table["best_relevance"].items():
         print(f"  {group}: {span['min']:.3f} to {span['max']:.3f} ({span['questions']} questions)")
     print(f"\nwritten to {out_dir / 'retrieval.json'}")

@@ -181,6 +181,13 @@ def _state_store(settings: Settings, name: str) -> StateStore:
     return StateStore(folder, settings.states_in_memory, settings.states_on_disk)
 
 
+def _common_length(held: np.ndarray, tokens: list[int]) -> int:
+    """How many leading tokens of `tokens` the context already holds (`held`: its tokens)."""
+    limit = min(len(held), len(tokens))
+    differs = np.flatnonzero(np.asarray(held[:limit]) != np.asarray(tokens[:limit], dtype=held.dtype))
+    return int(differs[0]) if len(differs) else limit
+
+
 def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -325,9 +332,8 @@ class LlamaCppGenerator:
         import llama_cpp
 
         llm = self._llm
-        limit = min(llm.n_tokens, len(tokens) - 1)  # at least one token is evaluated, so the logits are fresh
-        differs = np.flatnonzero(llm.input_ids[:limit] != np.asarray(tokens[:limit]))
-        keep = int(differs[0]) if len(differs) else limit
+        # at least one token is evaluated, so the logits are fresh
+        keep = _common_length(llm.input_ids[: min(llm.n_tokens, len(tokens) - 1)], tokens)
         llm.n_tokens = keep
         llm.eval(tokens[keep:])
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
@@ -351,9 +357,12 @@ class LlamaCppGenerator:
             usage.state = self._restore(key)
             if usage.state == "none":
                 self._check_fits(len(tokens))
-                llm.reset()
-                llm.eval(tokens)
-                computed = len(tokens)
+                # Every prompt opens with the same instructions: keep what the context already holds of the head
+                # (retrieved passages from several documents then cost only their own tokens).
+                keep = _common_length(llm.input_ids[: llm.n_tokens], tokens)
+                llm.n_tokens = keep
+                llm.eval(tokens[keep:])
+                computed = len(tokens) - keep
                 saved = SavedState(key, tokens, self._snapshot(), prefix.label)
                 self._states.remember(key, saved)
                 if prefix.persist:

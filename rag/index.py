@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.ingest import Chunk, Document, IngestError, chunk_document, find_articles, read_document
-from rag.models import get_embedder
+from rag.ingest import Chunk, Document, IngestError, chunk_document, chunking, find_articles, read_document
+from rag.models import embedder_precision, get_embedder
 from rag.settings import Settings
 from rag.vectorstore import BACKENDS, VectorStore, VectorStoreError, drop_stale, open_store, write_store
 
@@ -100,8 +100,10 @@ def index_folder(settings: Settings, corpus: Path | None = None) -> Path:
 
 def fingerprint(settings: Settings) -> dict:
     """What the vectors and chunks depend on: any change forces a full rebuild."""
+    precision = embedder_precision(settings)  # named only when not float32: float32 indexes stay valid
     return {"format": FORMAT_VERSION, "embedder": settings.embedder,
-            "chunk_tokens": settings.chunk_tokens, "chunk_overlap_tokens": settings.chunk_overlap_tokens,
+            **({"embedder_precision": precision} if precision != "float32" else {}),
+            "chunk_tokens": chunking(settings)[0], "chunk_overlap_tokens": chunking(settings)[1],
             "index_type": settings.index_type, "vector_store": settings.vector_store,
             **({"hnsw_from_passages": settings.hnsw_from_passages} if settings.index_type == "auto" else {}),
             **({"milvus_uri": settings.milvus_uri} if settings.vector_store == "milvus" else {})}
@@ -230,8 +232,7 @@ class Pending:
         in_group = embedded = 0
         with tqdm(total=len(todo), desc="embed", unit="doc", disable=not progress or not todo) as bar:
             for number, document in enumerate(todo):
-                group.append((document, chunk_document(document, embedder.count_tokens, settings.chunk_tokens,
-                                                       settings.chunk_overlap_tokens)))
+                group.append((document, chunk_document(document, embedder.count_tokens, *chunking(settings))))
                 in_group += len(group[-1][1])
                 if in_group >= group_size or number == len(todo) - 1:
                     texts = [c.text for _, chunks in group for c in chunks]

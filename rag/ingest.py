@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rag.settings import Settings
 from rag.text import normalize_text
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
@@ -339,6 +340,19 @@ def _fit(start: int, end: int, paragraph: int, text: str, count_tokens: Callable
         piece_start = start + group[0].start()
         pieces.append(Sentence(piece_start, piece_end, paragraph, count_tokens(text[piece_start:piece_end])))
     return pieces
+
+
+# Chunk sizes in tokens of each embedder's own tokenizer, chosen on the project's tune split (README, "Retrieval"):
+# EmbeddingGemma's tokenizer needs fewer tokens for the same text. Others: DEFAULT_CHUNKING.
+CHUNK_SIZES: dict[str, tuple[int, int]] = {"embeddinggemma": (240, 48)}
+DEFAULT_CHUNKING = (160, 32)
+
+
+def chunking(settings: Settings) -> tuple[int, int]:
+    """(chunk_tokens, chunk_overlap_tokens): the settings where set, else the embedder's measured sizes."""
+    tokens, overlap = CHUNK_SIZES.get(settings.embedder, DEFAULT_CHUNKING)
+    return (settings.chunk_tokens or tokens,
+            settings.chunk_overlap_tokens if settings.chunk_overlap_tokens >= 0 else overlap)
 
 
 def chunk_document(doc: Document, count_tokens: Callable[[str], int], chunk_tokens: int,

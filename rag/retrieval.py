@@ -75,11 +75,43 @@ class Reranker:
         return [float(s) for s in self._model.predict([(question, t) for t in texts], show_progress_bar=False)]
 
 
-def reciprocal_rank_fusion(rankings: list[list[int]], k: int) -> dict[int, float]:
+@dataclass(frozen=True)
+class Calibration:
+    """The retrieval choices that depend on the embedder, measured per embedder with `rag eval --retrieval-only`
+    (README, "Retrieval"): similarities differ in scale between models, and a stronger dense stage needs less of
+    BM25's vote."""
+
+    min_relevance: float  # below this cosine similarity of the best passage, refuse without the generator
+    bm25_weight: float  # BM25's vote in rank fusion, relative to the dense ranking's 1
+    figure_rule: bool  # a passage holding every figure the question names goes first
+
+
+# minilm: calibrated on the project's set (README). The others: bm25_weight and figure_rule chosen on RGB positions
+# 50-99 and the project's tune split (best summed hit@1, then MRR@5); min_relevance between the most related
+# off-topic question and the least related answerable one of the tune split (`rag eval --retrieval-only`).
+CALIBRATIONS: dict[str, Calibration] = {
+    "minilm": Calibration(min_relevance=0.20, bm25_weight=1.0, figure_rule=True),
+    "mpnet": Calibration(min_relevance=0.20, bm25_weight=0.5, figure_rule=True),
+    "embeddinggemma": Calibration(min_relevance=0.17, bm25_weight=0.0, figure_rule=True),
+    "nomic": Calibration(min_relevance=0.57, bm25_weight=0.1, figure_rule=True),
+}
+UNCALIBRATED = CALIBRATIONS["minilm"]  # a local or hub embedder nobody measured: today's behaviour
+
+
+def calibration(settings: Settings) -> Calibration:
+    """The embedder's calibrated choices, with any explicitly set value (`min_relevance`, `bm25_weight` >= 0,
+    `figure_rule` on/off) in their place."""
+    base = CALIBRATIONS.get(settings.embedder, UNCALIBRATED)
+    rule = {"on": True, "off": False}.get(settings.figure_rule, base.figure_rule)
+    return Calibration(settings.min_relevance if settings.min_relevance >= 0 else base.min_relevance,
+                       settings.bm25_weight if settings.bm25_weight >= 0 else base.bm25_weight, rule)
+
+
+def reciprocal_rank_fusion(rankings: list[list[int]], k: int, weights: list[float] | None = None) -> dict[int, float]:
     fused: dict[int, float] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
         for rank, item in enumerate(ranking, start=1):
-            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+            fused[item] = fused.get(item, 0.0) + weight / (k + rank)
     return fused
 
 
@@ -92,29 +124,33 @@ class Retriever:
         self.embedder = get_embedder(settings)
         self.bm25 = BM25Stage(index.chunks) if settings.bm25 else None
         self.reranker = Reranker(settings.reranker, settings) if settings.reranker else None
+        self.calibration = calibration(settings)
 
     def run(self, question: str, k: int | None = None) -> list[Passage]:
         k = k or self.settings.top_k
         n = max(self.settings.candidates, k)
-        query = self.embedder.embed([question])[0]
+        query = self.embedder.embed_query(question)
         rankings: list[list[int]] = []
+        weights: list[float] = []
         dense_rank: dict[int, int] = {}
         bm25_scores: dict[int, float] = {}
         if self.settings.dense:
             ranking = [i for i, _ in self.index.store.search(query, n)]
             dense_rank = {i: r for r, i in enumerate(ranking, start=1)}
             rankings.append(ranking)
+            weights.append(1.0)
         if self.bm25 is not None:
             hits = self.bm25.search(question, n)
             bm25_scores = dict(hits)
             rankings.append([i for i, _ in hits])
+            weights.append(self.calibration.bm25_weight if self.settings.dense else 1.0)
         if not rankings:
             raise ValueError("both retrieval stages are off: turn on `dense` or `bm25`")
-        fused = reciprocal_rank_fusion(rankings, self.settings.rrf_k)
+        fused = reciprocal_rank_fusion(rankings, self.settings.rrf_k, weights)
         # Exact cosine of the candidates only (the refusal gate uses it): the vectors may be millions, memory-mapped.
         candidates = sorted(fused)
         similarity = dict(zip(candidates, (self.index.vectors[candidates] @ query).tolist(), strict=True))
-        figures = self._figures(question)
+        figures = self._figures(question) if self.calibration.figure_rule else set()
         # A passage holding every figure the question names outranks one that lacks some: rank fusion
         # forgets how decisive an exact number match is, and dense vectors barely see numbers at all.
         order = sorted(fused, key=lambda i: (-self._figure_hits(i, figures), -fused[i], -similarity[i]))[:n]
@@ -165,7 +201,8 @@ def get_retriever(settings: Settings, corpus: Path | None = None) -> Retriever:
     folder = index_folder(settings, corpus)
     key = (folder.resolve(), settings.embedder, settings.chunk_tokens, settings.chunk_overlap_tokens,
            settings.index_type, settings.vector_store, settings.milvus_uri, settings.dense, settings.bm25,
-           settings.reranker, settings.rrf_k, settings.candidates)
+           settings.reranker, settings.rrf_k, settings.candidates, settings.min_relevance, settings.bm25_weight,
+           settings.figure_rule)
     with _lock:
         cached = _retrievers.get(key)
         build = current_build(folder)

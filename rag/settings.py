@@ -37,7 +37,7 @@ class Settings:
     cache_dir: Path = field(default_factory=_default_cache_dir)
 
     # models: a registry name, a local folder/file, or a Hugging Face model id
-    embedder: str = "minilm"
+    embedder: str = "embeddinggemma"  # minilm: the small, fast option (README, "Retrieval")
     generator: str = "qwen2.5-coder-1.5b"
     engine: str = "auto"  # auto | llama-cpp | transformers
     reranker: str = ""  # a CrossEncoder name or folder; empty = no re-ranking
@@ -45,10 +45,11 @@ class Settings:
     threads: int = 0  # 0 = all cores
 
     # ingestion and chunking (sizes in tokens of the embedder's tokenizer)
-    chunk_tokens: int = 160
-    chunk_overlap_tokens: int = 32
+    chunk_tokens: int = 0  # 0: the embedder's measured size (rag.ingest.CHUNK_SIZES; 160 where none was measured)
+    chunk_overlap_tokens: int = -1  # -1: the embedder's measured overlap (32 where none was measured)
     max_file_mb: float = 20.0
     embed_batch_size: int = 32
+    embedder_precision: str = "auto"  # auto (the embedder's measured default) | float32 | bfloat16 | int8
 
     # index and retrieval
     index_type: str = "auto"  # auto (exact below hnsw_from_passages, HNSW from there) | flat | hnsw
@@ -61,6 +62,8 @@ class Settings:
     dense: bool = True
     bm25: bool = True
     rrf_k: int = 60
+    bm25_weight: float = -1.0  # BM25's vote in rank fusion (dense = 1); -1: the embedder's calibrated value
+    figure_rule: str = "auto"  # auto (the embedder's calibration) | on | off: passages with every asked figure first
 
     # generation
     context_tokens: int = 4096  # the KV cache: about 28 KB per token for the 1.5B model (115 MB at 4096)
@@ -79,7 +82,7 @@ class Settings:
     whole_document: bool = True  # read the whole document from its saved state when the passages share one
     index_states: bool = True  # `rag index` saves the generator state of each document (else: on first use)
     refusal_text: str = "The articles do not say."
-    min_relevance: float = 0.20  # below this dense similarity of the best passage, refuse (calibrated: README)
+    min_relevance: float = -1.0  # below this similarity of the best passage, refuse; -1: the embedder's calibrated
     min_support: float = 0.5  # fraction of a sentence's key words a cited passage must hold
     partial_answers: bool = True  # a two-part question is answered part by part; a part not in the articles is named
     verify: bool = True  # the generator judges whether the passages state the answer (rag/verification.py)
@@ -96,6 +99,13 @@ class Settings:
     no_auth: bool = False  # serve a non-local host without a login, on purpose (a warning is printed)
     max_upload_mb: float = 10.0
     max_queue: int = 40  # requests waiting for the models (one is answered at a time); more are told "busy"
+
+    def __post_init__(self) -> None:
+        if self.figure_rule not in ("auto", "on", "off"):
+            raise SettingsError(f"setting figure_rule: expected auto, on or off, got {self.figure_rule!r}")
+        if self.embedder_precision not in ("auto", "float32", "bfloat16", "int8"):
+            raise SettingsError("setting embedder_precision: expected auto, float32, bfloat16 or int8, got "
+                                f"{self.embedder_precision!r}")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; values are coerced like environment values."""

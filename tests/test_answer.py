@@ -11,6 +11,7 @@ from rag.answer import (
     stream_answer,
 )
 from rag.citations import normalise_markers
+from rag.retrieval import calibration
 from tests.conftest import PLANTED, PLANTED_FACTS, assert_not_obeyed, hostile_corpus, make_settings, write
 
 pytestmark = pytest.mark.slow
@@ -83,7 +84,7 @@ def test_a_reply_must_add_to_the_question(question, reply, expected):
 def test_an_off_topic_question_is_refused_without_calling_the_generator(seed_settings):
     result = answer("Which team won the 1998 NBA championship?", settings=seed_settings)
     assert result.refused and result.refusal_reason == "low-relevance" and result.timings["generation_s"] == 0
-    assert max(p.relevance for p in result.passages) < seed_settings.min_relevance
+    assert max(p.relevance for p in result.passages) < calibration(seed_settings).min_relevance
 
 
 def test_follow_up_question_uses_history(seed_settings):

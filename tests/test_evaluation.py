@@ -32,7 +32,7 @@ from rag.evaluation import (
     write_outputs,
     write_rgb_corpus,
 )
-from rag.retrieval import Passage
+from rag.retrieval import Passage, calibration
 from rag.settings import Settings
 from tests.conftest import REPO, TEST_GENERATOR, write
 
@@ -180,6 +180,21 @@ def test_eval_command_selects_a_split(seed_env, tmp_path):
     assert table["hybrid"]["answerable"] == 28  # the test split's answerable questions
 
 
+def test_eval_selects_queries_by_position(seed_env, tmp_path):
+    from rag.evaluation import EvaluationError, load_questions, select_positions
+
+    questions = load_questions(QUESTIONS)
+    assert [q.id for q in select_positions(questions, "3, 10-12")] == [questions[n].id for n in (3, 10, 11, 12)]
+    for wrong, message in (("50-", "expected positions"), ("9-3", "runs backwards"), ("0-999", "past the last")):
+        with pytest.raises(EvaluationError, match=message):
+            select_positions(questions, wrong)
+    out = tmp_path / "out"
+    assert main(["eval", "--retrieval-only", "--questions", str(QUESTIONS), "--queries", "0-9", "--out", str(out)]) == 0
+    table = json.loads((out / "retrieval.json").read_text())
+    assert table["hybrid"]["answerable"] == sum(not q.unanswerable for q in questions[:10])
+    assert main(["eval", "--questions", str(QUESTIONS), "--queries", "x"]) == 2  # a clear error, exit code 2
+
+
 # ---------------------------------------------------------------- aggregation and outputs (no model)
 
 
@@ -306,7 +321,7 @@ def test_retrieval_only_command(seed_env, tmp_path, capsys):
 def test_min_relevance_separates_off_topic_from_answerable_questions(seed_settings):
     ranges = relevance_ranges(load_questions(QUESTIONS), seed_settings)
     assert set(ranges) == {"answerable", "unanswerable", "off-topic"}
-    assert ranges["off-topic"]["max"] < seed_settings.min_relevance <= ranges["answerable"]["min"]
+    assert ranges["off-topic"]["max"] < calibration(seed_settings).min_relevance <= ranges["answerable"]["min"]
 
 
 @pytest.mark.slow

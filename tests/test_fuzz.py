@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rag.answer import QuestionError, answer, clean_question, history_turns
-from rag.retrieval import get_retriever
+from rag.retrieval import calibration, get_retriever
 from tests.conftest import REPO
 
 FRAGMENTS = ["'; DROP TABLE articles; --", "<script>alert(1)</script>", "<img src=x onerror=alert(1)>",
@@ -58,7 +58,7 @@ def ends_cleanly(question: str, settings_) -> str:  # noqa: ANN001
         return "error"
     passages = get_retriever(settings_).run(cleaned, settings_.top_k)
     best = max((p.relevance for p in passages), default=0.0)
-    return "refused" if best < settings_.min_relevance else "generator"
+    return "refused" if best < calibration(settings_).min_relevance else "generator"
 
 
 @pytest.mark.slow

