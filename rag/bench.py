@@ -281,7 +281,7 @@ def index_rows(settings: Settings, copies: int, repetitions: int) -> list[Row]:
 def _link_models(settings: Settings, fresh: Settings) -> None:
     """Let a settings copy with an empty cache use the already assembled model files (no re-assembly)."""
     fresh.models_dir.mkdir(parents=True, exist_ok=True)
-    for path in settings.models_dir.glob("*.gguf*"):
+    for path in settings.models_dir.iterdir():
         (fresh.models_dir / path.name).symlink_to(path)
 
 

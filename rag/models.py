@@ -221,7 +221,7 @@ GENERATORS: dict[str, PackagedGGUF] = {
     ),
 }
 
-EMBEDDERS: dict[str, PackagedFolder | PackagedSplitZip | PackagedVersions] = {
+EMBEDDERS: dict[str, PackagedFolder | PackagedSplitZip | PackagedVersions | PackagedZipEntry] = {
     "minilm": PackagedFolder(
         name="minilm",
         description="all-MiniLM-L6-v2, 384-d (MIT)",
@@ -249,9 +249,8 @@ EMBEDDERS: dict[str, PackagedFolder | PackagedSplitZip | PackagedVersions] = {
         model_folder="model_download",
         licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
     ),
+    "nomic": NOMIC,  # a GGUF run by llama.cpp (LlamaEmbedder), not sentence-transformers
 }
-
-EMBEDDERS["nomic"] = NOMIC  # type: ignore[assignment] - run by llama.cpp (LlamaEmbedder), not sentence-transformers
 
 
 # ---------------------------------------------------------------- locating packaged files
@@ -973,10 +972,22 @@ def _cached(key: tuple, factory: Callable[[], object]) -> object:
 
 
 def get_embedder(settings: Settings) -> Embedder | LlamaEmbedder:
-    key = ("embedder", settings.embedder, embedder_precision(settings), settings.device, settings.cache_dir)
+    """The embedder of these settings, loaded once per process for each model file it reads (caches that link the
+    same assembled model share one copy: EmbeddingGemma holds 0.6 GB)."""
+    key = ("embedder", settings.embedder, embedder_precision(settings), settings.device, _embedder_home(settings))
     if isinstance(EMBEDDERS.get(settings.embedder), PackagedZipEntry):  # a GGUF: llama.cpp, not sentence-transformers
         return _cached(key, lambda: LlamaEmbedder(settings.embedder, settings))  # type: ignore[return-value]
     return _cached(key, lambda: Embedder(settings.embedder, settings))  # type: ignore[return-value]
+
+
+def _embedder_home(settings: Settings) -> str:
+    """Where the embedder's files are assembled for these settings (links resolved); package folders need none."""
+    spec = EMBEDDERS.get(settings.embedder)
+    if isinstance(spec, PackagedVersions | PackagedSplitZip):
+        return str((settings.models_dir / spec.name).resolve())
+    if isinstance(spec, PackagedZipEntry):
+        return str((settings.models_dir / spec.filename).resolve())
+    return ""
 
 
 def prepare(settings: Settings, models: Iterable[str] | None = None, progress: bool = True) -> dict[str, str]:

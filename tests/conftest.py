@@ -17,14 +17,21 @@ SEED_CORPUS = REPO / "corpus"
 SEED_ARTICLE = SEED_CORPUS / "south-korea-ai-investment.txt"
 # The generator the answer tests run on; CI uses the default unless RAG_TEST_GENERATOR says otherwise.
 TEST_GENERATOR = os.environ.get("RAG_TEST_GENERATOR", "")
+# The embedder most tests index with, in this process and in the processes they start (through RAG_EMBEDDER):
+# minilm, the small option, keeps the suite within its time on 2 cores (EmbeddingGemma encodes about 5x slower and
+# loads 0.6 GB into every process). The default embedder's own tests name it (DEFAULT_EMBEDDER), and the quality
+# gate runs the default configuration. RAG_TEST_EMBEDDER=embeddinggemma runs everything on the default.
+DEFAULT_EMBEDDER = Settings().embedder
+TEST_EMBEDDER = os.environ.get("RAG_TEST_EMBEDDER", "minilm")
 
 
 @pytest.fixture(autouse=True)
 def _no_user_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests start from the defaults: a developer's rag.toml or RAG_* variables must not leak in."""
     for key in list(os.environ):
-        if key.startswith("RAG_") and key != "RAG_TEST_GENERATOR":
+        if key.startswith("RAG_") and not key.startswith("RAG_TEST_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("RAG_EMBEDDER", TEST_EMBEDDER)
     monkeypatch.chdir(REPO)
 
 
@@ -32,6 +39,7 @@ def make_settings(tmp: Path, **changes) -> Settings:
     base = load_settings(config_file=None, index_dir=tmp / "index", corpus_dir=tmp / "corpus")
     if TEST_GENERATOR:
         changes.setdefault("generator", TEST_GENERATOR)
+    changes.setdefault("embedder", TEST_EMBEDDER)
     return base.replace(**changes)
 
 
@@ -76,8 +84,9 @@ def write(path: Path, text: str) -> Path:
 
 
 def cache_with_models(folder: Path) -> Path:
-    """An empty cache folder (`folder`/cache) whose models/ links to the already assembled, verified model files."""
-    from rag.models import GENERATORS, ensure_gguf
+    """An empty cache folder (`folder`/cache) whose models/ links to the already assembled, verified model files
+    (the generators and the default embedder)."""
+    from rag.models import GENERATORS, embedder_location, ensure_gguf
 
     cache = folder / "cache"
     (cache / "models").mkdir(parents=True, exist_ok=True)
@@ -86,6 +95,7 @@ def cache_with_models(folder: Path) -> Path:
         gguf = ensure_gguf(spec, settings, progress=False)
         for path in (gguf, gguf.with_name(gguf.name + ".verified.json")):
             (cache / "models" / path.name).symlink_to(path)
+    (cache / "models" / settings.embedder).symlink_to(embedder_location(settings.embedder, settings))
     return cache
 
 

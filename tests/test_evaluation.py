@@ -34,7 +34,7 @@ from rag.evaluation import (
 )
 from rag.retrieval import Passage, calibration
 from rag.settings import Settings
-from tests.conftest import REPO, TEST_GENERATOR, write
+from tests.conftest import DEFAULT_EMBEDDER, REPO, SEED_CORPUS, TEST_GENERATOR, make_settings, write
 
 # Quality gate: the whole project question set (corpus/eval/questions.jsonl, 140 questions) over the seed corpus with
 # the default generator (qwen2.5-coder-1.5b, k=4, minilm, whole article from its kept state, verifier on). The floors
@@ -355,7 +355,12 @@ def test_rgb_smoke(seed_env, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # 140 questions: about 3 minutes on an idle machine, far more on a shared one
-def test_quality_gate(seed_settings, tmp_path):
+def test_quality_gate(tmp_path):
+    """The default configuration (the default embedder included) over a copy of the seed article."""
+    import shutil
+
+    shutil.copytree(SEED_CORPUS, tmp_path / "corpus", ignore=shutil.ignore_patterns("eval"))
+    seed_settings = make_settings(tmp_path, embedder=DEFAULT_EMBEDDER)
     evaluator = QAEvaluator(load_questions(QUESTIONS), seed_settings)
     everything = evaluator(tmp_path / "gate")
     metrics = compute_metrics([r for r in evaluator.results if r.question.split == "test"], seed_settings)

@@ -113,6 +113,33 @@ def test_a_kept_prefix_leaves_only_the_new_tokens_to_process(fresh_llama):
     assert usage.evaluated_tokens < 0.25 * usage.prompt_tokens
 
 
+OTHER_DOCUMENT = ("Passages:\n\n[1] (Harbour news)\nThe Busan ferry carried 910 passengers on Monday. "
+                  "Its captain is Park Min-ho.\n\n")
+
+
+def ask_afresh(generator, question: str, document: str) -> tuple[str, Usage]:
+    """Retrieved passages as `rag.answer` reads them: a prefix kept in memory only, not saved."""
+    varying = f"Question: {question}\nAnswer in a few words."
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": document + varying}]
+    return complete(generator, messages, 16, prefix=Prefix(varying, persist=False))
+
+
+@pytest.mark.slow
+def test_new_passages_after_another_prompt_process_only_what_differs(fresh_llama):
+    """Passages never read before still share the instructions with the prompt in the context: only the tokens
+    after the shared opening are processed, and the greedy answer is the one of a prompt processed whole."""
+    generator = fresh_llama()
+    ask_afresh(generator, "How many croissants were sold on Sunday?", DOCUMENT)
+    answer, usage = ask_afresh(generator, "Who is the captain?", OTHER_DOCUMENT)
+    assert usage.state == "computed" and "Park" in answer
+    shared = generator.count_tokens(generator.render([{"role": "system", "content": SYSTEM},
+                                                      {"role": "user", "content": "Passages:"}]))
+    assert usage.evaluated_tokens <= usage.prompt_tokens - shared + 8  # the opening was not processed again
+    generator._llm.reset()  # nothing kept: the whole prompt is processed
+    whole, whole_usage = ask_afresh(generator, "Who is the captain?", OTHER_DOCUMENT)
+    assert whole_usage.evaluated_tokens == whole_usage.prompt_tokens and whole == answer
+
+
 @pytest.mark.slow
 def test_a_saved_state_is_restored_in_a_new_process_and_answers_the_same(fresh_llama, tmp_path):
     computed, usage = ask(fresh_llama(), "Where will the second shop open?")

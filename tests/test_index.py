@@ -15,7 +15,7 @@ from rag.index import (
     load_index,
     open_index,
 )
-from tests.conftest import SEED_ARTICLE, write
+from tests.conftest import DEFAULT_EMBEDDER, SEED_ARTICLE, make_settings, write
 
 ARTICLE_A = "Chip exports\nSouth Korea's chip exports rose 66.7% in February. Demand for AI drove the rise.\n"
 ARTICLE_B = "Budget plan\nThe government will invest 909 billion won in everyday AI. The plan began in June.\n"
@@ -34,8 +34,8 @@ def test_build_writes_real_faiss_files_and_manifest(tmp_settings):
     assert (report.documents, report.added, report.rebuilt) == (2, ["a.txt", "b.txt"], True)
     build = current_build(tmp_settings.index_dir)
     manifest = json.loads((build / "manifest.json").read_text())
-    assert manifest["fingerprint"]["embedder"] == "embeddinggemma" and manifest["dim"] == 768
-    assert manifest["fingerprint"]["embedder_precision"] == "bfloat16"
+    assert manifest["fingerprint"]["embedder"] == "minilm" and manifest["dim"] == 384
+    assert "embedder_precision" not in manifest["fingerprint"]  # float32: indexes of earlier releases stay valid
     assert set(manifest["documents"]) == {"a.txt", "b.txt"}
     index = faiss.read_index(str(build / "index.faiss"))
     assert index.ntotal == report.chunks == len((build / "chunks.jsonl").read_text().splitlines())
@@ -79,7 +79,7 @@ def test_changed_settings_trigger_full_rebuild(tmp_settings):
     corpus = corpus_with(tmp_settings, a=ARTICLE_A)
     build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)
     other = tmp_settings.replace(chunk_tokens=64, auto_index=False)
-    with pytest.raises(StaleIndex, match="chunk_tokens: index 240 vs settings 64"):
+    with pytest.raises(StaleIndex, match="chunk_tokens: index 160 vs settings 64"):
         check_index(tmp_settings.index_dir, other, load_corpus([corpus], other)[0])
     report = build_index([corpus], tmp_settings.index_dir, other, progress=False)
     assert report.rebuilt and report.embedded_chunks > 0
@@ -321,3 +321,15 @@ def test_an_index_built_by_another_embedder_is_not_used(tmp_settings):
 
 
 # ---------------------------------------------------------------- hostile uploads, listing and deleting articles
+
+
+def test_the_default_embedder_indexes_with_its_own_precision_and_chunk_sizes(tmp_path):
+    settings = make_settings(tmp_path, embedder=DEFAULT_EMBEDDER)
+    write(settings.corpus_dir / "seed.txt", SEED_ARTICLE.read_text(encoding="utf-8"))
+    build_index([settings.corpus_dir], settings.index_dir, settings, progress=False)
+    index = load_index(settings.index_dir)
+    fingerprint = index.manifest["fingerprint"]
+    assert (fingerprint["embedder"], index.manifest["dim"]) == ("embeddinggemma", 768)
+    assert fingerprint["embedder_precision"] == "bfloat16"
+    assert (fingerprint["chunk_tokens"], fingerprint["chunk_overlap_tokens"]) == (240, 48)
+    assert np.allclose(np.linalg.norm(index.vectors, axis=1), 1.0, atol=1e-4)  # renormalised in float32

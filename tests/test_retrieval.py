@@ -2,7 +2,7 @@ import pytest
 
 from rag.index import build_index, load_index
 from rag.retrieval import Retriever, reciprocal_rank_fusion, retrieve
-from tests.conftest import write
+from tests.conftest import DEFAULT_EMBEDDER, write
 
 # Look-alike articles: the same topic and wording, different figures and names. Dense vectors barely
 # tell them apart; the exact number or name is what identifies the right one.
@@ -31,7 +31,7 @@ def lookalike_index(tmp, **changes):
 
 @pytest.fixture(scope="module")
 def lookalikes(tmp_path_factory):
-    return lookalike_index(tmp_path_factory.mktemp("lookalike"))
+    return lookalike_index(tmp_path_factory.mktemp("lookalike"), embedder=DEFAULT_EMBEDDER)
 
 
 def top_doc(settings, index, question, **changes):

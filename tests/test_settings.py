@@ -5,6 +5,11 @@ import pytest
 from rag.settings import Settings, SettingsError, load_settings
 
 
+@pytest.fixture(autouse=True)
+def _the_real_defaults(monkeypatch):
+    monkeypatch.delenv("RAG_EMBEDDER", raising=False)  # conftest points the suite at minilm: not here
+
+
 def test_defaults_are_used_without_file_or_environment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     settings = load_settings()
