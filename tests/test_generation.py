@@ -135,8 +135,7 @@ def test_new_passages_after_another_prompt_process_only_what_differs(fresh_llama
     shared = generator.count_tokens(generator.render([{"role": "system", "content": SYSTEM},
                                                       {"role": "user", "content": "Passages:"}]))
     assert usage.evaluated_tokens <= usage.prompt_tokens - shared + 8  # the opening was not processed again
-    generator._llm.reset()  # nothing kept: the whole prompt is processed
-    whole, whole_usage = ask_afresh(generator, "Who is the captain?", OTHER_DOCUMENT)
+    whole, whole_usage = ask_afresh(fresh_llama(), "Who is the captain?", OTHER_DOCUMENT)  # nothing kept
     assert whole_usage.evaluated_tokens == whole_usage.prompt_tokens and whole == answer
 
 

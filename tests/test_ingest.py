@@ -6,12 +6,12 @@ from rag.ingest import IngestError, chunk_document, read_document
 from rag.models import get_embedder
 from rag.settings import Settings
 from rag.text import normalize_text
-from tests.conftest import SEED_ARTICLE, write
+from tests.conftest import SEED_ARTICLE, TEST_EMBEDDER, write
 
 
 @pytest.fixture(scope="module")
 def count_tokens():
-    return get_embedder(Settings()).count_tokens
+    return get_embedder(Settings(embedder=TEST_EMBEDDER)).count_tokens
 
 
 
