@@ -113,9 +113,8 @@ def multi_document_rows(settings: Settings, quick: bool) -> list[Row]:
         kept.append(reply.timings["total_s"])
         kept_ttft.append(reply.timings.get("ttft_s") or 0.0)
         documents.append(len({p.doc_id for p in reply.passages}))
-        generator.warm_up()
         if isinstance(generator, LlamaCppGenerator):
-            generator._llm.reset()  # nothing kept
+            generator.forget_kept()  # nothing kept, in the context or in RAM
         before = answer(str(row["query"]), settings=settings, corpus=corpus)
         afresh.append(before.timings["total_s"])
         afresh_ttft.append(before.timings.get("ttft_s") or 0.0)
@@ -455,6 +454,18 @@ def run(settings: Settings, quick: bool) -> list[Row]:
     return rows
 
 
+def replace_rows(path: Path, rows: list[Row]) -> None:
+    """Put `rows` into a results file in place of the rows of the same name (each row is side by side in itself)."""
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"rows": []}
+    fresh = {row.name: row.to_json() for row in rows}
+    kept = [fresh.pop(row["name"], row) for row in data["rows"]]
+    data["rows"] = kept + list(fresh.values())
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+    print(f"\nrows replaced in {path}")
+
+
 def print_table(rows: list[Row]) -> None:
     print("| measure | value | baseline | ratio | target | meets |")
     print("|---|---|---|---|---|---|")
@@ -476,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
                         "server at URL (key from openai_api_key_env); results to bench/server.json")
     parser.add_argument("--embedders", metavar="NAMES", help="only the embedder table (comma-separated registry "
                         "names, e.g. minilm,embeddinggemma): retrieval, speed and memory; to bench/embedders.json")
+    parser.add_argument("--multi-document", action="store_true", help="only the multi-document rows, replacing "
+                        "those rows of the results file")
     parser.add_argument("--parts", metavar="QUESTION", help=argparse.SUPPRESS)  # cold_start_parts in a new process
     parser.add_argument("--embedder-report", metavar="NAME", help=argparse.SUPPRESS)  # embedder_report, new process
     args = parser.parse_args(argv)
@@ -484,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.embedder_report:
         print(json.dumps(embedder_report(args.embedder_report)))
+        return 0
+    if args.multi_document:
+        rows = multi_document_rows(load_settings(), args.quick)
+        print_table(rows)
+        replace_rows(args.out, rows)
         return 0
     if args.embedders:
         embedders_table(args.embedders.split(","), args.out if args.out != RESULTS else EMBEDDERS_RESULTS)

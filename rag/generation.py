@@ -264,6 +264,14 @@ class LlamaCppGenerator:
                 self._llm = llm
                 _loaded_llamas.add(self)
 
+    def forget_kept(self) -> None:
+        """Empty the context and the states kept in RAM (saved files stay): the next prompt is processed whole
+        unless a saved state covers its prefix. For measuring what a prompt costs read afresh."""
+        with self._lock:
+            if self._llm is not None:
+                self._llm.reset()
+            self._states.forget()
+
     def close(self) -> None:
         """Free the model and its context now (loading again on the next use)."""
         with self._lock:

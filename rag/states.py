@@ -75,6 +75,10 @@ class StateStore:
         while len(self._memory) > self.in_memory:
             self._memory.popitem(last=False)
 
+    def forget(self) -> None:
+        """Drop every state kept in RAM (saved files stay)."""
+        self._memory.clear()
+
     # ------------------------------------------------------------ disk
 
     def path(self, key: str) -> Path:

@@ -324,6 +324,15 @@ def test_min_relevance_separates_off_topic_from_answerable_questions(seed_settin
     assert ranges["off-topic"]["max"] < calibration(seed_settings).min_relevance <= ranges["answerable"]["min"]
 
 
+def test_the_default_embedders_floor_separates_them_too(tmp_path):
+    import shutil
+
+    shutil.copytree(SEED_CORPUS, tmp_path / "corpus", ignore=shutil.ignore_patterns("eval"))
+    settings = make_settings(tmp_path, embedder=DEFAULT_EMBEDDER)
+    ranges = relevance_ranges(load_questions(QUESTIONS), settings)
+    assert ranges["off-topic"]["max"] < calibration(settings).min_relevance <= ranges["answerable"]["min"]
+
+
 @pytest.mark.slow
 def test_eval_command_writes_all_outputs(seed_env, tmp_path, capsys):
     questions = [
