@@ -15,7 +15,7 @@ CPU_ID := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut 
 WHEELS := $(HOME)/.cache/rag-news/wheels/llama-$(LLAMA_VERSION)-native-noamx-$(CPU_ID)
 PYTEST_ARGS ?=
 
-.PHONY: install prepare index chat test bench bench-scale eval lint clean
+.PHONY: install prepare index chat serve test bench bench-scale eval lint clean
 
 install:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ index: prepare
 
 chat: index
 	$(BIN)/rag chat
+
+serve: index  # the OpenAI-compatible API alone (README, "The HTTP API")
+	$(BIN)/rag serve
 
 test: index
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

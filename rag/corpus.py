@@ -12,15 +12,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from rag.errors import BadInput, NotFound, TooLarge
 from rag.index import IndexReport, StaleIndex, build_index, current_build, current_manifest, index_folder
 from rag.ingest import MB, IngestError, find_articles, read_document, safe_article_name, shown_name
 from rag.models import sha256_file
 from rag.settings import Settings
 
 
-class ArticleError(ValueError):
+class ArticleError(BadInput, ValueError):
     """A request to delete articles names none that the index holds, or would empty the corpus; nothing changed."""
 
+
+class UnknownArticle(ArticleError, NotFound):
+    """The article named is not in the index (or not a path inside the corpus); nothing changed."""
+
+    kind = NotFound.kind
+
+
+class UploadTooLarge(IngestError, TooLarge):
+    """An upload is larger than `max_upload_mb` (or `max_file_mb`); it was not read."""
+
+    kind = TooLarge.kind
 
 
 UPLOAD_PREFIX = ".upload-"  # an upload being checked in the corpus folder (hidden: ingestion never sees it)
@@ -84,8 +96,7 @@ def _place_upload(source: Path, name: str, corpus: Path, settings: Settings, not
     """Check one upload and move it into the corpus under a safe, free name; None for a duplicate."""
     shown = shown_name(name)
     dest_name = safe_article_name(name)
-    limit_mb = min(settings.max_upload_mb, settings.max_file_mb)
-    setting = "max_upload_mb" if settings.max_upload_mb <= settings.max_file_mb else "max_file_mb"
+    limit_mb = upload_limit_mb(settings)
     try:
         info = source.stat()
     except OSError as exc:
@@ -93,15 +104,11 @@ def _place_upload(source: Path, name: str, corpus: Path, settings: Settings, not
     if not stat.S_ISREG(info.st_mode):
         raise IngestError(f"{shown}: not a regular file")
 
-    def too_big(size: int) -> IngestError:
-        return IngestError(f"{shown}: {size / MB:.1f} MB is larger than the {limit_mb:g} MB limit (setting {setting})")
-
-    if info.st_size > limit_mb * MB:
-        raise too_big(info.st_size)
+    check_upload_size(name, info.st_size, settings)
     temp = corpus / f"{UPLOAD_PREFIX}{uuid.uuid4().hex}{Path(dest_name).suffix}"
     try:
         if _copy_bounded(source, temp, int(limit_mb * MB)) > limit_mb * MB:  # it grew after the check
-            raise too_big(temp.stat().st_size)
+            check_upload_size(name, temp.stat().st_size, settings)
         sha256 = read_document(temp, dest_name, limit_mb).sha256
         same = _same_bytes(corpus, sha256, temp.stat().st_size)
         if same:
@@ -118,6 +125,20 @@ def _place_upload(source: Path, name: str, corpus: Path, settings: Settings, not
     if dest.name != name:
         notes.renamed.append(f"{shown} saved as {dest.name}")
     return dest
+
+
+def upload_limit_mb(settings: Settings) -> float:
+    """The largest upload accepted, in MB: the smaller of `max_upload_mb` and `max_file_mb`."""
+    return min(settings.max_upload_mb, settings.max_file_mb)
+
+
+def check_upload_size(name: str, size: int, settings: Settings) -> None:
+    """UploadTooLarge when an upload of `size` bytes is over the limit (checked before a byte is read)."""
+    limit_mb = upload_limit_mb(settings)
+    if size > limit_mb * MB:
+        setting = "max_upload_mb" if settings.max_upload_mb <= settings.max_file_mb else "max_file_mb"
+        raise UploadTooLarge(f"{shown_name(name)}: {size / MB:.1f} MB is larger than the {limit_mb:g} MB limit "
+                             f"(setting {setting})")
 
 
 def _copy_bounded(source: Path, target: Path, limit: int) -> int:
@@ -208,9 +229,9 @@ def _checked_ids(doc_ids: Iterable[str], held: dict[str, dict], corpus: Path) ->
         path = PurePosixPath(str(doc_id))
         if (not isinstance(doc_id, str) or path.is_absolute() or ".." in path.parts or "\\" in doc_id
                 or "\x00" in doc_id or not (corpus / doc_id).parent.resolve().is_relative_to(corpus.resolve())):
-            raise ArticleError(f"{shown}: not an article's path inside the corpus folder; nothing was deleted")
+            raise UnknownArticle(f"{shown}: not an article's path inside the corpus folder; nothing was deleted")
         if doc_id not in held:
-            raise ArticleError(f"{shown}: no such article in the index; nothing was deleted")
+            raise UnknownArticle(f"{shown}: no such article in the index; nothing was deleted")
     if set(held) <= set(wanted):
         raise ArticleError("an empty corpus cannot be indexed: add another article before deleting the last one; "
                            "nothing was deleted")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.errors import BadInput, Unavailable
 from rag.ingest import Chunk, Document, IngestError, chunk_document, chunking, find_articles, read_document
 from rag.models import embedder_precision, get_embedder
 from rag.settings import Settings
@@ -28,11 +29,11 @@ EMBED_GROUP_BATCHES = 8  # documents are embedded in groups of about this many b
 INDEX_TYPES = ("auto", "flat", "hnsw")
 
 
-class IndexBuildError(RuntimeError):
+class IndexBuildError(BadInput, RuntimeError):
     """Nothing usable to index (no articles, every file rejected); the previous index is untouched."""
 
 
-class StaleIndex(RuntimeError):
+class StaleIndex(Unavailable, RuntimeError):
     """The index on disk does not match the settings or the articles; the message says how to fix it."""
 
 

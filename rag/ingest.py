@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rag.errors import BadInput
 from rag.settings import Settings
 from rag.text import normalize_text
 
@@ -26,7 +27,7 @@ NAME_MAX_BYTES = 120
 WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{n}" for n in range(10)), *(f"LPT{n}" for n in range(10))}
 
 
-class IngestError(ValueError):
+class IngestError(BadInput, ValueError):
     """A file cannot be used as an article; the message names the file and the reason."""
 
 

@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from rag.errors import Failure
 from rag.settings import Settings
 
 HASH_CHUNK = 4 << 20
 PARTIAL_MAX_AGE_S = 3600.0  # a partial file unchanged this long is abandoned, whatever its pid
 
 
-class ModelError(RuntimeError):
+class ModelError(Failure, RuntimeError):
     """A model cannot be found, verified or loaded; the message says what to do."""
 
 

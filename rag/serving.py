@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from rag.errors import Unavailable
 from rag.generation import (
     END_OF_TURN,
     SERVER_PREFIX,
@@ -36,8 +37,10 @@ CHARS_PER_TOKEN = 3.0  # no standard endpoint counts tokens: a conservative esti
 TOP_LOGPROBS = 20
 
 
-class ServerError(ModelError):
+class ServerError(ModelError, Unavailable):
     """The generator server could not be used (down, timed out, refused the key, busy, or broke off a reply)."""
+
+    kind = Unavailable.kind  # a service the answer needs is down: 503 through the API
 
 
 class OpenAIServerGenerator:

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rag.errors import Failure
 from rag.settings import Settings
 
 BACKENDS = ("faiss", "milvus")
@@ -34,7 +35,7 @@ MILVUS_BATCH = 2000  # rows per insert call
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 100, 512
 
 
-class VectorStoreError(RuntimeError):
+class VectorStoreError(Failure, RuntimeError):
     """The vector store cannot be written or read; the message says which and what to do."""
 
 

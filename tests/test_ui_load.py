@@ -142,6 +142,27 @@ def test_twenty_clients_at_once_each_get_their_own_answer(server, questions) -> 
     assert files_after <= files_before + 10, report
 
 
+def test_the_api_is_served_beside_the_page_on_the_same_models(server) -> None:
+    """`rag chat` serves the OpenAI-compatible API (rag/api.py) at /v1 of the page's own port, in the same process:
+    an answer through it loads no second generator (a 1.5B model would add about 1 GB)."""
+    import openai
+
+    url, process = server
+    ask(url, "Who did Zuckerberg meet in Seoul?")  # through the page first
+    rss_before = rss_mb(process.pid)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=START_TIMEOUT_S)
+    assert [m.id for m in client.models.list()] == ["rag-news"]
+    reply = client.chat.completions.create(
+        model="rag-news", messages=[{"role": "user", "content": "How much will South Korea invest in AI semiconductor "
+                                     "R&D by 2027?"}])
+    assert "1.02 trillion won" in reply.choices[0].message.content and reply.model_extra["sources"]
+    assert rss_mb(process.pid) - rss_before < 300
+    health = json.loads(urllib.request.urlopen(url + "/health", timeout=30).read())
+    assert health["models_loaded"] and health["queue"]["waiting"] == 0
+    assert urllib.request.urlopen(url + "/docs", timeout=30).status == 200
+    assert urllib.request.urlopen(url + "/config", timeout=30).status == 200  # the page is still at "/"
+
+
 def test_a_full_queue_says_busy_and_drops_no_accepted_request(ui_app_factory) -> None:
     """With room for two waiting requests, eight at once: each is answered or told to try again, never lost."""
     from gradio_client import Client

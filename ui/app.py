@@ -1,7 +1,8 @@
 """The chat page: a thin Gradio shell over `rag` (layout, rendering of sources and event wiring only).
 
-`build_app` makes the page, `serve` runs it (`rag chat`). The page makes no request outside the server: the
-theme uses system fonts, there is no share link and analytics are off (set by `import rag`).
+`build_app` makes the page, `serve` runs it (`rag chat`) with the OpenAI-compatible API (rag/api.py) beside it in
+the same process, sharing the loaded models. The page makes no request outside the server: the theme uses system
+fonts, there is no share link and analytics are off (set by `import rag`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from typing import Any
 import gradio as gr
 
 from rag.answer import Answer, QuestionError, Retrieval, describe, stream_answer, warm_up
-from rag.corpus import ArticleError, add_articles, list_articles, remove_articles
-from rag.index import IndexBuildError, StaleIndex
-from rag.ingest import IngestError
-from rag.models import GENERATORS, ModelError
+from rag.corpus import add_articles, list_articles, remove_articles
+from rag.errors import EXPECTED
+from rag.models import GENERATORS
 from rag.settings import Settings, SettingsError
 from ui import render
 
@@ -36,8 +36,9 @@ WARNING = "⚠️"
 SEARCHING = "_Searching the articles…_"
 READING = "_Reading {n} passage(s)…_"
 UNEXPECTED = "Something went wrong on the server (the details are in its log)."
-# Errors a question or an upload can meet that are the user's or the setup's to fix: shown, never a traceback.
-EXPECTED_ERRORS = (ModelError, StaleIndex, IndexBuildError, IngestError, ArticleError, SettingsError, OSError)
+# Errors a question or an upload can meet that are the user's or the setup's to fix (the library's error family
+# and the system's, rag.errors): shown, never a traceback.
+EXPECTED_ERRORS = EXPECTED
 
 SANS = ["ui-sans-serif", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "Noto Sans", "Liberation Sans",
         "DejaVu Sans", "sans-serif"]
@@ -91,27 +92,40 @@ class ChatApp(gr.Blocks):
 
     rag_settings: Settings
 
-    def launch(self, *args: Any, **kwargs: Any):  # noqa: ANN201 - gradio's (app, local_url, share_url)
+    def page_options(self) -> dict[str, Any]:
+        """The options `launch` and `mount` share: offline theme, no monitoring, MCP or PWA, the login, the queue."""
         settings = self.rag_settings
-        kwargs.setdefault("theme", offline_theme())
-        kwargs.setdefault("css", CSS)
-        kwargs.setdefault("share", False)
-        kwargs.setdefault("server_name", settings.host)
-        kwargs.setdefault("footer_links", ["api", "settings"])
-        kwargs.setdefault("enable_monitoring", False)
-        kwargs.setdefault("mcp_server", False)
-        kwargs.setdefault("pwa", False)
-        # Gradio's own cap only stops absurd uploads; the library checks `max_upload_mb` with a clear reason.
-        kwargs.setdefault("max_file_size", f"{max(1, int(settings.max_upload_mb * 4))}mb")
-        if "auth" not in kwargs and settings.auth:
-            kwargs["auth"] = parse_auth(settings.auth)
+        options: dict[str, Any] = {"theme": offline_theme(), "css": CSS, "footer_links": ["api", "settings"],
+                                   "enable_monitoring": False, "mcp_server": False, "pwa": False,
+                                   # Gradio's own cap only stops absurd uploads; the library checks
+                                   # `max_upload_mb` with a clear reason.
+                                   "max_file_size": f"{max(1, int(settings.max_upload_mb * 4))}mb"}
+        if settings.auth:
+            options["auth"] = parse_auth(settings.auth)
         # One request uses the models at a time (the events share concurrency_id "models"); at most `max_queue`
         # wait, and beyond that Gradio answers "This application is currently busy. Please try again."
         self.queue(max_size=settings.max_queue, default_concurrency_limit=1)
+        return options
+
+    def launch(self, *args: Any, **kwargs: Any):  # noqa: ANN201 - gradio's (app, local_url, share_url)
+        settings = self.rag_settings
+        for name, value in self.page_options().items():
+            kwargs.setdefault(name, value)
+        kwargs.setdefault("share", False)
+        kwargs.setdefault("server_name", settings.host)
         warning = settings.check_exposure(kwargs["server_name"], kwargs.get("auth"))
         if warning:
             print(warning, file=sys.stderr, flush=True)
         return super().launch(*args, **kwargs)
+
+    def mount(self, app: Any, host: str, port: int) -> Any:
+        """The page at "/" of a FastAPI app (the API's, in `rag chat`), with the same options as `launch`."""
+        options = self.page_options()
+        warning = self.rag_settings.check_exposure(host, options.get("auth"))
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
+        return gr.mount_gradio_app(app, self, path="/", server_name=host, server_port=port, ssr_mode=False,
+                                   show_error=False, **options)
 
 
 def parse_auth(value: str) -> tuple[str, str]:
@@ -357,12 +371,26 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
 
 
 def serve(settings: Settings, corpus: Path | None = None) -> None:
-    """Load the models and the index, then serve the chat page until interrupted (blocks)."""
+    """Load the models and the index, then serve the chat page, and the API beside it under /v1 (docs at /docs),
+    until interrupted (blocks). The API is left out on a non-loopback host without API keys (or --no-auth): the
+    page's login does not cover it."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from rag.api import create_app
+
     where = corpus or settings.corpus_dir
     print(f"loading {settings.generator} and {settings.embedder}, indexing {where} …", flush=True)
     warm_up(settings, corpus)
-    app = build_app(settings, corpus)
-    app.launch(server_name=settings.host, server_port=settings.port)
+    try:
+        settings.check_api_exposure()
+        app = create_app(settings, corpus)
+        api = f"; the API at http://{settings.host}:{settings.port}/v1 (docs at /docs)"
+    except SettingsError as exc:
+        app, api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None), f"; the API is not served: {exc}"
+    build_app(settings, corpus).mount(app, settings.host, settings.port)
+    print(f"chat page on http://{settings.host}:{settings.port}{api}", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)
 
 
 __all__ = ["CSS", "EXAMPLES", "ChatApp", "build_app", "offline_theme", "serve"]
