@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
+import functools
 import re
 import time
 import unicodedata
@@ -19,12 +20,14 @@ from rag.citations import (
     is_bare_label,
     supporting_span,
 )
+from rag.decision import Decision, adds_information, decision_file, lexical_probes, load_decision, retrieval_probes
+from rag.errors import BadInput
 from rag.generation import Generator, Prefix, complete, get_generator
 from rag.models import get_embedder
 from rag.retrieval import Passage, Retriever, get_retriever
 from rag.settings import Settings, load_settings
 from rag.text import is_instruction, key_terms, normalize_text, split_sentences, strip_markers, without_instructions
-from rag.verification import JUDGE_RULE, Verdict, judge, sentence_support, threshold_for, verdict
+from rag.verification import JUDGE_RULE, Verdict, decide, judge, threshold_for
 
 # The prompt is laid out for reuse: [fixed instructions][passages or a whole document][question part]. Everything
 # before the question part is the same for every question about a document, so the generator keeps its processed
@@ -61,13 +64,11 @@ REFUSAL_PATTERNS = re.compile(
 )
 _FOLLOW_UP = re.compile(r"\b(he|she|him|his|her|hers|they|them|their|it|its|this|that|these|those|there|"
                         r"then|the same|the two|both|the latter|the former)\b", re.IGNORECASE)
-_QUANTITY_QUESTION = re.compile(
-    r"^\s*(?:by )?(?:how (?:much|many|big|large)|what (?:percentage|share|proportion|amount))\b", re.IGNORECASE)
 # Control characters, and invisible ones that can hide or reorder text (zero-width spaces, bidi overrides).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u2060\ufeff\u202a-\u202e\u2066-\u2069]")
 
 
-class QuestionError(ValueError):
+class QuestionError(BadInput, ValueError):
     """The question cannot be asked (empty, too long); nothing was sent to a model."""
 
 
@@ -292,13 +293,14 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
     usage: dict[str, Any] = {"context": "none", "calls": calls}
 
     def finish(text: str, refused: bool, reason: str, raw: str = "", checked: CheckResult | None = None) -> Answer:
+        nearest = refused and reason != "instruction"
         timings["total_s"] = time.perf_counter() - started
         return Answer(question, settings.refusal_text if refused else text, [] if refused or not checked else
                       checked.citations, refused, passages, checked.unsupported if checked else [],
                       {k: round(v, 4) for k, v in timings.items()}, models, rewritten_question=search_query,
                       refusal_reason=reason, raw_text=raw, usage=usage,
                       partial=bool(checked and checked.declined and not refused),
-                      closest=closest_sentence(search_query, passages) if refused and reason != "instruction" else None)
+                      closest=closest_sentence(search_query, passages, raw) if nearest else None)
 
     if attack:
         timings["ttft_s"] = timings["generation_s"] = 0.0
@@ -364,13 +366,28 @@ def _answer_part(part: str, whole: str, context: Context, generator: Generator, 
     reason, checked = check_reply(raw, part, context.passages, settings)
     verdict = None
     threshold = threshold_for(generator.name, settings.verify_threshold)
-    if not reason and settings.verify and threshold is not None and not checked.declined:
+    if reason != "generator" and settings.verify and threshold is not None and not (checked and checked.declined):
         t0 = time.perf_counter()
-        verdict = verify(raw, part, context, generator, settings, rule(JUDGE_RULE), threshold)
+        verdict = verify(raw, part, context, generator, settings, rule(JUDGE_RULE), threshold, checked, not reason,
+                         calls[-1])
         calls.append({"purpose": "verify", **verdict.usage.to_json()})
         timings["verify_s"] = timings.get("verify_s", 0.0) + time.perf_counter() - t0
-        reason = "" if verdict.passed else "verifier"
+        reason, checked = _decided(reason, verdict, raw, context.passages, checked, settings)
     return Outcome(raw, reason, checked, verdict, looked_twice)
+
+
+def _decided(reason: str, verdict: Verdict, raw: str, passages: list[Passage], checked: CheckResult | None,
+             settings: Settings) -> tuple[str, CheckResult | None]:
+    """The refusal reason once the verdict is in. A reply the fitted decision accepts although a name in it is
+    missing from the passages ("Beijing, China" against a passage without "China") is checked again without the
+    name rule; its figures must still be in the passage it cites."""
+    if not verdict.passed:
+        return reason or "verifier", checked
+    if reason == "unsupported":
+        checked = check_citations(raw, passages, settings.min_support, lambda s: is_refusal(s, settings.refusal_text),
+                                  name_rule=False)
+        return ("" if checked.supported_sentences else "unsupported"), checked
+    return "", checked
 
 
 def question_parts(question: str) -> list[str]:
@@ -462,23 +479,35 @@ def check_reply(raw: str, question: str, passages: list[Passage], settings: Sett
 
 
 def verify(raw: str, question: str, context: Context, generator: Generator, settings: Settings,
-           rule: str = JUDGE_RULE, threshold: float | None = None) -> Verdict:
-    """Ask the generator whether the passages state the answer (after the kept document), and score it against
+           rule: str = JUDGE_RULE, threshold: float | None = None, checked: CheckResult | None = None,
+           lexically_passed: bool = True, reply_usage: dict[str, Any] | None = None) -> Verdict:
+    """Probe a reply (the judge after the kept document, its token log-probabilities, lexical and retrieval probes)
+    and decide: by the fitted decision for this generator when there is a usable one, else by the checks and
     `threshold` (default: the generator's calibrated one)."""
     if threshold is None:
         threshold = threshold_for(generator.name, settings.verify_threshold) or 0.0
     answerable, usage = judge(generator, *build_prompt(question, context, settings, rule))
-    return verdict(answerable, sentence_support(raw, context.passages), threshold, usage)
+    features = {"judge_yes": answerable, **lexical_probes(raw, question, context.passages, checked),
+                **retrieval_probes(context.passages),  # a whole document's chunks keep their retrieval scores
+                **{k: (reply_usage or {}).get(k) for k in ("logprob_min", "logprob_mean", "logprob_key_min")}}
+    decision, note = fitted_decision(generator, settings)
+    return decide(features, usage, decision, threshold, lexically_passed, note)
 
 
-def adds_information(question: str, reply: str) -> bool:
-    """Whether a reply says more than its question: a new number or key word, and a new number when the
-    question asks for a quantity ("How much did Meta commit?" is not answered by "Meta committed to invest")."""
-    question_numbers, question_words = key_terms(question)
-    numbers, words = key_terms(strip_markers(reply))
-    if _QUANTITY_QUESTION.match(question):
-        return bool(numbers - question_numbers)
-    return bool(numbers - question_numbers or words - question_words)
+def fitted_decision(generator: Generator, settings: Settings) -> tuple[Decision | None, str]:
+    """The fitted decision for the generator (`decision_file`, default the packaged one), or None and why not."""
+    if settings.decision_file == "none":
+        return None, "decision_file is none: the checks decide"
+    path = Path(settings.decision_file) if settings.decision_file else decision_file(generator.name)
+    changed = path.stat().st_mtime_ns if path.is_file() else 0  # a file written anew is read anew
+    return _load_decision(path, changed, generator.name, getattr(generator, "model_sha256", ""), generator.engine,
+                          settings.embedder)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_decision(path: Path, changed: int, name: str, sha256: str, engine: str, embedder: str,
+                   ) -> tuple[Decision | None, str]:
+    return load_decision(path, name, sha256, engine, embedder)
 
 
 def extractive_answer(label: str, question: str, passages: list[Passage]) -> str:

@@ -26,6 +26,7 @@ from rag.evaluation import (
     DEFAULT_RGB_PATH,
     load_questions,
     load_rgb,
+    percentile,
     prepare_rgb,
     retrieval_metrics,
     rgb_snippets,
@@ -91,6 +92,22 @@ def answer_rows(settings: Settings, questions: list[str]) -> list[Row]:
         Row("answer time p50 (absolute, machine-dependent)", median(new), None, "<= 2.0", "s"),
         Row("time to first token p50 through rag.answer (absolute, machine-dependent)", median(ttft), None,
             "<= 1.0", "s"),
+    ]
+
+
+def decision_rows(settings: Settings, questions: list[str]) -> list[Row]:
+    """What verifying costs: the default (judge, probes and the fitted decision) against no verification at all,
+    interleaved on the seed article's questions, answerable and not (refusals are where extra probes run)."""
+    verified, bare = [], []
+    for question in questions:
+        verified.append(answer(question, settings=settings).timings["total_s"])
+        bare.append(answer(question, settings=settings.replace(verify=False)).timings["total_s"])
+    note = f"{len(questions)} questions of the set (answerable and not), each both ways"
+    return [
+        Row("answer time p50: probes and fitted decision ÷ no verification", median(verified), median(bare),
+            "<= 1.25", "s", note),
+        Row("answer time p95: probes and fitted decision ÷ no verification", percentile(verified, 95),
+            percentile(bare, 95), "<= 1.25", "s", note),
     ]
 
 
@@ -439,12 +456,13 @@ def embedders_table(names: list[str], out: Path) -> list[dict]:
 def run(settings: Settings, quick: bool) -> list[Row]:
     questions = [q.question for q in load_questions(settings.corpus_dir / "eval" / "questions.jsonl")
                  if not q.unanswerable]
-    sample = questions[:: 40 if quick else 4]  # every 4th answerable question: 20 of them
+    sample = questions[:: 40 if quick else 4]  # every 4th answerable question (27 of the 106)
     warm = questions[1]
     answer(warm, settings=settings)  # warm-up: models, index and the document's state
     answer(warm, settings=settings.replace(**PREVIOUS_FLOW))
     repetitions = 2 if quick else 3
     rows = answer_rows(settings, sample)
+    rows += decision_rows(settings, decision_sample(settings, quick))
     rows += multi_document_rows(settings, quick)
     rows.append(ttft_row(settings, sample[:repetitions]))  # a cold prompt costs seconds: a few suffice
     rows.append(transformers_ttft_row(sample[:repetitions]))
@@ -452,9 +470,17 @@ def run(settings: Settings, quick: bool) -> list[Row]:
     rows += retrieval_rows(settings, sample, repetitions)
     rows += index_rows(settings, 2 if quick else 20, repetitions)
     rows.append(cold_start_row(settings, warm, 1 if quick else 3))
+    from rag.bench_api import api_overhead_row  # its own module (rag/bench_api.py); it imports this one
+
+    rows.append(api_overhead_row(settings, sample[:3] if quick else sample))
     for name in (["qwen2.5-coder-0.5b"] if quick else GENERATORS):
         rows.append(rss_row(name, warm))
     return rows
+
+
+def decision_sample(settings: Settings, quick: bool) -> list[str]:
+    """Every 4th question of the set (every 40th for --quick), answerable and unanswerable alike."""
+    return [q.question for q in load_questions(settings.corpus_dir / "eval" / "questions.jsonl")][:: 40 if quick else 4]
 
 
 def replace_rows(path: Path, rows: list[Row]) -> None:
@@ -492,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
                         "names, e.g. minilm,embeddinggemma): retrieval, speed and memory; to bench/embedders.json")
     parser.add_argument("--multi-document", action="store_true", help="only the multi-document rows, replacing "
                         "those rows of the results file")
+    parser.add_argument("--decision", action="store_true", help="only the rows of what verifying costs, replacing "
+                        "those rows of the results file")
     parser.add_argument("--parts", metavar="QUESTION", help=argparse.SUPPRESS)  # cold_start_parts in a new process
     parser.add_argument("--embedder-report", metavar="NAME", help=argparse.SUPPRESS)  # embedder_report, new process
     args = parser.parse_args(argv)
@@ -501,8 +529,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.embedder_report:
         print(json.dumps(embedder_report(args.embedder_report)))
         return 0
-    if args.multi_document:
-        rows = multi_document_rows(load_settings(), args.quick)
+    if args.multi_document or args.decision:
+        settings = load_settings()
+        if args.decision:
+            answer(decision_sample(settings, True)[0], settings=settings)  # warm-up: models, index, state
+        rows = decision_rows(settings, decision_sample(settings, args.quick)) if args.decision else \
+            multi_document_rows(settings, args.quick)
         print_table(rows)
         replace_rows(args.out, rows)
         return 0

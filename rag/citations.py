@@ -57,17 +57,23 @@ class CheckResult:
     declined: list[str] = field(default_factory=list)  # sentences saying the articles do not give a part
 
 
-def closest_sentence(question: str, passages: list[Passage]) -> Citation | None:
-    """What the articles say nearest a question they do not answer: the best passage's sentence closest to it,
-    shown with a refusal so the user can rephrase (marker 0: it is a source, not an answer)."""
-    if not passages:
+def closest_sentence(question: str, passages: list[Passage], reply: str = "") -> Citation | None:
+    """What the articles say nearest a question they do not answer, shown with a refusal so the user can rephrase
+    (marker 0: it is a source, not an answer): the sentence of the passages that best supports the question and the
+    refused reply together (the one the generator drew on, if it also speaks of what was asked: it holds the answer
+    when the refusal was a mistake), the more relevant passage first on a tie."""
+    claim = strip_markers(reply)
+    scored = [(((support(question, text) + support(claim, text)) / 2 if claim else support(question, text),
+                p.relevance), p, start, end)
+              for p in passages for start, end in sentence_spans(p.text) for text in (p.text[start:end],)]
+    if not scored:
         return None
-    passage = max(passages, key=lambda p: p.relevance)
-    start, end, span, score = supporting_span(question, passage)
+    (score, _), passage, start, end = max(scored, key=lambda item: item[0])
+    span = passage.text[start:end]
     if is_instruction(span):  # never offer a planted instruction as what the articles say
         return None
-    return Citation(0, passage.chunk_id, passage.doc_id, passage.title, passage.text, start, end, span,
-                    passage.relevance, round(max(score, 0.0), 3))
+    return Citation(0, passage.chunk_id, passage.doc_id, passage.title, passage.text, passage.start + start,
+                    passage.start + end, span, passage.relevance, round(max(score, 0.0), 3))
 
 
 def support(claim: str, passage: str) -> float:
@@ -122,11 +128,14 @@ def is_filler(claim: str) -> bool:
 
 
 def check_citations(text: str, passages: list[Passage], min_support: float,
-                    declines: Callable[[str], bool] | None = None) -> CheckResult:
+                    declines: Callable[[str], bool] | None = None, name_rule: bool = True) -> CheckResult:
     """Verify each sentence against its cited passages; fix a wrong marker, add a missing one, flag the rest.
 
     A sentence for which `declines` is true ("The articles do not say how long he stayed.") is kept as it is,
-    without a marker, and listed in `declined`: it is the part of a partial answer the articles do not give."""
+    without a marker, and listed in `declined`: it is the part of a partial answer the articles do not give.
+    Without `name_rule`, a name missing from the passage lowers the support like any word instead of voiding it
+    (for replies the fitted decision accepted); a missing number always voids it."""
+    score = claim_support if name_rule else support
     result = CheckResult(text="")
     used: dict[int, Citation] = {}
     out_sentences = []
@@ -144,7 +153,7 @@ def check_citations(text: str, passages: list[Passage], min_support: float,
         if not numbers and not words:
             out_sentences.append(sentence)
             continue
-        scores = {i: claim_support(claim, normalize_text(p.text)) for i, p in enumerate(passages, start=1)}
+        scores = {i: score(claim, normalize_text(p.text)) for i, p in enumerate(passages, start=1)}
         valid = [n for n in dict.fromkeys(cited) if n in scores and scores[n] >= min_support]
         if not valid:
             best = max(scores, key=lambda i: (scores[i], -i), default=None)

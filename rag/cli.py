@@ -1,4 +1,4 @@
-"""The `rag` command line: prepare, index, ask, eval and chat, as thin shells over the library."""
+"""The `rag` command line: prepare, index, ask, eval, chat and serve, as thin shells over the library."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from collections import Counter
 from pathlib import Path
 
 import rag  # noqa: F401  - sets the offline environment before any model library is imported
-from rag.answer import Answer, QuestionError, prepare_document_states, stream_answer
+from rag.answer import Answer, prepare_document_states, stream_answer
+from rag.errors import BAD_INPUT_EXIT, EXPECTED, FAILURE_EXIT, outcome
 from rag.generation import is_server_generator
-from rag.index import IndexBuildError, StaleIndex, build_index, index_folder
-from rag.ingest import IngestError
-from rag.models import EMBEDDERS, GENERATORS, ModelError, prepare
-from rag.settings import Settings, SettingsError, load_settings
+from rag.index import build_index, index_folder
+from rag.models import EMBEDDERS, GENERATORS, prepare
+from rag.settings import Settings, load_settings
 
-BAD_INPUT = 2
-FAILURE = 1
+BAD_INPUT = BAD_INPUT_EXIT
+FAILURE = FAILURE_EXIT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,12 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, **_overrides(args))
         return args.run(args, settings)
-    except (QuestionError, SettingsError, IngestError, IndexBuildError) as exc:
+    except EXPECTED as exc:  # the library's errors and the system's, each with its exit code (rag.errors)
         print(f"error: {exc}", file=sys.stderr)
-        return BAD_INPUT
-    except (ModelError, StaleIndex, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return FAILURE
+        return outcome(exc).exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -41,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _overrides(args: argparse.Namespace) -> dict:
     mapping = {"k": "top_k", "model": "generator", "engine": "engine", "embedder": "embedder",
-               "host": "host", "port": "port", "auth": "auth", "no_auth": "no_auth"}
+               "host": "host", "port": "port", "api_port": "api_port", "auth": "auth", "no_auth": "no_auth"}
     return {setting: getattr(args, arg) for arg, setting in mapping.items() if getattr(args, arg, None) is not None}
 
 
@@ -79,12 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--queries", metavar="A-B[,C-D]", help="only the questions at these 0-based positions, e.g. 50-99 "
                    "(RGB positions 0-49 are reserved for an outside check: choose nothing on them)")
+    p.add_argument("--reject", nargs="?", const="alternate", choices=["alternate", "all"],
+                   help="with --benchmark rgb: negative rejection. The answering snippets of every second selected "
+                   "query (or of all with `all`) leave the corpus; those must be refused, the rest answered")
     p.add_argument("--retrieval-only", action="store_true",
                    help="only retrieve (no generator): hit@1/3/5 and MRR@5 for hybrid, dense-only and BM25-only")
     _answer_options(p)
     p.set_defaults(run=cmd_eval)
 
-    p = sub.add_parser("chat", help="serve the chat page")
+    p = sub.add_parser("chat", help="serve the chat page, and the API beside it at /v1")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1); any other needs --auth or --no-auth")
     p.add_argument("--auth", metavar="USER:PASSWORD", help="ask for this login (setting auth)")
     p.add_argument("--no-auth", action="store_true", default=None,
@@ -92,6 +92,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--corpus", type=Path)
     p.set_defaults(run=cmd_chat)
+
+    p = sub.add_parser(
+        "serve", help="serve the OpenAI-compatible API (chat completions with sources, articles, embeddings)",
+        description="Serve the OpenAI-compatible HTTP API on FastAPI (docs at /docs): /v1/models, "
+                    "/v1/chat/completions, /v1/retrieve, /v1/articles, /v1/embeddings and /health.",
+        epilog="API keys: put them in the environment variable RAG_API_KEYS, comma-separated (setting api_keys_env "
+               "names another variable). With keys set, every /v1 request needs \"Authorization: Bearer KEY\". "
+               "Any --host other than a loopback address needs keys, or --no-auth on purpose.")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1); any other needs RAG_API_KEYS or "
+                   "--no-auth")
+    p.add_argument("--port", dest="api_port", type=int, metavar="PORT", help="port (default 8080, setting api_port)")
+    p.add_argument("--no-auth", action="store_true", default=None,
+                   help="serve a non-local --host without keys, on purpose (prints a warning)")
+    p.add_argument("--corpus", type=Path, help="answer over this folder of articles (own index folder)")
+    p.set_defaults(run=cmd_serve)
     return parser
 
 
@@ -185,19 +200,23 @@ def _render(final: Answer) -> str:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.evaluation import EvaluationError, run_cli
+    from rag.evaluation import run_cli
 
-    try:
-        return run_cli(args, settings)
-    except EvaluationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return BAD_INPUT
+    return run_cli(args, settings)
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     from ui.app import serve
 
     settings.check_exposure()  # before minutes of model loading
+    serve(settings, corpus=args.corpus)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.api import serve
+
+    settings.check_api_exposure()  # before minutes of model loading
     serve(settings, corpus=args.corpus)
     return 0
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from rag.answer import NOT_IN_ARTICLES, Answer, answer, is_refusal
 from rag.citations import is_bare_label
+from rag.errors import BadInput
 from rag.retrieval import Passage, get_retriever
 from rag.settings import Settings
 from rag.text import split_sentences, strip_markers, words_kept
@@ -30,16 +31,17 @@ DEFAULT_QUESTIONS = Path("eval") / "questions.jsonl"  # inside the corpus folder
 DEFAULT_RGB_PATH = Path("..") / "shared" / "benchmarks" / "rgb" / "en_fact.json"
 RGB_FILE = "en_fact.json"
 RETRIEVAL_DEPTHS = (1, 3, 5)
+REJECT_MODES = ("alternate", "all")
 # The project set is split once by a rule written into the file: every third line has "split": "test".
 SPLITS = ("tune", "test")
 RATE_KEYS = ("answer_accuracy", "exact_match", "f1", "retrieval_hit_at_k", "mrr", "retrieval_hit_at_1",
              "retrieval_hit_at_3", "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate",
-             "citation_accuracy", "unsupported_rate", "partial_answer_rate")
+             "citation_accuracy", "closest_holds_gold", "unsupported_rate", "partial_answer_rate")
 _PARAGRAPH_ID = re.compile(r"^p(\d+)$", re.IGNORECASE)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(BadInput, ValueError):
     """A question set or benchmark file cannot be used; the message names the file (and line)."""
 
 
@@ -241,6 +243,14 @@ class Result:
         return words_kept(self.answer.raw_text, kept)  # a partial answer's own note on the missing part aside
 
     @property
+    def closest_gold(self) -> bool | None:
+        """For an answerable question that was refused: whether the "closest in the articles" sentence shown with
+        the refusal holds the gold answer (None otherwise)."""
+        if self.question.unanswerable or not self.refused or self.answer.refusal_reason == "instruction":
+            return None
+        return bool(self.answer.closest) and answer_found(self.answer.closest.span_text, self.question)
+
+    @property
     def cited_gold(self) -> bool | None:
         """Whether the cited passages hold a gold answer (None when nothing is cited or it was refused)."""
         if self.refused or not self.answer.citations:
@@ -261,6 +271,8 @@ class Result:
             "retrieved": [p.chunk_id for p in self.answer.passages], "relevant_rank": self.rank,
             "retrieved_at_5": [p.chunk_id for p in self.top5], "relevant_rank_at_5": self.rank_at_5,
             "partial": self.answer.partial, "verdict": self.answer.verdict,
+            "closest": self.answer.closest.span_text if self.answer.closest else None,
+            "closest_gold": self.closest_gold,
             "words_kept": self.words_kept, "latency": self.answer.timings, "usage": self.answer.usage,
         }
 
@@ -304,8 +316,10 @@ def compute_metrics(results: list[Result], settings: Settings) -> Metrics:
     answered = [r for r in results if not r.refused]
     partial = [r for r in answerable if r.question.extra.get("type") == "partial"]
     cited = [r.cited_gold for r in answerable if r.cited_gold is not None]
+    closest = [r.closest_gold for r in answerable if r.closest_gold is not None]
     latencies = [r.answer.timings.get("total_s", 0.0) for r in results]
     ttfts = [r.answer.timings["ttft_s"] for r in results if r.answer.timings.get("ttft_s")]
+    probes = [r.answer.timings.get("verify_s", 0.0) for r in results if r.answer.timings.get("ttft_s")]
     generator = next((r.answer.models.get("generator") for r in results if r.answer.models), settings.generator)
     return {
         "answer_accuracy": mean(float(r.found) for r in answerable),
@@ -317,12 +331,16 @@ def compute_metrics(results: list[Result], settings: Settings) -> Metrics:
         "refusal_accuracy": mean(float(r.refused) for r in unanswerable),
         "false_refusal_rate": mean(float(r.refused) for r in answerable),
         "citation_accuracy": mean(map(float, cited)),
+        "closest_holds_gold": mean(map(float, closest)),  # over the answerable questions refused
         "unsupported_rate": mean(float(bool(r.answer.unsupported)) for r in answered),
         "partial_answer_rate": mean(float(r.found and r.answer.partial) for r in partial) if partial else None,
         "words_altered": sum(r.words_kept is False for r in results),
         "latency_p50_s": percentile(latencies, 50),
         "latency_p95_s": percentile(latencies, 95),
         "ttft_p50_s": percentile(ttfts, 50),
+        # the judge and the probes, over the answers that reached the generator (0 where none ran)
+        "probes_p50_s": percentile(probes, 50),
+        "probes_p95_s": percentile(probes, 95),
         "questions": len(results), "answerable": len(answerable), "unanswerable": len(unanswerable),
         "answered": len(answered), "k": settings.top_k, "generator": generator, "embedder": settings.embedder,
     }
@@ -485,18 +503,51 @@ def write_rgb_corpus(snippets: list[str], folder: Path) -> None:
             os.replace(partial, target)
 
 
-def prepare_rgb(path: Path, settings: Settings) -> tuple[list[Question], Path, str]:
-    """RGB's questions, the folder of its pooled corpus (indexed, in its own index folder) and a line about it."""
+def prepare_rgb(path: Path, settings: Settings, positions: str | None = None, reject: str | None = None,
+                ) -> tuple[list[Question], Path, str]:
+    """RGB's questions (those at `positions`, default all), the folder of their pooled corpus (indexed, in its own
+    index folder) and a line about it.
+
+    With `reject` ("alternate": every second selected query, starting with the first; "all": every one), the
+    negative-rejection condition: the corpus loses the `positive` snippets of the rejected queries and any other
+    snippet that holds their answer, so only on-topic negatives remain for them and the right reply is a refusal
+    (they become unanswerable); the other queries keep everything and must be answered."""
     from rag.index import build_index, index_folder
 
     rows = load_rgb(path)
-    folder = settings.cache_dir / "benchmarks" / "rgb" / "corpus"
-    snippets = rgb_snippets(rows)
+    questions = rgb_questions(rows)
+    chosen = parse_positions(positions, len(rows)) if positions else list(range(len(rows)))
+    rejected = reject_positions(chosen, reject) if reject else []
+    snippets, removed = rgb_snippets(rows), 0
+    if rejected:
+        kept = [s for s in snippets if not any(holds_rejected(s, rows[n]) for n in rejected)]
+        snippets, removed = kept, len(snippets) - len(kept)
+        for n in rejected:
+            questions[n].unanswerable, questions[n].extra["condition"] = True, "rejection"
+    tag = hashlib.sha1(",".join(map(str, rejected)).encode()).hexdigest()[:10]
+    name = f"reject-{tag}" if rejected else "corpus"
+    folder = settings.cache_dir / "benchmarks" / "rgb" / name
     write_rgb_corpus(snippets, folder)
     report = build_index([folder], index_folder(settings, folder), settings)
     pooled = sum(len(row.get("positive", [])) + len(row.get("negative", [])) for row in rows)
-    return rgb_questions(rows), folder, (f"RGB corpus: {pooled} snippets pooled, {len(snippets)} distinct, "
-                                         f"{report.chunks} passages indexed from {folder}")
+    note = (f"RGB corpus: {pooled} snippets pooled, {len(snippets)} distinct, {report.chunks} passages indexed "
+            f"from {folder}")
+    if rejected:
+        note += (f"; negative rejection: {len(rejected)} of {len(chosen)} queries lose their {removed} answering "
+                 "snippets and must be refused")
+    return [questions[n] for n in chosen], folder, note
+
+
+def reject_positions(chosen: list[int], reject: str) -> list[int]:
+    """The positions whose answers are taken out: every second of `chosen` ("alternate") or all of them."""
+    if reject not in REJECT_MODES:
+        raise EvaluationError(f"--reject: expected one of {', '.join(REJECT_MODES)}, got {reject!r}")
+    return list(chosen) if reject == "all" else chosen[::2]
+
+
+def holds_rejected(snippet: str, row: dict[str, Any]) -> bool:
+    """Whether a snippet must go for a query under rejection: one of its positives, or one holding its answer."""
+    return snippet.strip() in {p.strip() for p in row.get("positive", [])} or rgb_correct(snippet, row["answer"])
 
 
 # ---------------------------------------------------------------- command line
@@ -507,17 +558,22 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> int:
     name = args.benchmark or "project"
     if args.benchmark and args.split not in (None, "all"):
         raise EvaluationError("--split selects from the project's question set, not from a benchmark")
+    reject = getattr(args, "reject", None)
+    if reject and args.benchmark != "rgb":
+        raise EvaluationError("--reject is a condition of --benchmark rgb")
     if args.benchmark == "rgb":
         if args.corpus:
             raise EvaluationError("--corpus cannot be combined with --benchmark rgb (it brings its own corpus)")
-        questions, corpus, note = prepare_rgb(args.benchmark_path or DEFAULT_RGB_PATH, settings)
+        questions, corpus, note = prepare_rgb(args.benchmark_path or DEFAULT_RGB_PATH, settings,
+                                              getattr(args, "queries", None), reject)
+        name += "-reject" if reject else ""
         print(note, file=sys.stderr)
     else:
         questions = select_split(load_questions(args.questions or settings.corpus_dir / DEFAULT_QUESTIONS),
                                  args.split)
         corpus = args.corpus
-    if getattr(args, "queries", None):
-        questions = select_positions(questions, args.queries)
+        if getattr(args, "queries", None):
+            questions = select_positions(questions, args.queries)
     if args.limit is not None:
         if args.limit < 1:
             raise EvaluationError(f"--limit must be at least 1, got {args.limit}")
@@ -535,6 +591,11 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> int:
 
 def select_positions(questions: list[Question], spec: str) -> list[Question]:
     """The questions at the 0-based positions of `spec` ("50-99", "3,10-12"), in their order in the file."""
+    return [questions[n] for n in parse_positions(spec, len(questions))]
+
+
+def parse_positions(spec: str, count: int) -> list[int]:
+    """The sorted 0-based positions that `spec` names, each below `count`."""
     wanted: set[int] = set()
     for part in spec.split(","):
         match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
@@ -544,9 +605,9 @@ def select_positions(questions: list[Question], spec: str) -> list[Question]:
         if last < first:
             raise EvaluationError(f"--queries: the range {part.strip()} runs backwards")
         wanted.update(range(first, last + 1))
-    if max(wanted) >= len(questions):
-        raise EvaluationError(f"--queries: position {max(wanted)} is past the last question ({len(questions) - 1})")
-    return [q for n, q in enumerate(questions) if n in wanted]
+    if max(wanted) >= count:
+        raise EvaluationError(f"--queries: position {max(wanted)} is past the last question ({count - 1})")
+    return sorted(wanted)
 
 
 def _retrieval_only(questions: list[Question], settings: Settings, corpus: Path | None, out_dir: Path) -> int:

@@ -61,6 +61,12 @@ class Usage:
     prefix_s: float = 0.0  # seconds spent restoring or computing the prefix
     completion_tokens: int = 0
     decode_s: float = 0.0  # from the first text piece to the end of the reply
+    # How sure the engine was of the reply's own tokens (natural-log probabilities read from its logits; None where
+    # the engine does not report them): the lowest, the mean, and the lowest over tokens holding a digit or a
+    # capital letter (the figures and names an invented answer is made of).
+    logprob_min: float | None = None
+    logprob_mean: float | None = None
+    logprob_key_min: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -164,6 +170,16 @@ def timed_stream(pieces: Iterator[str], usage: Usage) -> Iterator[str]:
     usage.decode_s = round(time.perf_counter() - first, 4) if first else 0.0
 
 
+def logprob_summary(sampled: list[tuple[str, float]], usage: Usage) -> None:
+    """Record in `usage` the lowest, the mean and the lowest key-token log-probability of the sampled tokens."""
+    values = [value for _, value in sampled]
+    if not values:
+        return
+    key = [value for piece, value in sampled if re.search(r"[0-9A-Z]", piece)]
+    usage.logprob_min, usage.logprob_mean = round(min(values), 4), round(float(np.mean(values)), 4)
+    usage.logprob_key_min = round(min(key), 4) if key else 0.0
+
+
 def _softmax_over(logits: np.ndarray, option_ids: dict[str, int]) -> dict[str, float]:
     """The probabilities of the options' first tokens, normalised over the options only."""
     return option_shares({option: float(logits[i]) for option, i in option_ids.items()})
@@ -199,16 +215,24 @@ def _counting_llama():  # noqa: ANN202 - a Llama subclass, made on first use so 
     from llama_cpp import Llama
 
     class CountingLlama(Llama):
-        """A Llama that records how many prompt tokens each generation actually evaluated."""
+        """A Llama that records how many prompt tokens each generation actually evaluated, and the log-probability
+        of each token it sampled (read from the context's logits before the next evaluation replaces them)."""
 
         prompt_evaluated = 0
         sampled = 0
         _first_eval = False
 
         def generate(self, tokens, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - llama-cpp's signature
-            self._first_eval, self.sampled = True, 0
+            import llama_cpp
+
+            self._first_eval, self.sampled, self.sampled_logprobs = True, 0, []
             for token in super().generate(tokens, *args, **kwargs):  # create_completion never sends into it
                 self.sampled += 1
+                if not llama_cpp.llama_vocab_is_eog(self._model.vocab, token):
+                    row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab(),))
+                    top = float(row.max())
+                    logprob = float(row[token]) - top - float(np.log(np.exp(row - top).sum()))
+                    self.sampled_logprobs.append((self.detokenize([token]).decode("utf-8", "replace"), logprob))
                 yield token
 
         def eval(self, tokens) -> None:  # noqa: ANN001 - llama-cpp's signature
@@ -264,6 +288,12 @@ class LlamaCppGenerator:
                 self._llm = llm
                 _loaded_llamas.add(self)
 
+    @property
+    def model_sha256(self) -> str:
+        """The SHA-256 of the loaded GGUF (what a fitted decision is tied to)."""
+        self.warm_up()
+        return self._model_sha256
+
     def forget_kept(self) -> None:
         """Empty the context and the states kept in RAM (saved files stay): the next prompt is processed whole
         unless a saved state covers its prefix. For measuring what a prompt costs read afresh."""
@@ -308,6 +338,7 @@ class LlamaCppGenerator:
             yield from timed_stream(clean_stream((c["choices"][0]["text"] for c in chunks), stop or []), usage)
             usage.evaluated_tokens += self._llm.prompt_evaluated
             usage.completion_tokens = self._llm.sampled
+            logprob_summary(self._llm.sampled_logprobs, usage)
             self.usage = usage
             return usage
 

@@ -11,12 +11,14 @@ from typing import Any, get_type_hints
 
 import platformdirs
 
+from rag.errors import BadInput
+
 CONFIG_ENV = "RAG_CONFIG"
 ENV_PREFIX = "RAG_"
 DEFAULT_CONFIG_FILE = "rag.toml"
 
 
-class SettingsError(ValueError):
+class SettingsError(BadInput, ValueError):
     """A setting has an unknown name or a value of the wrong type."""
 
 
@@ -87,6 +89,9 @@ class Settings:
     partial_answers: bool = True  # a two-part question is answered part by part; a part not in the articles is named
     verify: bool = True  # the generator judges whether the passages state the answer (rag/verification.py)
     verify_threshold: float = -1.0  # P(Yes) + 0.1 x sentence support below it is refused; -1: the generator's own
+    # the fitted answer-or-refuse decision (rag/decision.py): "" = the one packaged for the generator, if any;
+    # "none" = the lexical checks and verify_threshold decide, as in the previous release
+    decision_file: str = ""
     offer_refusal: bool = False  # let the first ask reply with refusal_text (off: it always answers; checks decide)
     second_look: bool = True  # with offer_refusal: when the generator refuses, ask again without that option
     max_question_chars: int = 2000
@@ -99,6 +104,10 @@ class Settings:
     no_auth: bool = False  # serve a non-local host without a login, on purpose (a warning is printed)
     max_upload_mb: float = 10.0
     max_queue: int = 40  # requests waiting for the models (one is answered at a time); more are told "busy"
+
+    # the OpenAI-compatible API (`rag serve`, and beside the chat page in `rag chat`; rag/api.py)
+    api_port: int = 8080
+    api_keys_env: str = "RAG_API_KEYS"  # the environment variable holding the API's keys, comma-separated
 
     def __post_init__(self) -> None:
         if self.figure_rule not in ("auto", "on", "off"):
@@ -122,6 +131,22 @@ class Settings:
                     "machine can use it and upload articles")
         raise SettingsError(f"host {host} exposes the chat page beyond this machine: set a login with "
                             "--auth USER:PASSWORD (setting auth), or pass --no-auth to serve it without one")
+
+    def api_keys(self) -> frozenset[str]:
+        """The keys the API accepts (`Authorization: Bearer KEY`), read from the environment, never from a file."""
+        return frozenset(k.strip() for k in os.environ.get(self.api_keys_env, "").split(",") if k.strip())
+
+    def check_api_exposure(self, host: str | None = None) -> str:
+        """Whether the API may listen on `host` (default: the setting): "" on this machine only or with keys, a
+        warning when `no_auth` opens it on purpose, else a SettingsError saying what to do."""
+        host = self.host if host is None else host
+        if _is_loopback(host) or self.api_keys():
+            return ""
+        if self.no_auth:
+            return (f"warning: the API listens on {host} without keys; anyone who can reach this machine can use "
+                    "it, upload and delete articles")
+        raise SettingsError(f"host {host} exposes the API beyond this machine: put its keys in the environment "
+                            f"variable {self.api_keys_env} (comma-separated), or pass --no-auth to serve it without")
 
     @property
     def n_threads(self) -> int:

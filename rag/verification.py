@@ -1,4 +1,4 @@
-"""Whether the articles answer a question: the generator as a yes/no judge, with sentence-level support of the reply.
+"""Whether the articles answer a question: the generator as a yes/no judge, the probes, and the decision they feed.
 
 The lexical checks (rag.citations) see words, not relations: "The South Korean government chairs the Metaverse
 Alliance [1]" passes them because the passage names both. The judge asks the generator, after the same kept
@@ -7,16 +7,17 @@ state the answer to the question, and reads P(Yes) from the next-token probabili
 forward pass, no sampling. Its score adds a little of the reply's best single-sentence support, since an
 invented answer is often stitched from two sentences. The weight and the threshold were chosen on the tune
 split of the project's question set (README, "What the verifier bought").
+
+Where a fitted decision exists for the generator (rag.decision), the judge's P(Yes) is one probe among several and
+the fitted model decides, the lexical checks included as probes; otherwise the checks and this threshold decide.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
-from rag.citations import claim_support
+from rag.decision import Decision
 from rag.generation import Generator, Message, Prefix, Usage
-from rag.retrieval import Passage
-from rag.text import key_terms, normalize_text, sentence_spans, split_sentences, strip_markers
 
 JUDGE_RULE = "Do the passages state the answer to this question? Reply Yes or No."
 SENTENCE_WEIGHT = 0.1  # chosen on the tune split: the judge alone separates worse (README)
@@ -35,9 +36,14 @@ def threshold_for(generator: str, setting: float) -> float | None:
 class Verdict:
     answerable: float  # the judge's P(Yes)
     sentence_support: float  # the reply's best support by one sentence of a passage (0..1)
-    score: float
+    score: float  # the threshold rule's score: P(Yes) + SENTENCE_WEIGHT x sentence support
     passed: bool
     usage: Usage
+    decided_by: str = "checks"  # "decision" (the fitted model over the probes) or "checks" (lexical checks, threshold)
+    probability: float | None = None  # the fitted decision's P(the reply answers from the passages)
+    threshold: float | None = None  # what `probability` (decision) or `score` (checks) had to reach
+    note: str = ""  # why the checks decided although a decision was expected (a missing, corrupt or foreign file)
+    features: dict[str, float] = field(default_factory=dict)  # every probe's value (rag.decision.FEATURES)
 
     def to_json(self) -> dict:
         return {**asdict(self), "usage": self.usage.to_json()}
@@ -49,15 +55,23 @@ def judge(generator: Generator, messages: list[Message], prefix: Prefix) -> tupl
     return probabilities["Yes"], usage
 
 
-def sentence_support(reply: str, passages: list[Passage]) -> float:
-    """The best support any one sentence of any passage gives to any sentence of the reply (names, numbers and
-    key words, as the citation check counts them), so that a claim stitched from two sentences scores lower."""
-    claims = [strip_markers(s) for s in split_sentences(reply)]
-    claims = [c for c in claims if any(key_terms(c))]
-    sentences = {normalize_text(p.text[start:end]) for p in passages for start, end in sentence_spans(p.text)}
-    return max((claim_support(c, s) for c in claims for s in sentences), default=0.0)
-
-
 def verdict(answerable: float, support: float, threshold: float, usage: Usage) -> Verdict:
     score = answerable + SENTENCE_WEIGHT * support
-    return Verdict(round(answerable, 4), round(support, 4), round(score, 4), score >= threshold, usage)
+    return Verdict(round(answerable, 4), round(support, 4), round(score, 4), score >= threshold, usage,
+                   threshold=threshold)
+
+
+def decide(features: dict[str, float], usage: Usage, decision: Decision | None, threshold: float | None,
+           lexically_passed: bool, note: str = "") -> Verdict:
+    """The verdict on a reply from its probes: the fitted decision's when there is one, else the checks' (a reply
+    the lexical checks refused stays refused; one they passed must reach the threshold rule's score)."""
+    judged = verdict(features["judge_yes"], features["sentence_support"], threshold or 0.0, usage)
+    judged.features = {k: None if v is None else round(v, 4) for k, v in features.items()}
+    if decision is not None and all(features.get(f) is not None for f in decision.features):
+        probability, needed = decision.probability(features), decision.threshold_for(lexically_passed)
+        judged.passed, judged.decided_by = probability >= needed, "decision"
+        judged.probability, judged.threshold = round(probability, 4), needed
+        return judged
+    judged.passed = lexically_passed and (threshold is None or judged.passed)
+    judged.note = note or ("" if decision is None else "a probe is missing for the fitted decision: the checks decide")
+    return judged

@@ -9,12 +9,13 @@ import pytest
 
 from tests.conftest import REPO
 
-ROWS = ("answer time p50: whole document", "multi-document answer time p50: instructions kept",
+ROWS = ("answer time p50: whole document", "answer time p50: probes and fitted decision",
+        "multi-document answer time p50: instructions kept",
         "multi-document time to first token p50: instructions kept", "time to first token: prefix kept",
         "transformers engine, time to first",
         "decode tokens/s",
         "retrieval p50: retrieve()", "index build chunks/s", "saving one document's generator state",
-        "cold start: rag ask", "peak RSS of rag chat")
+        "cold start: rag ask", "answer time p50 through the API", "peak RSS of rag chat")
 
 
 @pytest.mark.slow

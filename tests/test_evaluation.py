@@ -23,6 +23,7 @@ from rag.evaluation import (
     load_rgb,
     normalize_answer,
     passage_relevant,
+    prepare_rgb,
     relevance_ranges,
     retrieval_metrics,
     rgb_correct,
@@ -34,17 +35,26 @@ from rag.evaluation import (
 )
 from rag.retrieval import Passage, calibration
 from rag.settings import Settings
-from tests.conftest import DEFAULT_EMBEDDER, REPO, SEED_CORPUS, TEST_GENERATOR, make_settings, write
+from tests.conftest import (
+    DEFAULT_EMBEDDER,
+    REPO,
+    SEED_CORPUS,
+    TEST_GENERATOR,
+    cache_with_models,
+    make_settings,
+    write,
+)
 
-# Quality gate: the whole project question set (corpus/eval/questions.jsonl, 140 questions) over the seed corpus with
-# the default generator (qwen2.5-coder-1.5b, k=4, minilm, whole article from its kept state, verifier on). The floors
-# apply to the test split (46 questions, never tuned on) and sit just under what `rag eval` measured there (README,
-# "Measured numbers"): answer_accuracy 0.893 (25/28), retrieval_hit_at_k 1.000 (28/28), refusal_accuracy 0.500
-# (9/18). Each floor allows one question less (llama.cpp's greedy output can change with the machine and the thread
-# count). Every reply of the whole set must keep its words (words_altered 0). Move these when a default changes.
+# Quality gate: the test split of the project question set (corpus/eval/questions.jsonl: 66 of its 200 questions,
+# never tuned or fitted on) over the seed corpus in the default configuration (qwen2.5-coder-1.5b, EmbeddingGemma,
+# k=4, whole article from its kept state, the fitted decision). The floors sit just under what `rag eval` measured
+# there (README, "Refusing what the articles do not say"): answer_accuracy 0.882 (30/34), retrieval_hit_at_k 1.000
+# (34/34), refusal_accuracy 0.438 (14/32). Each floor allows one question less (llama.cpp's greedy output can change
+# with the machine and the thread count). Every reply must keep its words (words_altered 0). Move these when a
+# default changes.
 MIN_ANSWER_ACCURACY = 0.85
-MIN_RETRIEVAL_HIT_AT_K = 0.96
-MIN_REFUSAL_ACCURACY = 0.44
+MIN_RETRIEVAL_HIT_AT_K = 0.97
+MIN_REFUSAL_ACCURACY = 0.40
 
 QUESTIONS = REPO / "corpus" / "eval" / "questions.jsonl"
 RGB_DATA = REPO.parent / "shared" / "benchmarks" / "rgb" / "en_fact.json"
@@ -52,6 +62,7 @@ METRIC_KEYS = {
     "answer_accuracy", "exact_match", "f1", "retrieval_hit_at_k", "mrr", "retrieval_hit_at_1", "retrieval_hit_at_3",
     "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate", "citation_accuracy",
     "unsupported_rate", "partial_answer_rate", "words_altered", "latency_p50_s", "latency_p95_s", "ttft_p50_s",
+    "closest_holds_gold", "probes_p50_s", "probes_p95_s",
     "questions", "answerable", "unanswerable", "k", "generator", "embedder",
 }
 OUTPUTS = ("results.jsonl", "metrics.json", "report.md", "metrics.png")
@@ -155,11 +166,11 @@ def test_missing_question_file_is_a_clear_error(tmp_path):
 
 def test_the_project_question_set_loads_with_its_fixed_split():
     questions = load_questions(QUESTIONS)
-    assert len(questions) == 140 and sum(q.unanswerable for q in questions) == 54
+    assert len(questions) == 200 and sum(q.unanswerable for q in questions) == 94
     assert sum(q.extra.get("type") == "partial" for q in questions) == 6
-    assert [q.split for q in questions] == ["test" if n % 3 == 0 else "tune" for n in range(1, 141)]
+    assert [q.split for q in questions] == ["test" if n % 3 == 0 else "tune" for n in range(1, 201)]
     tune, test = select_split(questions, "tune"), select_split(questions, "test")
-    assert len(tune) + len(test) == 140 and not {q.id for q in tune} & {q.id for q in test}
+    assert (len(tune), len(test)) == (134, 66) and not {q.id for q in tune} & {q.id for q in test}
     assert select_split(questions, "all") == select_split(questions, None) == questions
 
 
@@ -177,7 +188,7 @@ def test_eval_command_selects_a_split(seed_env, tmp_path):
     out = tmp_path / "out"
     assert main(["eval", "--retrieval-only", "--questions", str(QUESTIONS), "--split", "test", "--out", str(out)]) == 0
     table = json.loads((out / "retrieval.json").read_text())
-    assert table["hybrid"]["answerable"] == 28  # the test split's answerable questions
+    assert table["hybrid"]["answerable"] == 34  # the test split's answerable questions
 
 
 def test_eval_selects_queries_by_position(seed_env, tmp_path):
@@ -281,6 +292,38 @@ def test_rgb_corpus_is_pooled_deduplicated_and_neutral(tmp_path):
     assert questions[1].answers == ["Jan 5", "January 5"] and questions[1].rgb_answer == [["Jan 5", "January 5"]]
 
 
+REJECT_ROWS = [  # made up here (the RGB data itself is never copied into the project)
+    {"id": 0, "query": "Where was the final played?", "answer": "Tampa", "positive": ["The final was played in Tampa."],
+     "negative": ["The 2020 final was in Miami."]},
+    {"id": 1, "query": "When is the premiere?", "answer": [["Jan 5", "January 5"]],
+     "positive": ["It premieres on Jan 5."], "negative": ["The trailer is out."]},
+    {"id": 2, "query": "Who won the award?", "answer": "Alice Smith", "positive": ["Alice Smith won the award."],
+     "negative": ["Bob lost the race.", "Alice Smith was praised by fans in Tampa."]},
+    {"id": 3, "query": "Which city hosts the fair?", "answer": "Denver", "positive": ["Denver hosts the fair."],
+     "negative": ["Bob lost the race."]},
+]
+
+
+def test_negative_rejection_takes_the_answers_of_every_second_query_out_of_the_index(tmp_settings):
+    from rag.retrieval import get_retriever
+
+    tmp_settings = tmp_settings.replace(cache_dir=cache_with_models(tmp_settings.corpus_dir.parent))  # corpora go there
+    path = write(tmp_settings.corpus_dir.parent / "rgb" / "en_fact.json",
+                 "".join(json.dumps(row) + "\n" for row in REJECT_ROWS))
+    questions, folder, note = prepare_rgb(path, tmp_settings, "0-3", "alternate")
+    assert [(q.id, q.unanswerable) for q in questions] == [("0", True), ("1", False), ("2", True), ("3", False)]
+    indexed = {chunk.raw.strip() for chunk in get_retriever(tmp_settings, folder).index.chunks}
+    assert indexed == {"The 2020 final was in Miami.", "It premieres on Jan 5.", "The trailer is out.",
+                       "Bob lost the race.", "Denver hosts the fair."}  # no positive, nor any answer, of 0 and 2
+    assert "2 of 4 queries lose their 3 answering snippets" in note
+    normal, normal_folder, _ = prepare_rgb(path, tmp_settings, "1-2")
+    assert [(q.id, q.unanswerable) for q in normal] == [("1", False), ("2", False)] and normal_folder != folder
+    everything = {chunk.raw.strip() for chunk in get_retriever(tmp_settings, normal_folder).index.chunks}
+    assert "Alice Smith won the award." in everything and len(everything) == 8
+    with pytest.raises(EvaluationError, match="--reject: expected one of alternate, all"):
+        prepare_rgb(path, tmp_settings, "0-3", "some")
+
+
 def test_rgb_file_errors(tmp_path):
     with pytest.raises(EvaluationError, match="RGB data not found"):
         load_rgb(tmp_path)
@@ -363,19 +406,19 @@ def test_rgb_smoke(seed_env, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # 140 questions: about 3 minutes on an idle machine, far more on a shared one
+@pytest.mark.timeout(3600)  # 66 questions: about 2.5 minutes on an idle machine, far more on a shared one
 def test_quality_gate(tmp_path):
     """The default configuration (the default embedder included) over a copy of the seed article."""
     import shutil
 
     shutil.copytree(SEED_CORPUS, tmp_path / "corpus", ignore=shutil.ignore_patterns("eval"))
     seed_settings = make_settings(tmp_path, embedder=DEFAULT_EMBEDDER)
-    evaluator = QAEvaluator(load_questions(QUESTIONS), seed_settings)
-    everything = evaluator(tmp_path / "gate")
-    metrics = compute_metrics([r for r in evaluator.results if r.question.split == "test"], seed_settings)
-    print(json.dumps({"test split": metrics, "all": everything}, indent=2))
+    evaluator = QAEvaluator(select_split(load_questions(QUESTIONS), "test"), seed_settings)
+    metrics = evaluator(tmp_path / "gate")
+    print(json.dumps({"test split": metrics}, indent=2))
+    assert {r.answer.verdict.get("decided_by") for r in evaluator.results if r.answer.verdict} == {"decision"}
     failures = [f"{key} {metrics[key]:.3f} < {floor:.3f}" for key, floor in (
         ("answer_accuracy", MIN_ANSWER_ACCURACY), ("retrieval_hit_at_k", MIN_RETRIEVAL_HIT_AT_K),
         ("refusal_accuracy", MIN_REFUSAL_ACCURACY)) if metrics[key] < floor]
     assert not failures, f"test split below the gate: {'; '.join(failures)} (details in {tmp_path / 'gate'})"
-    assert everything["words_altered"] == 0, "a checked answer changed the words of its reply (see results.jsonl)"
+    assert metrics["words_altered"] == 0, "a checked answer changed the words of its reply (see results.jsonl)"

@@ -1,4 +1,4 @@
-"""A soak run: 300 steps in a row in one process (answerable, unanswerable, follow-ups, and uploads of new
+"""A soak run: 150 steps in a row in one process (answerable, unanswerable, follow-ups, and uploads of new
 articles to a second corpus between them) on the real models and index. Memory must level off, answers must not
 slow down, and no file handle may leak. The figures go to test-artifacts/soak.json (README, "Reliability").
 """
@@ -22,7 +22,7 @@ from tests.conftest import REPO, SEED_ARTICLE, make_settings, open_files, rss_mb
 
 pytestmark = pytest.mark.slow
 
-QUESTIONS = 300  # steps; a follow-up step asks two questions, an upload step one
+QUESTIONS = 150  # steps; a follow-up step asks two questions, an upload step one
 WINDOW = 50  # the first and the last WINDOW answers are compared
 UPLOAD_EVERY = 40
 FOLLOW_UPS = {  # a question, then one that only makes sense after it
@@ -44,7 +44,7 @@ def new_article(number: int) -> str:
 
 
 def schedule(questions: list) -> list[tuple[str, str, object]]:
-    """300 steps: ("ask", question, its entry) through the evaluation set in a fixed shuffled order, a follow-up
+    """150 steps: ("ask", question, its entry) through the evaluation set in a fixed shuffled order, a follow-up
     pair at every tenth step, an upload and a question about the new article every UPLOAD_EVERY steps. The last
     WINDOW steps repeat the first WINDOW (with a new upload), so that their latencies compare like with like."""
     pool = list(questions)
@@ -63,7 +63,7 @@ def schedule(questions: list) -> list[tuple[str, str, object]]:
     return steps + steps[:WINDOW]
 
 
-def test_three_hundred_questions_in_one_process(tmp_path: Path) -> None:
+def test_a_hundred_and_fifty_steps_in_one_process(tmp_path: Path) -> None:
     (tmp_path / "corpus").mkdir()
     shutil.copy(SEED_ARTICLE, tmp_path / "corpus")
     settings = make_settings(tmp_path)

@@ -5,9 +5,10 @@ the generator's judgement."""
 import pytest
 
 from rag.answer import Context, check_reply, verify
+from rag.decision import sentence_support
 from rag.generation import get_generator
 from rag.retrieval import get_retriever
-from rag.verification import sentence_support, threshold_for
+from rag.verification import threshold_for
 
 SEED = "south-korea-ai-investment.txt"
 

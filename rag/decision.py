@@ -1,0 +1,227 @@
+"""Answer or refuse: cheap probes of a reply and the fitted model that weighs them into one decision.
+
+Every probe rides on work already done: the judge's P(Yes) costs only the question's tokens after the kept
+document, the reply's token log-probabilities are read from the engine's logits while it generates, and the
+lexical and retrieval probes are arithmetic on the passages. A logistic regression (scikit-learn) fitted on
+labelled replies (the tune split and RGB positions 50-99 only) weighs them; it is saved as JSON with the hash of
+the generator it was fitted for, and any other generator, engine or embedder falls back to the lexical checks
+with the threshold rule (`rag.verification`), saying so in the answer's verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag.citations import CheckResult, claim_support, names, support
+from rag.errors import BadInput
+from rag.retrieval import Passage
+from rag.text import key_terms, normalize_text, sentence_spans, split_sentences, strip_markers
+
+FORMAT = "rag-decision"
+VERSION = 1
+DECISIONS = Path(__file__).parent / "decisions"
+# What each probe measures (README, "Refusing what the articles do not say"); the order is the model's.
+FEATURES = {
+    "judge_yes": "the generator's P(Yes) that the passages state the answer (one pass over the question's tokens)",
+    "sentence_support": "the reply's best support by one sentence of a passage (names, numbers, key words)",
+    "supported_share": "share of the reply's sentences the citation check found supported by a cited passage",
+    "names_found": "share of the reply's names (capitalised words) that occur in the passages",
+    "adds_information": "1 when the reply says more than the question (a new figure for a how-much question)",
+    "focus": "1 when the reply holds what the question's wh-word asks for (a year for when, a figure for how much)",
+    "question_coverage": "share of the question's key words in the passage sentence that best supports the reply",
+    "joint_support": "the best sentence's smaller share of the question's key words and of the reply's new terms "
+                     "(one sentence that states both what is asked and the answer, as a quote would)",
+    "logprob_min": "the lowest log-probability of the reply's tokens",
+    "logprob_mean": "the mean log-probability of the reply's tokens",
+    "logprob_key_min": "the lowest log-probability of the reply's tokens holding a digit or a capital letter",
+    "best_relevance": "the best passage's similarity to the question",
+    "relevance_gap": "the first passage's similarity minus the second's",
+}
+RETRIEVAL_FEATURES = ("best_relevance", "relevance_gap")  # their scale is the embedder's
+_WHEN = re.compile(r"^\s*(?:when|in what year|what year|what date|since when|by when|which year|"
+                   r"in which (?:year|month)|what month)\b", re.IGNORECASE)
+_QUANTITY_QUESTION = re.compile(  # the quantity questions a reply must bring a new number to
+    r"^\s*(?:by )?(?:how (?:much|many|big|large)|what (?:percentage|share|proportion|amount))\b", re.IGNORECASE)
+_QUANTITY = re.compile(r"^\s*(?:by )?(?:how (?:much|many|long|big|large|fast|old)|what (?:percentage|share|"
+                       r"proportion|amount|number|size)|what was the (?:growth|rate))\b", re.IGNORECASE)
+_WHO = re.compile(r"^\s*(?:who|whom|whose|which (?:person|individual|minister|company|companies|country|"
+                  r"countries|city|organi[sz]ation|firm|ministry))\b", re.IGNORECASE)
+_YEAR_OR_DATE = re.compile(r"\b(?:1[89]\d\d|20\d\d|January|February|March|April|May|June|July|August|September|"
+                           r"October|November|December|yesterday|today|last (?:week|month|year)|this (?:week|"
+                           r"month|year)|ago)\b", re.IGNORECASE)
+
+
+class DecisionError(BadInput, ValueError):
+    """A decision file that cannot be used (unreadable, malformed, or for another model): the checks decide."""
+
+
+# ---------------------------------------------------------------- probes
+
+
+def lexical_probes(reply: str, question: str, passages: list[Passage], checked: CheckResult | None) -> dict[str, float]:
+    """The probes read from the reply's words against the question and the passages (no model)."""
+    claims = [strip_markers(s) for s in split_sentences(reply)]
+    claims = [c for c in claims if any(key_terms(c))] or [strip_markers(reply)]
+    sentences = [normalize_text(p.text[a:b]) for p in passages for a, b in sentence_spans(p.text)]
+    best = max(sentences, key=lambda s: max((claim_support(c, s), support(c, s)) for c in claims), default="")
+    reply_names = set().union(*(names(c) for c in claims))
+    passage_words = set().union(*(key_terms(p.text)[1] for p in passages)) if passages else set()
+    question_words = key_terms(question)[1]
+    judged = (checked.supported_sentences + len(checked.unsupported)) if checked else 0
+    return {
+        "sentence_support": sentence_support(reply, passages),
+        "supported_share": checked.supported_sentences / judged if judged else 0.0,
+        "names_found": len(reply_names & passage_words) / len(reply_names) if reply_names else 1.0,
+        "adds_information": float(adds_information(question, reply)),
+        "focus": float(holds_focus(question, strip_markers(reply))),
+        "question_coverage": coverage(question_words, key_terms(best)[1]),
+        "joint_support": max((joint_support(question, claims, s) for s in sentences), default=0.0),
+    }
+
+
+def sentence_support(reply: str, passages: list[Passage]) -> float:
+    """The best support any one sentence of any passage gives to any sentence of the reply (names, numbers and
+    key words, as the citation check counts them), so that a claim stitched from two sentences scores lower."""
+    claims = [strip_markers(s) for s in split_sentences(reply)]
+    claims = [c for c in claims if any(key_terms(c))]
+    sentences = {normalize_text(p.text[start:end]) for p in passages for start, end in sentence_spans(p.text)}
+    return max((claim_support(c, s) for c in claims for s in sentences), default=0.0)
+
+
+def coverage(wanted: set[str], have: set[str]) -> float:
+    return len(wanted & have) / len(wanted) if wanted else 0.0
+
+
+def joint_support(question: str, claims: list[str], sentence: str) -> float:
+    """How well one sentence states both the question's subject and the reply's answer: the smaller of the shares
+    of the question's key words and of the reply's new numbers and words (those not in the question) it holds."""
+    asked_numbers, asked_words = key_terms(question)
+    new_numbers = set().union(*(key_terms(c)[0] for c in claims)) - asked_numbers
+    new_words = set().union(*(key_terms(c)[1] for c in claims)) - asked_words
+    numbers, words = key_terms(sentence)
+    if new_numbers - numbers:
+        return 0.0
+    answered = coverage(new_words, words) if new_words else float(bool(new_numbers))
+    return min(coverage(asked_words, words), answered)
+
+
+def adds_information(question: str, reply: str) -> bool:
+    """Whether a reply says more than its question: a new number or key word, and a new number when the
+    question asks for a quantity ("How much did Meta commit?" is not answered by "Meta committed to invest")."""
+    question_numbers, question_words = key_terms(question)
+    numbers, words = key_terms(strip_markers(reply))
+    if _QUANTITY_QUESTION.match(question):
+        return bool(numbers - question_numbers)
+    return bool(numbers - question_numbers or words - question_words)
+
+
+def holds_focus(question: str, reply: str) -> bool:
+    """Whether the reply holds what the question's wh-word asks for: a date or year for "when", a figure for
+    "how much / how many", a name not in the question for "who"; other questions always do."""
+    if _WHEN.match(question):
+        return bool(_YEAR_OR_DATE.search(reply) or key_terms(reply)[0] - key_terms(question)[0])
+    if _QUANTITY.match(question):
+        return bool(key_terms(reply)[0] - key_terms(question)[0]) or bool(re.search(
+            r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand|million|billion)\b",
+            reply, re.IGNORECASE))
+    if _WHO.match(question):
+        return bool(names(reply) - key_terms(question)[1] or names("X " + reply) - key_terms(question)[1])
+    return True
+
+
+def retrieval_probes(passages: list[Passage]) -> dict[str, float]:
+    """The best passage's similarity and its lead over the second (chunks not retrieved count 0)."""
+    relevances = sorted((p.relevance for p in passages), reverse=True) + [0.0, 0.0]
+    return {"best_relevance": relevances[0], "relevance_gap": relevances[0] - relevances[1]}
+
+
+# ---------------------------------------------------------------- the fitted model
+
+
+@dataclass
+class Decision:
+    """A logistic regression over standardised probes: P(the reply answers from the passages). A reply stands at
+    `threshold` or above when the lexical checks passed it, and only at `override_threshold` or above when they
+    refused it (a name worded differently from the passage, a reply that repeats the question)."""
+
+    features: list[str]
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+    threshold: float
+    generator: str
+    generator_sha256: str
+    engine: str
+    embedder: str
+    override_threshold: float = 1.0
+    report: dict[str, Any] = field(default_factory=dict)  # how it was fitted and how it scored (cross-validated)
+
+    def threshold_for(self, checks_passed: bool) -> float:
+        return self.threshold if checks_passed else self.override_threshold
+
+    def probability(self, values: dict[str, float]) -> float:
+        z = self.intercept + sum(c * (values[f] - m) / s for f, m, s, c in
+                                 zip(self.features, self.mean, self.scale, self.coef, strict=True))
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Decision:
+        """Checked field by field: a file of another shape is a DecisionError, never half-used."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
+            raise DecisionError(f"not a {FORMAT} file of version {VERSION}")
+        fields = {k: data.get(k) for k in ("features", "mean", "scale", "coef")}
+        if not all(isinstance(v, list) for v in fields.values()) or len({len(v) for v in fields.values()}) != 1:
+            raise DecisionError("features, mean, scale and coef must be lists of one length")
+        unknown = [f for f in fields["features"] if f not in FEATURES]
+        if unknown:
+            raise DecisionError(f"unknown feature(s): {', '.join(map(str, unknown))}")
+        numbers = fields["mean"] + fields["scale"] + fields["coef"] + [data.get(k) for k in
+                                                                      ("intercept", "threshold", "override_threshold")]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+            raise DecisionError("every coefficient, mean, scale, intercept and threshold must be a finite number")
+        if not 0 <= data["threshold"] <= data["override_threshold"] <= 1:
+            raise DecisionError("the thresholds must satisfy 0 <= threshold <= override_threshold <= 1")
+        if any(s <= 0 for s in fields["scale"]):
+            raise DecisionError("every scale must be positive")
+        texts = {k: data.get(k) for k in ("generator", "generator_sha256", "engine", "embedder")}
+        if not all(isinstance(v, str) and v for v in texts.values()):
+            raise DecisionError("generator, generator_sha256, engine and embedder must be named")
+        return cls(**fields, intercept=float(data["intercept"]), threshold=float(data["threshold"]), **texts,
+                   override_threshold=float(data["override_threshold"]),
+                   report=data.get("report") if isinstance(data.get("report"), dict) else {})
+
+
+def decision_file(generator: str) -> Path:
+    return DECISIONS / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', generator)}.json"
+
+
+def load_decision(path: Path, generator: str, generator_sha256: str, engine: str, embedder: str,
+                  ) -> tuple[Decision | None, str]:
+    """The fitted decision for this generator, engine and embedder, or None and why the checks decide instead."""
+    if not path.is_file():
+        return None, f"no fitted decision for {generator} ({path.name}): the checks decide"
+    try:
+        decision = Decision.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, DecisionError) as exc:
+        return None, f"the decision file {path.name} is unusable ({exc}): the checks decide"
+    wanted = {"generator_sha256": generator_sha256, "engine": engine}
+    if set(decision.features) & set(RETRIEVAL_FEATURES):  # similarities are on the embedder's own scale
+        wanted["embedder"] = embedder
+    foreign = [k for k, v in wanted.items() if getattr(decision, k) != v]
+    if foreign:
+        return None, (f"the decision file {path.name} was fitted for another {', '.join(foreign)} "
+                      f"({', '.join(str(getattr(decision, k)) for k in foreign)}): the checks decide")
+    return decision, ""
+
+
+__all__ = ["FEATURES", "RETRIEVAL_FEATURES", "Decision", "DecisionError", "adds_information", "decision_file",
+           "holds_focus", "lexical_probes", "load_decision", "retrieval_probes"]

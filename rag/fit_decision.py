@@ -1,0 +1,250 @@
+"""Fitting the answer-or-refuse decision (rag.decision) on labelled replies, with grouped cross-validation.
+
+    python -m rag.fit_decision --project eval-results/collect/project --rgb eval-results/collect/rgb \
+        --rgb eval-results/collect/rgb-reject
+
+reads the `results.jsonl` of `rag eval` runs (their verdicts carry every probe), keeps the project questions of the
+tune split and RGB queries at positions 50 and above only (positions 0-49 are reserved for an outside check and
+are refused here), labels each reply (1: an answerable question's reply holding its gold answer; 0: any reply to
+an unanswerable one; wrong replies to answerable questions are left out), and fits a logistic regression over the
+standardised probes. Every figure it reports is out-of-fold, from folds grouped by question (an RGB query's normal
+and rejection runs fall in one fold); the threshold is chosen on those out-of-fold probabilities so that at most
+`--max-false-refusals` of the right replies are refused. The fitted model is written as JSON (rag.decision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.decision import FEATURES, RETRIEVAL_FEATURES, Decision, decision_file
+from rag.errors import BadInput
+from rag.evaluation import DEFAULT_QUESTIONS, contains_answer, load_questions, rgb_correct
+from rag.models import resolve_generator
+from rag.settings import load_settings
+from rag.text import strip_markers
+
+RESERVED_RGB = range(0, 50)  # RGB positions kept for an outside check: never fitted on
+FOLDS = 5
+C = 0.1  # the regularisation, chosen by the same grouped cross-validation on the tune data (README)
+TRADE_OFF = (0.05, 0.10, 0.15, 0.20)  # false-refusal caps the report shows the thresholds' outcome at
+
+
+class FitError(BadInput, ValueError):
+    """The labelled replies cannot be used for fitting (missing files, reserved queries, too few of a label)."""
+
+
+@dataclass
+class Reply:
+    """One evaluated question of the tune data, as the decision will meet it."""
+
+    group: str  # one question (an RGB query in every condition)
+    unanswerable: bool
+    right: bool  # the reply holds the gold answer
+    checks_passed: bool  # the lexical checks let the reply through (the decision may still refuse it)
+    refused: bool  # what the evaluated run did (kept for a reply no probe ran on)
+    features: dict[str, float] | None  # None: refused before any probe ran, or not verified (a partial answer)
+
+    @property
+    def label(self) -> int | None:
+        """1: a right reply to an answerable question; 0: any reply to an unanswerable one; None: neither."""
+        if self.features is None:
+            return None
+        return 0 if self.unanswerable else (1 if self.right else None)
+
+
+def project_rows(folder: Path, test_ids: set[str]) -> list[Reply]:
+    """The tune-split replies of a project evaluation; a test-split question is never fitted on."""
+    return [_reply(f"project:{r['id']}", r, contains_answer(strip_markers(r["raw_text"]), r["answers"]))
+            for r in _results(folder) if r["id"] not in test_ids]
+
+
+def rgb_rows(folder: Path) -> list[Reply]:
+    """The replies of an RGB evaluation (normal or negative rejection); any reserved position is an error."""
+    rows = []
+    for result in _results(folder):
+        if int(result["id"]) in RESERVED_RGB:
+            raise FitError(f"{folder}: RGB query {result['id']} is at a reserved position (0-49): run the "
+                           "evaluation with --queries 50-99 to fit on it")
+        rows.append(_reply(f"rgb:{result['id']}", result, rgb_correct(strip_markers(result["raw_text"]),
+                                                                      result["answers"])))
+    return rows
+
+
+def _results(folder: Path) -> list[dict[str, Any]]:
+    path = Path(folder) / "results.jsonl"
+    if not path.is_file():
+        raise FitError(f"{path}: not found (run `rag eval --out {folder}` first)")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _reply(group: str, result: dict[str, Any], right: bool) -> Reply:
+    features = (result.get("verdict") or {}).get("features") or {}
+    usable = bool(features) and all(features.get(f) is not None for f in FEATURES)
+    return Reply(group, bool(result["unanswerable"]), right, result.get("refusal_reason") in ("", "verifier"),
+                 bool(result["refused"]), {f: float(features[f]) for f in FEATURES} if usable else None)
+
+
+def matrix(rows: list[Reply], features: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = np.array([[r.features[f] for f in features] for r in rows], dtype=float)
+    return x, np.array([r.label for r in rows]), np.array([r.group for r in rows])
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float) -> np.ndarray:
+    """Each reply's probability from a model fitted on the folds that do not hold its question."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    probabilities = np.zeros(len(y))
+    for train, held in StratifiedGroupKFold(FOLDS, shuffle=True, random_state=0).split(x, y, groups):
+        probabilities[held] = _model(c).fit(x[train], y[train]).predict_proba(x[held])[:, 1]
+    return probabilities
+
+
+def _model(c: float):  # noqa: ANN202 - a scikit-learn Pipeline
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+
+
+def outcomes(replies: list[Reply], probabilities: list[float | None], passed: float, override: float,
+             ) -> dict[str, float]:
+    """What the decision does to every reply: a reply the checks passed stands at `passed` or above, one they
+    refused only at `override` or above; a reply without probes keeps what the run did. Rates over all the
+    answerable and unanswerable questions, as `rag eval` counts them."""
+    answerable = [(r, p) for r, p in zip(replies, probabilities, strict=True) if not r.unanswerable]
+    unanswerable = [(r, p) for r, p in zip(replies, probabilities, strict=True) if r.unanswerable]
+
+    def refused(reply: Reply, probability: float | None) -> bool:
+        if probability is None:
+            return reply.refused
+        return probability < (passed if reply.checks_passed else override)
+
+    return {"answer_accuracy": round(sum(r.right and not refused(r, p) for r, p in answerable) / len(answerable), 4),
+            "false_refusals": round(sum(refused(r, p) for r, p in answerable) / len(answerable), 4),
+            "refusal_accuracy": round(sum(refused(r, p) for r, p in unanswerable) / len(unanswerable), 4)}
+
+
+def choose_thresholds(replies: list[Reply], probabilities: list[float | None], max_false_refusals: float,
+                      ) -> tuple[float, float, dict[str, float]]:
+    """The two thresholds that refuse the most unanswerable questions with at most `max_false_refusals` of the
+    answerable ones refused (then the most right answers), over a grid of 0.02 steps."""
+    grid = np.round(np.arange(0.0, 1.0001, 0.02), 2)
+    best = None
+    for passed in grid:
+        for override in grid[grid >= passed]:
+            rates = outcomes(replies, probabilities, float(passed), float(override))
+            if rates["false_refusals"] <= max_false_refusals:
+                key = (rates["refusal_accuracy"], rates["answer_accuracy"], -override, -passed)
+                if best is None or key > best[0]:
+                    best = (key, float(passed), float(override), rates)
+    if best is None:
+        raise FitError(f"no thresholds keep false refusals at or under {max_false_refusals}")
+    return best[1], best[2], best[3]
+
+
+def fit(replies: list[Reply], max_false_refusals: float, features: list[str] | None = None, c: float = C,
+        ) -> tuple[Decision, dict[str, Any]]:
+    """The decision over `features` (default: every probe but the retrieval ones) fitted on every labelled reply,
+    and its out-of-fold report (each probe alone, the chosen ones together, and what the chosen thresholds do to
+    every tune question)."""
+    from sklearn.metrics import roc_auc_score
+
+    features = features or [f for f in FEATURES if f not in RETRIEVAL_FEATURES]
+    rows = [r for r in replies if r.label is not None]
+    x, y, groups = matrix(rows, list(FEATURES))
+    if min((y == 0).sum(), (y == 1).sum()) < 2 * FOLDS:
+        raise FitError(f"too few replies of one label to fit ({(y == 1).sum()} right, {(y == 0).sum()} unanswerable)")
+    alone = {f: round(float(roc_auc_score(y, out_of_fold(x[:, [i]], y, groups, c))), 4)
+             for i, f in enumerate(FEATURES)}
+    x = x[:, [list(FEATURES).index(f) for f in features]]
+    combined = out_of_fold(x, y, groups, c)
+    model = _model(c).fit(x, y)
+    held_out = dict(zip(map(id, rows), combined, strict=True))
+    # a wrong reply to an answerable question has no label: the model fitted on all the labelled ones scores it
+    probabilities = [held_out.get(id(r)) if r.label is not None else None if r.features is None else
+                     float(model.predict_proba(np.array([[r.features[f] for f in features]]))[0, 1])
+                     for r in replies]
+    passed, override, rates = choose_thresholds(replies, probabilities, max_false_refusals)
+    scaler, regression = model[0], model[1]
+    report = {"rows": len(y), "right": int(y.sum()), "unanswerable": int((y == 0).sum()), "folds": FOLDS,
+              "grouped_by": "question", "auc_alone": alone, "auc_combined": round(float(roc_auc_score(y, combined)), 4),
+              "max_false_refusals": max_false_refusals, "questions": len(replies),
+              "out_of_fold_at_thresholds": rates,
+              "trade_off": {str(cap): choose_thresholds(replies, probabilities, cap) for cap in TRADE_OFF},
+              "combined": features,
+              "coefficients": dict(zip(features, map(float, np.round(regression.coef_[0], 4)), strict=True))}
+    decision = Decision(list(features), [float(v) for v in scaler.mean_], [float(v) for v in scaler.scale_],
+                        [float(v) for v in regression.coef_[0]], float(regression.intercept_[0]), passed,
+                        generator="", generator_sha256="", engine="", embedder="", override_threshold=override,
+                        report=report)
+    return decision, report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rag.fit_decision", description=__doc__.split("\n")[0])
+    parser.add_argument("--project", type=Path, action="append", default=[], help="a `rag eval` output folder")
+    parser.add_argument("--rgb", type=Path, action="append", default=[],
+                        help="a `rag eval --benchmark rgb --queries 50-99 [--reject ...]` output folder")
+    parser.add_argument("--questions", type=Path, help="the project's question set (for its test split)")
+    parser.add_argument("--max-false-refusals", type=float, default=0.05)
+    parser.add_argument("--features", help=f"comma-separated probes to combine (default: all but "
+                        f"{', '.join(RETRIEVAL_FEATURES)}, which tie the decision to the embedder); of: "
+                        f"{', '.join(FEATURES)}")
+    parser.add_argument("--c", type=float, default=C, help=f"the regression's inverse regularisation (default {C})")
+    parser.add_argument("--out", type=Path, help="where to write the decision (default: the packaged file)")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    try:
+        questions = load_questions(args.questions or settings.corpus_dir / DEFAULT_QUESTIONS)
+        test_ids = {q.id for q in questions if q.split == "test"}
+        rows = [r for f in args.project for r in project_rows(f, test_ids)] + [r for f in args.rgb for r in rgb_rows(f)]
+        chosen = args.features.split(",") if args.features else None
+        unknown = [f for f in chosen or [] if f not in FEATURES]
+        if unknown:
+            raise FitError(f"--features: unknown probe(s) {', '.join(unknown)}")
+        decision, report = fit(rows, args.max_false_refusals, chosen, args.c)
+        report["sources"] = {"project": [str(f) for f in args.project], "rgb": [str(f) for f in args.rgb],
+                             "project_splits": ["tune"] if args.project else [],
+                             "rgb_positions": sorted({int(r.group.split(":")[1]) for r in rows
+                                                      if r.group.startswith("rgb:")})}
+    except FitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    source = resolve_generator(settings.generator)
+    decision.generator, decision.engine, decision.embedder = source.name, "llama-cpp", settings.embedder
+    decision.generator_sha256 = source.spec.sha256 if source.spec else ""
+    out = args.out or decision_file(source.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(decision.to_json(), indent=2) + "\n", encoding="utf-8")
+    print(render(report, decision))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+def render(report: dict[str, Any], decision: Decision) -> str:
+    lines = [f"{report['rows']} replies ({report['right']} right, {report['unanswerable']} to unanswerable questions), "
+             f"{report['folds']} folds grouped by {report['grouped_by']}", "", "| probe | AUC alone (out-of-fold) |",
+             "| --- | --- |"]
+    lines += [f"| {f} | {auc:.3f} |" for f, auc in report["auc_alone"].items()]
+    at = report["out_of_fold_at_thresholds"]
+    lines += [f"| **combined: {', '.join(report['combined'])}** | **{report['auc_combined']:.3f}** |", "",
+              f"thresholds {decision.threshold:.2f} (replies the checks passed) and {decision.override_threshold:.2f} "
+              f"(replies they refused), out-of-fold over the {report['questions']} tune questions: answer accuracy "
+              f"{at['answer_accuracy']:.3f}, refusal accuracy {at['refusal_accuracy']:.3f}, false refusals "
+              f"{at['false_refusals']:.3f}", "", "| false refusals at most | thresholds | answer accuracy | refusal "
+              "accuracy | false refusals |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {cap} | {t} / {o} | {r['answer_accuracy']:.3f} | {r['refusal_accuracy']:.3f} | "
+              f"{r['false_refusals']:.3f} |" for cap, (t, o, r) in report["trade_off"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

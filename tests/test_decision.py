@@ -1,0 +1,205 @@
+"""The answer-or-refuse decision: its probes on hand-made replies, its file (a corrupt or foreign one is never
+used), its fitting (grouped cross-validation, never on reserved RGB positions), and, with the real packaged
+generator, what it decides on near misses and on right answers worded differently from the passage."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rag.answer import Context, answer, verify
+from rag.decision import (
+    FEATURES,
+    RETRIEVAL_FEATURES,
+    Decision,
+    DecisionError,
+    decision_file,
+    holds_focus,
+    lexical_probes,
+    load_decision,
+)
+from rag.fit_decision import FitError, Reply, fit, main, project_rows, rgb_rows
+from rag.generation import get_generator
+from rag.models import GENERATORS
+from rag.retrieval import Passage
+from rag.settings import Settings
+from tests.conftest import write
+
+PACKAGED = decision_file(Settings().generator)
+
+
+def passage(text: str, number: int = 0) -> Passage:
+    return Passage(number, "doc", "A title", text, 0, len(text), (1, 1), scores={"dense_similarity": 0.6})
+
+
+# ---------------------------------------------------------------- probes
+
+
+def test_focus_asks_for_what_the_wh_word_wants():
+    assert holds_focus("When did he last visit?", "He last visited in 2014.")
+    assert not holds_focus("When did he last visit?", "He visited Seoul.")
+    assert holds_focus("How much will it invest?", "It will invest 909 billion won.")
+    assert not holds_focus("How much will it invest?", "It will invest in AI chips.")
+    assert holds_focus("Who chairs the alliance?", "Lee Jong-ho chairs it.")
+    assert not holds_focus("Who chairs the Metaverse Alliance?", "The Metaverse Alliance is chaired.")
+    assert holds_focus("Why did it grow?", "Demand for AI.")  # other questions always hold their focus
+
+
+def test_lexical_probes_tell_a_stated_answer_from_a_stitched_one():
+    passages = [passage("The science minister is Lee Jong-ho. The Metaverse Alliance was founded by the government.")]
+    stated = lexical_probes("The science minister is Lee Jong-ho [1].", "Who is the science minister?", passages, None)
+    stitched = lexical_probes("The Metaverse Alliance is chaired by Lee Jong-ho [1].",
+                              "Who chairs the Metaverse Alliance?", passages, None)
+    assert stated["joint_support"] == 1.0 and stated["question_coverage"] == 1.0
+    assert stitched["joint_support"] < 0.5 and stitched["question_coverage"] < 0.5
+    assert stated["names_found"] == stitched["names_found"] == 1.0
+    worded_differently = lexical_probes("Beijing, China hosted the 2008 Summer Olympics [1].",
+                                        "Which city hosted the Olympic Games in 2008?",
+                                        [passage("The 2008 Summer Olympics were held in Beijing.")], None)
+    # "China" is not in the passage: the name rule voids the sentence support; the other probes still see the answer
+    assert worded_differently["names_found"] < 1.0 and worded_differently["sentence_support"] == 0.0
+    assert worded_differently["joint_support"] > 0.0 and worded_differently["focus"] == 1.0
+
+
+# ---------------------------------------------------------------- the file
+
+
+def decision_json(**changes) -> dict:
+    data = Decision(list(FEATURES), [0.0] * len(FEATURES), [1.0] * len(FEATURES), [0.5] * len(FEATURES), -1.0, 0.4,
+                    "g", "abc", "llama-cpp", "e").to_json()
+    return {**data, **changes}
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"format": "pickle"}, "not a rag-decision file"),
+    ({"version": 2}, "not a rag-decision file"),
+    ({"coef": [1.0]}, "lists of one length"),
+    ({"features": ["judge_yes"] * (len(FEATURES) - 1) + ["secret"]}, "unknown feature"),
+    ({"intercept": math.nan}, "finite number"),
+    ({"threshold": "0.5"}, "finite number"),
+    ({"scale": [0.0] * len(FEATURES)}, "scale must be positive"),
+    ({"override_threshold": 0.1}, "0 <= threshold <= override_threshold <= 1"),
+    ({"generator_sha256": ""}, "must be named"),
+])
+def test_a_malformed_decision_file_is_refused_whole(changes, message):
+    with pytest.raises(DecisionError, match=message):
+        Decision.from_json(decision_json(**changes))
+
+
+def test_loading_says_why_the_checks_decide_instead(tmp_path):
+    path = tmp_path / "decision.json"
+    assert load_decision(path, "g", "abc", "llama-cpp", "e") == (None, "no fitted decision for g (decision.json): "
+                                                                       "the checks decide")
+    path.write_text("{not json")
+    assert "unusable" in load_decision(path, "g", "abc", "llama-cpp", "e")[1]
+    path.write_text(json.dumps(decision_json()))
+    decision, note = load_decision(path, "g", "abc", "llama-cpp", "e")
+    assert decision is not None and note == ""
+    assert 0.0 < decision.probability(dict.fromkeys(FEATURES, 1.0)) < 1.0
+    _, note = load_decision(path, "g", "another", "transformers", "e")
+    assert "fitted for another generator_sha256, engine (abc, llama-cpp)" in note
+
+
+def test_the_packaged_decision_is_for_the_default_generator_and_never_saw_reserved_queries():
+    data = json.loads(PACKAGED.read_text())
+    decision = Decision.from_json(data)
+    settings = Settings()
+    assert decision.generator == settings.generator and decision.engine == "llama-cpp"
+    assert decision.generator_sha256 == GENERATORS[settings.generator].sha256
+    sources = decision.report["sources"]
+    assert sources["rgb_positions"] and min(sources["rgb_positions"]) >= 50
+    assert sources["project_splits"] == ["tune"]
+    assert decision.report["auc_combined"] >= max(decision.report["auc_alone"].values()) - 0.02
+
+
+# ---------------------------------------------------------------- fitting
+
+
+def results_file(folder, rows) -> None:
+    write(folder / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def result(qid, unanswerable, raw, answers, features=None, reason="") -> dict:
+    return {"id": qid, "unanswerable": unanswerable, "raw_text": raw, "answers": answers, "refused": bool(reason),
+            "refusal_reason": reason,
+            "verdict": {"features": features if features is not None else dict.fromkeys(FEATURES, 0.5)}}
+
+
+def test_fitting_never_reads_reserved_rgb_positions(tmp_path):
+    results_file(tmp_path / "rgb", [result(50, False, "Tampa [1].", "Tampa"), result(49, False, "x", "y")])
+    with pytest.raises(FitError, match="RGB query 49 is at a reserved position"):
+        rgb_rows(tmp_path / "rgb")
+    assert main(["--rgb", str(tmp_path / "rgb"), "--out", str(tmp_path / "d.json")]) == 2
+    assert not (tmp_path / "d.json").exists()
+
+
+def test_labels_leave_out_test_questions_wrong_replies_and_replies_without_probes(tmp_path):
+    results_file(tmp_path / "p", [
+        result("q1", False, "It was 2014 [1].", ["2014"]),  # right: 1
+        result("q2", False, "It was 2015 [1].", ["2014"]),  # wrong reply to an answerable question: no label
+        result("q3", True, "Lee chairs it [1].", [], reason="unsupported"),  # any reply to an unanswerable one: 0
+        result("q4", True, "x", [], features={}, reason="low-relevance"),  # refused before the probes: no label
+        result("q5", False, "It was 2014 [1].", ["2014"]),  # in the test split: never read
+    ])
+    rows = project_rows(tmp_path / "p", {"q5"})
+    assert [(r.group, r.label, r.checks_passed) for r in rows] == [
+        ("project:q1", 1, True), ("project:q2", None, True), ("project:q3", 0, False), ("project:q4", None, False)]
+
+
+def test_the_threshold_keeps_false_refusals_under_the_cap_out_of_fold():
+    import random
+
+    rng = random.Random(0)
+    rows = [Reply(f"q{n}", label == 0, label == 1, n % 3 > 0, False,
+                  {f: rng.gauss(label * (1.0 if f == "judge_yes" else 0.0), 1.0) for f in FEATURES})
+            for n in range(200) for label in (n % 2,)]
+    decision, report = fit(rows, max_false_refusals=0.05)
+    assert report["out_of_fold_at_thresholds"]["false_refusals"] <= 0.05
+    assert 0 <= decision.threshold <= decision.override_threshold <= 1
+    assert report["auc_alone"]["judge_yes"] > 0.65 > report["auc_alone"]["focus"]
+    assert report["auc_combined"] > 0.65 and len(decision.coef) == len(FEATURES) - len(RETRIEVAL_FEATURES)
+    assert not set(decision.features) & set(RETRIEVAL_FEATURES)  # by default: no tie to the embedder's scale
+
+
+# ---------------------------------------------------------------- with the real generator
+
+
+@pytest.fixture(scope="module")
+def default_seed(seed_settings):
+    """The seed article; the packaged decision combines no retrieval probe, so it holds for any embedder."""
+    assert not set(Decision.from_json(json.loads(PACKAGED.read_text())).features) & set(RETRIEVAL_FEATURES)
+    return seed_settings
+
+
+@pytest.mark.slow
+def test_a_relation_the_article_never_states_is_refused_by_the_decision(default_seed):
+    reply = answer("Who chairs the Metaverse Alliance?", settings=default_seed)
+    assert reply.refused and reply.verdict["decided_by"] == "decision", reply.to_json()
+    assert reply.verdict["probability"] < reply.verdict["threshold"]
+
+
+@pytest.mark.slow
+def test_a_right_answer_worded_differently_from_the_passage_stands(default_seed, tmp_path):
+    text = "The 2008 Summer Olympics were held in Beijing, with 204 national teams taking part."
+    settings = default_seed
+    generator = get_generator(settings)
+    context = Context([passage(text, 0)])
+    reply = "Beijing, China hosted the 2008 Summer Olympics [1]."
+    judged = verify(reply, "Which city hosted the Olympic Games in 2008?", context, generator, settings,
+                    checked=None, lexically_passed=False, reply_usage={"logprob_min": -0.3, "logprob_mean": -0.05,
+                                                                       "logprob_key_min": -0.3})
+    assert judged.decided_by == "decision" and judged.passed, judged
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("content", "note"), [("{not json", "unusable"), ("foreign", "fitted for another"),
+                                               ("none", "decision_file is none")])
+def test_a_corrupt_or_foreign_decision_file_leaves_the_checks_to_decide(default_seed, tmp_path, content, note):
+    path = tmp_path / "decision.json"
+    path.write_text(json.dumps(decision_json()) if content == "foreign" else content)
+    reply = answer("When had Zuckerberg last been to South Korea before this trip?",
+                   settings=default_seed.replace(decision_file="none" if content == "none" else str(path)))
+    assert not reply.refused and "2014" in reply.text
+    assert reply.verdict["decided_by"] == "checks" and note in reply.verdict["note"]
