@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 QUESTIONS = 150  # steps; a follow-up step asks two questions, an upload step one
 WINDOW = 50  # the first and the last WINDOW answers are compared
-UPLOAD_EVERY = 40
+UPLOAD_EVERY = 20
 FOLLOW_UPS = {  # a question, then one that only makes sense after it
     "Who is South Korea's science minister?": "What did he say AI makes more productive?",
     "Which OpenAI CEO has also visited South Korea?": "When did he visit?",
