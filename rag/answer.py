@@ -384,8 +384,7 @@ def _decided(reason: str, verdict: Verdict, raw: str, passages: list[Passage], c
     if not verdict.passed:
         return reason or "verifier", checked
     if reason == "unsupported":
-        checked = check_citations(raw, passages, settings.min_support, lambda s: is_refusal(s, settings.refusal_text),
-                                  name_rule=False)
+        checked = check_citations(raw, passages, settings.min_support, declines(settings), name_rule=False)
         return ("" if checked.supported_sentences else "unsupported"), checked
     return "", checked
 
@@ -460,16 +459,21 @@ def _held_back(text: str, settings: Settings) -> bool:
     return settings.refusal_text.startswith(text.strip())
 
 
+def declines(settings: Settings) -> collections.abc.Callable[[str], bool]:
+    """Whether a sentence says the articles do not give something (the refusal sentence or a usual wording)."""
+    return lambda sentence: is_refusal(sentence, settings.refusal_text)
+
+
 def check_reply(raw: str, question: str, passages: list[Passage], settings: Settings,
                 ) -> tuple[str, CheckResult | None]:
     """The lexical checks of a reply: a refusal reason ("generator", "unsupported", "no-answer") or "" with the
     checked text. Sentences saying the articles do not give a part are kept (a partial answer)."""
-    declines = lambda sentence: is_refusal(sentence, settings.refusal_text)  # noqa: E731
-    if not raw or all(declines(strip_markers(s)) for s in split_sentences(raw)):
+    says_not_given = declines(settings)
+    if not raw or all(says_not_given(strip_markers(s)) for s in split_sentences(raw)):
         return "generator", None
     if is_bare_label(raw):
         raw = extractive_answer(raw, question, passages)
-    checked = check_citations(raw, passages, settings.min_support, declines)
+    checked = check_citations(raw, passages, settings.min_support, says_not_given)
     if checked.supported_sentences == 0:
         return "unsupported", checked
     answered = " ".join(s for s in split_sentences(checked.text) if strip_markers(s) not in checked.declined)

@@ -65,31 +65,43 @@ class DecisionError(BadInput, ValueError):
 
 def lexical_probes(reply: str, question: str, passages: list[Passage], checked: CheckResult | None) -> dict[str, float]:
     """The probes read from the reply's words against the question and the passages (no model)."""
-    claims = [strip_markers(s) for s in split_sentences(reply)]
-    claims = [c for c in claims if any(key_terms(c))] or [strip_markers(reply)]
-    sentences = [normalize_text(p.text[a:b]) for p in passages for a, b in sentence_spans(p.text)]
+    claims, sentences = _claims(reply), _sentences(passages)
+    claims = claims or [strip_markers(reply)]
     best = max(sentences, key=lambda s: max((claim_support(c, s), support(c, s)) for c in claims), default="")
     reply_names = set().union(*(names(c) for c in claims))
     passage_words = set().union(*(key_terms(p.text)[1] for p in passages)) if passages else set()
-    question_words = key_terms(question)[1]
+    asked_numbers, asked_words = key_terms(question)
+    new_numbers = set().union(*(key_terms(c)[0] for c in claims)) - asked_numbers
+    new_words = set().union(*(key_terms(c)[1] for c in claims)) - asked_words
     judged = (checked.supported_sentences + len(checked.unsupported)) if checked else 0
     return {
-        "sentence_support": sentence_support(reply, passages),
+        "sentence_support": _best_support(claims, sentences),
         "supported_share": checked.supported_sentences / judged if judged else 0.0,
         "names_found": len(reply_names & passage_words) / len(reply_names) if reply_names else 1.0,
         "adds_information": float(adds_information(question, reply)),
         "focus": float(holds_focus(question, strip_markers(reply))),
-        "question_coverage": coverage(question_words, key_terms(best)[1]),
-        "joint_support": max((joint_support(question, claims, s) for s in sentences), default=0.0),
+        "question_coverage": coverage(asked_words, key_terms(best)[1]),
+        "joint_support": max((joint_support(asked_words, new_numbers, new_words, s) for s in sentences),
+                             default=0.0),
     }
 
 
 def sentence_support(reply: str, passages: list[Passage]) -> float:
     """The best support any one sentence of any passage gives to any sentence of the reply (names, numbers and
     key words, as the citation check counts them), so that a claim stitched from two sentences scores lower."""
-    claims = [strip_markers(s) for s in split_sentences(reply)]
-    claims = [c for c in claims if any(key_terms(c))]
-    sentences = {normalize_text(p.text[start:end]) for p in passages for start, end in sentence_spans(p.text)}
+    return _best_support(_claims(reply), _sentences(passages))
+
+
+def _claims(reply: str) -> list[str]:
+    """The reply's sentences that hold a number or a key word, without their markers."""
+    return [c for c in (strip_markers(s) for s in split_sentences(reply)) if any(key_terms(c))]
+
+
+def _sentences(passages: list[Passage]) -> list[str]:
+    return list(dict.fromkeys(normalize_text(p.text[a:b]) for p in passages for a, b in sentence_spans(p.text)))
+
+
+def _best_support(claims: list[str], sentences: list[str]) -> float:
     return max((claim_support(c, s) for c in claims for s in sentences), default=0.0)
 
 
@@ -97,12 +109,9 @@ def coverage(wanted: set[str], have: set[str]) -> float:
     return len(wanted & have) / len(wanted) if wanted else 0.0
 
 
-def joint_support(question: str, claims: list[str], sentence: str) -> float:
+def joint_support(asked_words: set[str], new_numbers: set[str], new_words: set[str], sentence: str) -> float:
     """How well one sentence states both the question's subject and the reply's answer: the smaller of the shares
     of the question's key words and of the reply's new numbers and words (those not in the question) it holds."""
-    asked_numbers, asked_words = key_terms(question)
-    new_numbers = set().union(*(key_terms(c)[0] for c in claims)) - asked_numbers
-    new_words = set().union(*(key_terms(c)[1] for c in claims)) - asked_words
     numbers, words = key_terms(sentence)
     if new_numbers - numbers:
         return 0.0
@@ -129,8 +138,8 @@ def holds_focus(question: str, reply: str) -> bool:
         return bool(key_terms(reply)[0] - key_terms(question)[0]) or bool(re.search(
             r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand|million|billion)\b",
             reply, re.IGNORECASE))
-    if _WHO.match(question):
-        return bool(names(reply) - key_terms(question)[1] or names("X " + reply) - key_terms(question)[1])
+    if _WHO.match(question):  # `names` skips a sentence's first word, which here may be the name asked for
+        return bool(names("X " + reply) - key_terms(question)[1])
     return True
 
 

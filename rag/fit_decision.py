@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,21 @@ def outcomes(replies: list[Reply], probabilities: list[float | None], passed: fl
             "refusal_accuracy": round(sum(refused(r, p) for r, p in unanswerable) / len(unanswerable), 4)}
 
 
+def _probabilities(replies: list[Reply], held_out: Iterator[float], model: Any, features: list[str],
+                   ) -> list[float | None]:
+    """Each reply's probability: out-of-fold for the labelled ones (in their order), from the model fitted on all of
+    them for a wrong reply to an answerable question (it has no label), None for a reply without probes."""
+    probabilities: list[float | None] = []
+    for reply in replies:
+        if reply.label is not None:
+            probabilities.append(float(next(held_out)))
+        elif reply.features is None:
+            probabilities.append(None)
+        else:
+            probabilities.append(float(model.predict_proba(np.array([[reply.features[f] for f in features]]))[0, 1]))
+    return probabilities
+
+
 def choose_thresholds(replies: list[Reply], probabilities: list[float | None], max_false_refusals: float,
                       ) -> tuple[float, float, dict[str, float]]:
     """The two thresholds that refuse the most unanswerable questions with at most `max_false_refusals` of the
@@ -167,11 +183,7 @@ def fit(replies: list[Reply], max_false_refusals: float, features: list[str] | N
     x = x[:, [list(FEATURES).index(f) for f in features]]
     combined = out_of_fold(x, y, groups, c)
     model = _model(c).fit(x, y)
-    held_out = dict(zip(map(id, rows), combined, strict=True))
-    # a wrong reply to an answerable question has no label: the model fitted on all the labelled ones scores it
-    probabilities = [held_out.get(id(r)) if r.label is not None else None if r.features is None else
-                     float(model.predict_proba(np.array([[r.features[f] for f in features]]))[0, 1])
-                     for r in replies]
+    probabilities = _probabilities(replies, iter(combined), model, features)
     passed, override, rates = choose_thresholds(replies, probabilities, max_false_refusals)
     scaler, regression = model[0], model[1]
     report = {"rows": len(y), "right": int(y.sum()), "unanswerable": int((y == 0).sum()), "folds": FOLDS,
