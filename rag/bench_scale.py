@@ -20,7 +20,7 @@ import random
 import resource
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -34,6 +34,7 @@ HNSW_M, HNSW_EF_CONSTRUCTION = 32, 100
 HNSW_EF_SEARCH = (16, 32, 64, 128, 256, 512)
 IVF_NPROBE = (1, 4, 16, 64, 256)
 OUT = Path("bench/scale.json")
+SEED = Path("corpus/south-korea-ai-investment.txt")
 CHART = Path("docs/scale.png")
 
 
@@ -74,32 +75,44 @@ def spread_summary(like: np.ndarray) -> dict[str, float]:
             "participation_ratio": round(float(variance.sum() ** 2 / (variance ** 2).sum()), 1)}
 
 
-def index_memory(documents: int, article: Path) -> dict[str, Any]:
-    """Peak RSS of `rag index` in a new process over `documents` synthetic articles of three of the article's
-    sentences each (about one chunk), without generator states."""
+# `rag index` in a new process that reports its own peak RSS (ru_maxrss of RUSAGE_SELF) on its last line
+INDEX_AND_REPORT_RSS = ("import resource, sys; from rag.cli import main; code = main(['index'] + sys.argv[1:]); "
+                        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+
+
+def synthetic_corpus(folder: Path, documents: int, article: Path) -> None:
+    """`documents` articles of three of the article's sentences each (about one chunk each), drawn reproducibly."""
+    from rag.text import split_sentences
+
+    sentences = split_sentences(article.read_text(encoding="utf-8"))
+    rng = random.Random(documents)
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(documents):
+        (folder / f"d{n:06}.txt").write_text(f"Report {n}\n" + " ".join(rng.sample(sentences, 3)) + "\n",
+                                             encoding="utf-8")
+
+
+def index_memory(documents: int, article: Path, embedder: str, extra: list[str] | None = None) -> dict[str, Any]:
+    """Peak RSS of `rag index` in a new process over `documents` synthetic articles, without generator states,
+    with its chunks/s and the build's size on disk."""
     import os
     import subprocess
     import sys
     import tempfile
 
-    from rag.text import split_sentences
-
-    sentences = split_sentences(article.read_text(encoding="utf-8"))
-    rng = random.Random(documents)
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "corpus"
-        corpus.mkdir()
-        for n in range(documents):
-            (corpus / f"d{n:06}.txt").write_text(f"Report {n}\n" + " ".join(rng.sample(sentences, 3)) + "\n",
-                                                 encoding="utf-8")
-        env = {**os.environ, "RAG_INDEX_DIR": str(Path(tmp) / "index"), "RAG_CORPUS_DIR": str(corpus),
-               "RAG_INDEX_STATES": "false"}
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        done = subprocess.run([sys.executable, "-m", "rag.cli", "index"], env=env, capture_output=True, text=True,
-                              check=True)
-        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"documents": documents, "peak_rss_mb": round(max(peak_kb, before) / 1024), "summary":
-            done.stdout.strip().splitlines()[-1]}
+        corpus, index = Path(tmp) / "corpus", Path(tmp) / "index"
+        synthetic_corpus(corpus, documents, article)
+        env = {**os.environ, "RAG_INDEX_DIR": str(index), "RAG_CORPUS_DIR": str(corpus),
+               "RAG_INDEX_STATES": "false", "RAG_EMBEDDER": embedder}
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", INDEX_AND_REPORT_RSS, *(extra or [])], env=env,
+                              capture_output=True, text=True, check=True)
+        seconds = time.perf_counter() - started
+        lines = done.stdout.strip().splitlines()
+        disk = sum(p.stat().st_size for p in (index / "builds").rglob("*") if p.is_file())
+    return {"documents": documents, "embedder": embedder, "peak_rss_mb": round(int(lines[-1]) / 1024),
+            "seconds": round(seconds, 1), "disk_mb": round(disk / 2**20, 1), "summary": lines[-2]}
 
 
 def timed_queries(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray) -> tuple[np.ndarray, list[float]]:
@@ -232,6 +245,74 @@ def bm25_rows(n: int, article: Path) -> list[dict]:
              "query_p95_ms": round(float(np.percentile(seconds, 95)) * 1000, 3), "recall_at_10": None}]
 
 
+# One BM25 measurement in a new process, so its start-up and resident memory are its own: argv is the mode
+# ("build", "mmap" or "memory"), the folder, the passage count; prints one JSON line.
+BM25_CHILD = "from rag.bench_scale import bm25_child; import sys; bm25_child(*sys.argv[1:])"
+BM25_QUERIES = 200
+
+
+def bm25_passages(n: int) -> Iterator[tuple[str, str]]:
+    """(title, text) of `n` passages of three sentences of the seed article, drawn reproducibly."""
+    from rag.text import split_sentences
+
+    sentences = split_sentences(SEED.read_text(encoding="utf-8"))
+    rng = random.Random(0)
+    for number in range(n):
+        yield f"Report {number}", " ".join(rng.sample(sentences, 3))
+
+
+def bm25_questions() -> list[str]:
+    """The project's questions (answerable or not): real wording, as retrieval sees it."""
+    lines = (Path("corpus") / "eval" / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["question"] for line in lines if line.strip()][:BM25_QUERIES]
+
+
+def bm25_child(mode: str, folder: str, n: str) -> None:
+    from rag.lexical import BM25Stage, write_bm25
+
+    before = rss_mb()
+    started = time.perf_counter()
+    if mode == "build":
+        write_bm25(bm25_passages(int(n)), Path(folder))
+        print(json.dumps({"build_s": round(time.perf_counter() - started, 2),
+                          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+        return
+    stage = (BM25Stage.load(Path(folder), int(n)) if mode == "mmap"
+             else BM25Stage.in_memory(list(bm25_passages(int(n)))))
+    load_s = time.perf_counter() - started
+    seconds, found = [], []
+    for question in bm25_questions():
+        started = time.perf_counter()
+        found.append([i for i, _ in stage.search(question, 10)])
+        seconds.append(time.perf_counter() - started)
+    print(json.dumps({"load_s": round(load_s, 2), "query_p50_ms": round(median(seconds) * 1000, 2),
+                      "query_p95_ms": round(float(np.percentile(seconds, 95)) * 1000, 2),
+                      "rss_before_mb": round(before), "rss_after_queries_mb": round(rss_mb()), "top10": found}))
+
+
+def bm25_saved_rows(n: int, work: Path) -> list[dict]:
+    """BM25 at `n` passages: built and saved as `rag index` does, then memory-mapped, against built in memory;
+    each in a new process."""
+    import subprocess
+    import sys
+
+    def child(mode: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", BM25_CHILD, mode, str(work), str(n)], capture_output=True,
+                              text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    built = child("build")
+    disk = sum(p.stat().st_size for p in (work / "bm25").rglob("*") if p.is_file())
+    mapped, memory = child("mmap"), child("memory")
+    shutil.rmtree(work, ignore_errors=True)
+    same = sum(a == b for a, b in zip(mapped.pop("top10"), memory.pop("top10"), strict=True))
+    return [{"passages": n, "saved": {**built, "disk_mb": round(disk / 2**20, 1), **mapped},
+             "in_memory": memory, "same_top10": f"{same}/{len(bm25_questions())}",
+             "p50_ratio_mmap_to_memory": round(mapped["query_p50_ms"] / memory["query_p50_ms"], 2)}]
+
+
 def chart(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -277,10 +358,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chart-from", type=Path, help="only redraw the chart from a results file")
     parser.add_argument("--index-memory", metavar="N,N,...", help="only the peak RSS of `rag index` over N "
                         "synthetic articles, each size in a new process, smallest first")
+    parser.add_argument("--bm25-saved", metavar="N,N,...", help="only BM25 saved and memory-mapped as `rag index` "
+                        "writes it, against built in memory, at N passages")
+    parser.add_argument("--bm25-out", type=Path, default=Path("bench/bm25.json"))
+    parser.add_argument("--embedder", default="minilm", help="the embedder --index-memory indexes with (minilm: "
+                        "the default embeddinggemma takes hours over 100,000 articles on 2 cores)")
     args = parser.parse_args(argv)
     if args.index_memory:
         for documents in sorted(int(n) for n in args.index_memory.split(",")):
-            print(json.dumps(index_memory(documents, Path("corpus/south-korea-ai-investment.txt"))), flush=True)
+            print(json.dumps(index_memory(documents, SEED, args.embedder)), flush=True)
+        return 0
+    if args.bm25_saved:
+        found = [row for n in args.bm25_saved.split(",") for row in bm25_saved_rows(int(n), args.work / "bm25")]
+        for row in found:
+            print(json.dumps(row), flush=True)
+        args.bm25_out.parent.mkdir(parents=True, exist_ok=True)
+        args.bm25_out.write_text(json.dumps(found, indent=1) + "\n", encoding="utf-8")
         return 0
     if args.like:
         print(json.dumps(spread_summary(np.load(args.like, allow_pickle=False))), flush=True)
@@ -304,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         del vectors
         gc.collect()
         if args.bm25:
-            rows += bm25_rows(n, Path("corpus/south-korea-ai-investment.txt"))
+            rows += bm25_rows(n, SEED)
         for r in rows:
             if r["passages"] == n:
                 print(json.dumps(r), flush=True)

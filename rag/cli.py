@@ -15,7 +15,7 @@ from rag.answer import Answer, prepare_document_states, stream_answer
 from rag.errors import BAD_INPUT_EXIT, EXPECTED, FAILURE_EXIT, outcome
 from rag.generation import is_server_generator
 from rag.index import build_index, index_folder
-from rag.models import EMBEDDERS, GENERATORS, prepare
+from rag.models import EMBEDDERS, GENERATORS, bound_kernel_cache, prepare
 from rag.settings import Settings, load_settings
 
 BAD_INPUT = BAD_INPUT_EXIT
@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="index the articles (incremental)")
     p.add_argument("paths", nargs="*", type=Path, help="files or folders (default: the corpus folder)")
     p.add_argument("--rebuild", action="store_true", help="re-embed everything")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="chunk and embed on a Ray cluster (its head's host:port, or ray://host:port); without an "
+                        "address a local Ray started for this run; default: the ray_address setting, else here")
     p.add_argument("--embedder")
     p.set_defaults(run=cmd_index)
 
@@ -134,7 +137,9 @@ def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     paths = args.paths or [settings.corpus_dir]
-    report = build_index(paths, index_folder(settings, paths[0]), settings, rebuild=args.rebuild)
+    bound_kernel_cache()
+    ray = args.ray or settings.ray_address or None
+    report = build_index(paths, index_folder(settings, paths[0]), settings, rebuild=args.rebuild, ray=ray)
     for message in report.skipped:
         print(f"skipped: {message}", file=sys.stderr)
     print(report.summary())

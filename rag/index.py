@@ -10,22 +10,43 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rag.errors import BadInput, Unavailable
-from rag.ingest import Chunk, Document, IngestError, chunk_document, chunking, find_articles, read_document
-from rag.models import embedder_precision, get_embedder
+from rag.ingest import (
+    Chunk,
+    Document,
+    IngestError,
+    chunk_document,
+    chunking,
+    find_articles,
+    read_article_bytes,
+    read_document,
+)
+from rag.lexical import BM25Stage, write_bm25
+from rag.models import Embedder, LlamaEmbedder, embedder_precision, get_embedder
 from rag.settings import Settings
-from rag.vectorstore import BACKENDS, VectorStore, VectorStoreError, drop_stale, open_store, write_store
+from rag.vectorstore import (
+    BACKENDS,
+    VectorStore,
+    VectorStoreError,
+    drop_stale,
+    finish_swap,
+    open_store,
+    release_pages,
+    write_store,
+)
 
 FORMAT_VERSION = 1  # a build without a "store" entry has an index.faiss: still readable
 CURRENT = "CURRENT"
 PENDING = "pending"
 EMBED_GROUP_BATCHES = 8  # documents are embedded in groups of about this many batches, then saved
+COPY_BATCH = 4096  # chunks copied at a time from the previous build
 INDEX_TYPES = ("auto", "flat", "hnsw")
 
 
@@ -80,6 +101,7 @@ class LoadedIndex:
     chunks: list[Chunk]  # chunk.id == row in `vectors` and id in `store`
     vectors: np.ndarray
     store: VectorStore
+    lexical: BM25Stage | None = None  # the saved BM25 index, memory-mapped; None for builds older than it
 
     @property
     def build_id(self) -> str:
@@ -114,10 +136,20 @@ def fingerprint(settings: Settings) -> dict:
 # ---------------------------------------------------------------- reading the corpus
 
 
-def load_corpus(paths: Iterable[Path], settings: Settings) -> tuple[list[Document], list[str]]:
-    """Documents under `paths` and a message for every file that was skipped (and why)."""
+@dataclass(frozen=True)
+class ArticleFile:
+    """An article file found in the corpus, known by its bytes' SHA-256 before it is parsed."""
+
+    path: str  # not a Path: a million of them would hold several strings each
+    doc_id: str
+    sha256: str
+
+
+def scan_corpus(paths: Iterable[Path], settings: Settings) -> tuple[list[ArticleFile], list[str]]:
+    """Every article file under `paths` with its identity, and a message for every file skipped (and why): too
+    large, unreadable, a duplicate. Files are hashed, not parsed: only new or changed ones are read as articles."""
     paths = list(paths)
-    documents: list[Document] = []
+    files: list[ArticleFile] = []
     skipped: list[str] = []
     seen: dict[str, str] = {}
     roots = [p for p in paths if p.is_dir()]
@@ -125,38 +157,62 @@ def load_corpus(paths: Iterable[Path], settings: Settings) -> tuple[list[Documen
         root = next((r for r in roots if path.is_relative_to(r)), path.parent)
         doc_id = path.relative_to(root).as_posix()
         try:
-            doc = read_document(path, doc_id, settings.max_file_mb)
+            sha256 = hashlib.sha256(read_article_bytes(path, settings.max_file_mb)).hexdigest()
         except IngestError as exc:
             skipped.append(str(exc))
             continue
-        if doc.sha256 in seen:
-            skipped.append(f"{path}: duplicate of {seen[doc.sha256]}, skipped")
+        if sha256 in seen:
+            skipped.append(f"{path}: duplicate of {seen[sha256]}, skipped")
             continue
-        seen[doc.sha256] = doc_id
-        documents.append(doc)
+        seen[sha256] = doc_id
+        files.append(ArticleFile(str(path), doc_id, sha256))
+    return files, skipped
+
+
+def load_corpus(paths: Iterable[Path], settings: Settings) -> tuple[list[Document], list[str]]:
+    """Documents under `paths`, parsed, and a message for every file that was skipped (and why)."""
+    files, skipped = scan_corpus(paths, settings)
+    documents = list(_read_articles(files, settings, skipped))
     return documents, skipped
+
+
+def _read_articles(files: Iterable[ArticleFile], settings: Settings, skipped: list[str]) -> Iterator[Document]:
+    for file in files:
+        try:
+            yield read_document(Path(file.path), file.doc_id, settings.max_file_mb)
+        except IngestError as exc:
+            skipped.append(str(exc))
 
 
 # ---------------------------------------------------------------- building
 
 
 def build_index(paths: Iterable[Path], folder: Path, settings: Settings, rebuild: bool = False,
-                progress: bool = True) -> IndexReport:
-    """Index the articles under `paths` into `folder`, re-embedding only new or changed documents."""
+                progress: bool = True, ray: str | None = None) -> IndexReport:
+    """Index the articles under `paths` into `folder`, re-embedding only new or changed documents. `ray` (an
+    address, or "local") embeds on a Ray cluster instead of in this process (rag/distributed.py)."""
     started = time.perf_counter()
-    documents, skipped = load_corpus(paths, settings)
-    if not documents:
-        reasons = "; ".join(skipped) if skipped else "no .txt, .md, .html or .pdf files found"
-        raise IndexBuildError(f"nothing to index in {', '.join(map(str, paths))}: {reasons}")
-    report = sync_index(documents, folder, settings, rebuild=rebuild, progress=progress)
-    report.skipped = skipped
+    paths = list(paths)
+    files, skipped = scan_corpus(paths, settings)
+    if not files:
+        raise _nothing_to_index(paths, skipped)
+    report = sync_index(files, folder, settings, rebuild=rebuild, progress=progress, ray=ray, paths=paths)
+    report.skipped = skipped + report.skipped
     report.seconds = time.perf_counter() - started
     return report
 
 
-def sync_index(documents: list[Document], folder: Path, settings: Settings, rebuild: bool = False,
-               progress: bool = True) -> IndexReport:
-    """Make the index in `folder` hold exactly `documents`; writes a new build only when something changed."""
+def _nothing_to_index(paths: list[Path], skipped: list[str]) -> IndexBuildError:
+    reasons = "; ".join(skipped) if skipped else "no .txt, .md, .html or .pdf files found"
+    return IndexBuildError(f"nothing to index in {', '.join(map(str, paths))}: {reasons}")
+
+
+def sync_index(files: list[ArticleFile], folder: Path, settings: Settings, rebuild: bool = False,
+               progress: bool = True, ray: str | None = None, paths: list[Path] | None = None) -> IndexReport:
+    """Make the index in `folder` hold exactly the articles in `files`; writes a new build only when something
+    changed. The build is streamed: unchanged documents' chunks and vectors are copied from the previous build,
+    new ones are embedded a group at a time, and both are written to disk as they come, so memory holds one group
+    (about EMBED_GROUP_BATCHES x embed_batch_size chunks), not the corpus."""
     if settings.index_type not in INDEX_TYPES:
         raise StaleIndex(f"unknown index_type {settings.index_type!r}: use one of {', '.join(INDEX_TYPES)}")
     if settings.vector_store not in BACKENDS:
@@ -168,89 +224,270 @@ def sync_index(documents: list[Document], folder: Path, settings: Settings, rebu
     embedder = get_embedder(settings)
     with FileLock(str(folder / ".lock")):
         wanted_fp = fingerprint(settings)
-        old = _load_compatible(folder, wanted_fp) if not rebuild else None
-        old_docs = old.documents if old else {}
-        report = IndexReport(documents=len(documents), rebuilt=old is None)
-        new_ids = {d.doc_id for d in documents}
-        report.removed = sorted(set(old_docs) - new_ids)
-        keep = {d.doc_id for d in documents if old_docs.get(d.doc_id, {}).get("sha256") == d.sha256}
-        fresh = [d for d in documents if d.doc_id not in keep]
-        report.added = [d.doc_id for d in fresh if d.doc_id not in old_docs]
-        report.updated = [d.doc_id for d in fresh if d.doc_id in old_docs]
+        old = None if rebuild else _compatible_build(folder, wanted_fp)
+        old_docs = old[1]["documents"] if old else {}
+        report = IndexReport(documents=len(files), rebuilt=old is None)
+        report.removed = sorted(set(old_docs) - {f.doc_id for f in files})
+        keep = {f.doc_id for f in files if old_docs.get(f.doc_id, {}).get("sha256") == f.sha256}
+        fresh = [f for f in files if f.doc_id not in keep]
+        report.added = [f.doc_id for f in fresh if f.doc_id not in old_docs]
+        report.updated = [f.doc_id for f in fresh if f.doc_id in old_docs]
         if old and not report.changed:
-            report.chunks = len(old.chunks)
+            finish_swap(settings, folder, old[0])  # deletes a kill after the last swap left undone (Milvus)
+            report.chunks = int(old[1]["counts"]["chunks"])
             report.seconds = time.perf_counter() - started
             return report
-        chunks, vectors = _carry_over(old, keep)
         embedder.warm_up()  # loading the model is not embedding speed
-        embed_started = time.perf_counter()
         pending = Pending(folder / PENDING, wanted_fp)
-        new_chunks, new_vectors, report.resumed, report.embedded_chunks = pending.embed(fresh, settings, progress)
-        if new_chunks:
-            chunks += new_chunks
-            vectors = np.vstack([vectors, new_vectors]) if len(vectors) else new_vectors
-        report.embed_seconds = time.perf_counter() - embed_started
-        for row, chunk in enumerate(chunks):
-            chunk.id = row
-        manifest = {
-            "fingerprint": wanted_fp,
-            "dim": int(vectors.shape[1]),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "documents": {d.doc_id: {"sha256": d.sha256, "title": d.title, "path": d.path, "meta": d.meta,
-                                     "chunks": sum(1 for c in chunks if c.doc_id == d.doc_id)}
-                          for d in documents},
-            "counts": {"documents": len(documents), "chunks": len(chunks)},
-        }
-        _write_build(folder, manifest, chunks, vectors.astype(np.float32), settings)
+        with BuildWriter(folder, old) as writer:
+            if old:
+                writer.carry_over(*old, keep)
+            embed_started = time.perf_counter()
+            documents = _read_articles(fresh, settings, report.skipped)
+            for document, chunks, vectors in pending.embed(documents, settings, progress, ray, report):
+                writer.add(document, chunks, vectors)
+            report.embed_seconds = time.perf_counter() - embed_started
+            _drop_unreadable(report, {f.doc_id for f in fresh} - writer.fresh, old_docs)
+            if not writer.documents:
+                raise _nothing_to_index(paths or [folder], report.skipped)
+            report.chunks = writer.commit(settings, wanted_fp)
         pending.clear()  # what it held is in the build now
-        report.chunks = len(chunks)
         report.seconds = time.perf_counter() - started
         return report
+
+
+def _drop_unreadable(report: IndexReport, unreadable: set[str], old_docs: dict) -> None:
+    """New or changed files that could not be parsed are not in the build (report.skipped says why)."""
+    report.documents -= len(unreadable)
+    report.added = [d for d in report.added if d not in unreadable]
+    report.updated = [d for d in report.updated if d not in unreadable]
+    report.removed = sorted({*report.removed, *(d for d in unreadable if d in old_docs)})
+
+
+class BuildWriter:
+    """A build written as it is produced, into a hidden folder under `builds/`: chunks appended to chunks.jsonl
+    and vectors to vectors.npy (row = chunk id), then the vector store and the BM25 index filled from those files
+    in batches, then swapped in with two atomic renames. Leaving the `with` block without `commit` (an error, a
+    kill) leaves the previous build current and the hidden folder is removed."""
+
+    def __init__(self, folder: Path, previous: tuple[Path, dict] | None) -> None:
+        self.folder = folder
+        self.previous = previous
+        builds = folder / "builds"
+        builds.mkdir(exist_ok=True)
+        self.build_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.tmp = builds / f".tmp-{self.build_id}"
+        self.tmp.mkdir()
+        self._chunks = open(self.tmp / "chunks.jsonl", "w", encoding="utf-8")  # noqa: SIM115 - closed in commit
+        self._vectors: NpyWriter | None = None
+        self.doc_ids: list[str] = []  # per row: one shared string per document
+        self.keys = array("q")  # per row: the chunk's key, kept across builds (new chunks get the next ones)
+        self.next_key = _next_key(previous[1]) if previous else 0
+        self.documents: dict[str, dict] = {}
+        self.fresh: set[str] = set()
+
+    def __enter__(self) -> BuildWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._chunks.close()
+        if self._vectors is not None:
+            self._vectors.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def add(self, document: Document, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        self.documents[document.doc_id] = {"sha256": document.sha256, "title": document.title,
+                                           "path": document.path, "meta": document.meta, "chunks": len(chunks)}
+        self.fresh.add(document.doc_id)
+        numbered = [{**c.to_json(), "key": self.next_key + n} for n, c in enumerate(chunks)]
+        self.next_key += len(chunks)
+        self._append(numbered, vectors)
+
+    def carry_over(self, build: Path, manifest: dict, keep: set[str]) -> None:
+        """Copy the chunks and vectors of the documents in `keep` from a previous build, in its order, in batches."""
+        old_vectors = np.load(build / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        batch: list[tuple[int, dict]] = []
+        with open(build / "chunks.jsonl", encoding="utf-8") as handle:
+            for row, line in enumerate(handle):
+                data = json.loads(line)
+                if data["doc_id"] in keep:
+                    self.documents.setdefault(data["doc_id"], manifest["documents"][data["doc_id"]])
+                    data["key"] = data.get("key", row)  # a build from before keys: its rows were its keys
+                    batch.append((row, data))
+                if len(batch) >= COPY_BATCH:
+                    self._copy(batch, old_vectors)
+                    batch = []
+        self._copy(batch, old_vectors)
+
+    def _copy(self, batch: list[tuple[int, dict]], old_vectors: np.ndarray) -> None:
+        if batch:
+            self._append([data for _, data in batch], np.asarray(old_vectors[[row for row, _ in batch]]))
+            release_pages(old_vectors)
+
+    def _append(self, chunks: list[dict], vectors: np.ndarray) -> None:
+        if self._vectors is None:
+            self._vectors = NpyWriter(self.tmp / "vectors.npy", vectors.shape[1])
+        for data in chunks:
+            data["id"] = len(self.doc_ids)
+            self.keys.append(data["key"])
+            self._chunks.write(json.dumps(data, ensure_ascii=False) + "\n")
+            same = self.doc_ids and self.doc_ids[-1] == data["doc_id"]
+            self.doc_ids.append(self.doc_ids[-1] if same else data["doc_id"])  # one string per document
+        self._vectors.append(vectors)
+
+    def commit(self, settings: Settings, wanted_fp: dict) -> int:
+        """Fill the vector store and BM25 from the written files, write the manifest, swap the build in; returns
+        the number of chunks."""
+        self._chunks.close()
+        dim = self._vectors.close()
+        vectors = np.load(self.tmp / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        manifest = {
+            "fingerprint": wanted_fp,
+            "dim": dim,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "documents": self.documents,
+            "counts": {"documents": len(self.documents), "chunks": len(self.doc_ids)},
+            "next_key": self.next_key,
+        }
+        keys = np.frombuffer(self.keys, dtype=np.int64)
+        manifest["store"] = write_store(settings, self.folder, self.tmp, self.build_id, vectors, self.doc_ids, keys,
+                                        self.previous)
+        manifest["lexical"] = write_bm25(_titles_and_texts(self.tmp / "chunks.jsonl"), self.tmp)
+        del vectors
+        (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+        _fsync_tree(self.tmp)
+        builds = self.folder / "builds"
+        os.replace(self.tmp, builds / self.build_id)
+        pointer = self.folder / f".{CURRENT}.tmp"
+        pointer.write_text(self.build_id, encoding="utf-8")
+        os.replace(pointer, self.folder / CURRENT)
+        for stale in builds.iterdir():
+            if stale.name != self.build_id:
+                shutil.rmtree(stale, ignore_errors=True)
+        drop_stale(settings, self.folder, self.build_id)
+        return len(self.doc_ids)
+
+
+def _next_key(manifest: dict) -> int:
+    """The first key a build after this one gives a new chunk (a build from before keys: its chunk count)."""
+    return int(manifest.get("next_key", manifest["counts"]["chunks"]))
+
+
+def _titles_and_texts(chunks_path: Path) -> Iterator[tuple[str, str]]:
+    with open(chunks_path, encoding="utf-8") as handle:
+        for line in handle:
+            data = json.loads(line)
+            yield data["title"], data["text"]
+
+
+class NpyWriter:
+    """A float32 .npy file of `dim` columns written a block of rows at a time: a fixed-size header is written
+    first and rewritten with the final row count on close, so no row is held in memory."""
+
+    HEADER_BYTES = 128  # magic, version, length and the padded dictionary: a multiple of 64 as numpy writes
+
+    def __init__(self, path: Path, dim: int) -> None:
+        self.path = path
+        self.dim = dim
+        self.rows = 0
+        self._handle = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._handle.write(self._header())
+
+    def _header(self) -> bytes:
+        described = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({self.rows}, {self.dim}), }}"
+        padded = described.ljust(self.HEADER_BYTES - 10 - 1) + "\n"
+        return b"\x93NUMPY\x01\x00" + len(padded).to_bytes(2, "little") + padded.encode("latin1")
+
+    def append(self, vectors: np.ndarray) -> None:
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"vectors of shape {vectors.shape} in a file of {self.dim} columns")
+        self._handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+        self.rows += len(vectors)
+
+    def close(self) -> int:
+        """Write the final header; returns the number of columns."""
+        if not self._handle.closed:
+            self._handle.seek(0)
+            self._handle.write(self._header())
+            self._handle.close()
+        return self.dim
 
 
 class Pending:
     """Documents embedded by a run that has not finished: each group of documents is saved to `pending/` as soon
     as it is embedded, so that a run interrupted after hours of embedding resumes where it stopped. Entries are
     keyed by the index fingerprint and the document's content; the folder is emptied once a build is swapped in.
-    The embedder sees one group at a time (about EMBED_GROUP_BATCHES x embed_batch_size chunks); the chunks and
-    vectors of the whole build are still gathered in memory (README, "Indexing a large corpus")."""
+    The embedder sees one group at a time (about EMBED_GROUP_BATCHES x embed_batch_size chunks)."""
 
     def __init__(self, folder: Path, fingerprint: dict) -> None:
         self.folder = folder
         self.fingerprint = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
-    def embed(self, documents: list[Document], settings: Settings, progress: bool
-              ) -> tuple[list[Chunk], np.ndarray, list[str], int]:
-        """Chunks and vectors of `documents` in order, the ids of those taken from an earlier run, and the number
-        of chunks embedded now."""
+    def embed(self, documents: Iterable[Document], settings: Settings, progress: bool, ray: str | None,
+              report: IndexReport) -> Iterator[tuple[Document, list[Chunk], np.ndarray]]:
+        """Each document with its chunks and vectors, in order (with Ray: those taken from an earlier run first);
+        report.resumed and report.embedded_chunks say which were taken from an earlier run and how many chunks
+        were embedded now."""
         from tqdm import tqdm
 
+        with tqdm(desc="embed", unit="doc", disable=not progress) as bar:
+            if ray:
+                from rag.distributed import ray_embedded
+
+                todo: list[Document] = []
+                for document in documents:
+                    saved = self._load(document)
+                    if saved is None:
+                        todo.append(document)
+                        continue
+                    report.resumed.append(document.doc_id)
+                    bar.update(1)
+                    yield document, *saved
+                for document, chunks, vectors in ray_embedded(todo, settings, ray):
+                    self._save(document, chunks, vectors)
+                    report.embedded_chunks += len(chunks)
+                    bar.update(1)
+                    yield document, chunks, vectors
+                return
+            for group in self._groups(documents, settings, report):
+                bar.update(len(group))
+                yield from group
+
+    def _groups(self, documents: Iterable[Document], settings: Settings, report: IndexReport
+                ) -> Iterator[list[tuple[Document, list[Chunk], np.ndarray]]]:
+        """Groups of documents in order, each embedded once about EMBED_GROUP_BATCHES batches of new chunks
+        are waiting."""
         embedder = get_embedder(settings)
-        found = {d.doc_id: self._load(d) for d in documents}
-        resumed = [doc_id for doc_id, saved in found.items() if saved is not None]
-        todo = [d for d in documents if found[d.doc_id] is None]
-        group: list[tuple[Document, list[Chunk]]] = []
-        group_size = EMBED_GROUP_BATCHES * settings.embed_batch_size
-        in_group = embedded = 0
-        with tqdm(total=len(todo), desc="embed", unit="doc", disable=not progress or not todo) as bar:
-            for number, document in enumerate(todo):
-                group.append((document, chunk_document(document, embedder.count_tokens, *chunking(settings))))
-                in_group += len(group[-1][1])
-                if in_group >= group_size or number == len(todo) - 1:
-                    texts = [c.text for _, chunks in group for c in chunks]
-                    vectors = embedder.embed(texts) if texts else np.zeros((0, embedder.dim), np.float32)
-                    embedded += len(texts)
-                    row = 0
-                    for doc, chunks in group:
-                        found[doc.doc_id] = (chunks, vectors[row:row + len(chunks)])
-                        self._save(doc, *found[doc.doc_id])
-                        row += len(chunks)
-                    bar.update(len(group))
-                    group, in_group = [], 0
-        chunks = [c for d in documents for c in found[d.doc_id][0]]
-        parts = [found[d.doc_id][1] for d in documents if len(found[d.doc_id][1])]
-        vectors = np.vstack(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)
-        return chunks, vectors, resumed, embedded
+        group: list[tuple[Document, list[Chunk], np.ndarray | None]] = []
+        waiting = 0
+        for document in documents:
+            saved = self._load(document)
+            if saved is not None:
+                report.resumed.append(document.doc_id)
+                group.append((document, *saved))
+                continue
+            chunks = chunk_document(document, embedder.count_tokens, *chunking(settings))
+            group.append((document, chunks, None))
+            waiting += len(chunks)
+            if waiting >= EMBED_GROUP_BATCHES * settings.embed_batch_size:
+                yield self._embedded(group, embedder, report)
+                group, waiting = [], 0
+        if group:
+            yield self._embedded(group, embedder, report)
+
+    def _embedded(self, group: list, embedder: Embedder | LlamaEmbedder, report: IndexReport
+                  ) -> list[tuple[Document, list[Chunk], np.ndarray]]:
+        texts = [c.text for _, chunks, vectors in group if vectors is None for c in chunks]
+        embedded = embedder.embed(texts) if texts else np.zeros((0, embedder.dim), np.float32)
+        report.embedded_chunks += len(texts)
+        done, row = [], 0
+        for document, chunks, vectors in group:
+            if vectors is None:
+                vectors = embedded[row:row + len(chunks)]
+                row += len(chunks)
+                self._save(document, chunks, vectors)
+            done.append((document, chunks, vectors))
+        return done
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -285,46 +522,11 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(partial, path)
 
 
-def _carry_over(old: LoadedIndex | None, keep: set[str]) -> tuple[list[Chunk], np.ndarray]:
-    if old is None or not keep:
-        return [], np.zeros((0, 0), dtype=np.float32)
-    rows = [c.id for c in old.chunks if c.doc_id in keep]
-    return [old.chunks[r] for r in rows], old.vectors[rows]
-
-
-def _write_build(folder: Path, manifest: dict, chunks: list[Chunk], vectors: np.ndarray,
-                 settings: Settings) -> None:
-    """Write a complete build into a hidden temporary folder (its vectors into the vector store too), then swap
-    it in with two atomic renames; a build that fails half-way leaves the previous one current."""
-    builds = folder / "builds"
-    builds.mkdir(exist_ok=True)
-    build_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    tmp = builds / f".tmp-{build_id}"
-    tmp.mkdir()
-    try:
-        with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as out:
-            for chunk in chunks:
-                out.write(json.dumps(chunk.to_json(), ensure_ascii=False) + "\n")
-        np.save(tmp / "vectors.npy", vectors, allow_pickle=False)
-        manifest["store"] = write_store(settings, folder, tmp, build_id, vectors, [c.doc_id for c in chunks])
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-        _fsync_folder(tmp)
-        os.replace(tmp, builds / build_id)
-        pointer = folder / f".{CURRENT}.tmp"
-        pointer.write_text(build_id, encoding="utf-8")
-        os.replace(pointer, folder / CURRENT)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for stale in builds.iterdir():
-        if stale.name != build_id:
-            shutil.rmtree(stale, ignore_errors=True)
-    drop_stale(settings, folder, build_id)
-
-
-def _fsync_folder(folder: Path) -> None:
-    for path in folder.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
 
 
 # ---------------------------------------------------------------- loading
@@ -357,29 +559,47 @@ def load_index(folder: Path) -> LoadedIndex:
     try:
         with open(build / "chunks.jsonl", encoding="utf-8") as handle:
             chunks = [Chunk.from_json(json.loads(line)) for line in handle]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StaleIndex(f"index in {build} is damaged ({exc}): run `rag index --rebuild`") from exc
+    vectors, store, lexical = _open_build(build, manifest, len(chunks), [c.doc_id for c in chunks])
+    return LoadedIndex(build, manifest, chunks, vectors, store, lexical)
+
+
+def _open_build(build: Path, manifest: dict, chunk_count: int, doc_ids: list[str]
+                ) -> tuple[np.ndarray, VectorStore, BM25Stage | None]:
+    """A build's vectors (memory-mapped), vector store and saved BM25 index (None for a build older than saved
+    indexes), checked against each other and the manifest; StaleIndex when anything is damaged or missing."""
+    try:
         vectors = np.load(build / "vectors.npy", mmap_mode="r", allow_pickle=False)  # read rows as needed
-        store = open_store(manifest.get("store", {}), build, vectors, [c.doc_id for c in chunks])
+        store = open_store(manifest.get("store", {}), build, vectors, doc_ids)
+        lexical = BM25Stage.load(build, chunk_count) if "lexical" in manifest else None
     except VectorStoreError as exc:
         raise StaleIndex(str(exc)) from exc
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise StaleIndex(f"index in {build} is damaged ({exc}): run `rag index --rebuild`") from exc
-    if not (len(chunks) == len(vectors) == store.size):
+    if not (chunk_count == len(vectors) == store.size):
         raise StaleIndex(f"index in {build} is inconsistent: run `rag index --rebuild`")
     if vectors.ndim != 2 or vectors.shape[1] != manifest.get("dim"):
         raise StaleIndex(f"index in {build} holds vectors of shape {vectors.shape}, its manifest says dimension "
                          f"{manifest.get('dim')}: run `rag index --rebuild`")
-    return LoadedIndex(build, manifest, chunks, vectors, store)
+    return vectors, store, lexical
 
 
-def _load_compatible(folder: Path, wanted_fp: dict) -> LoadedIndex | None:
+def _compatible_build(folder: Path, wanted_fp: dict) -> tuple[Path, dict] | None:
+    """The current build and its manifest when it is sound and was built with the wanted settings, checked
+    without reading its chunks into memory."""
     try:
-        loaded = load_index(folder)
-    except StaleIndex:
+        build, manifest = current_manifest(folder)
+        with open(build / "chunks.jsonl", "rb") as handle:
+            chunk_count = sum(1 for _ in handle)
+        _open_build(build, manifest, chunk_count, [])
+    except (StaleIndex, OSError):
         return None
-    return loaded if loaded.manifest.get("fingerprint") == wanted_fp else None
+    return (build, manifest) if manifest.get("fingerprint") == wanted_fp else None
 
 
-def check_index(folder: Path, settings: Settings, documents: list[Document]) -> LoadedIndex:
+def check_index(folder: Path, settings: Settings, documents: list[Document] | list[ArticleFile]
+                ) -> LoadedIndex:
     """Load and verify that the index matches the settings and the articles; StaleIndex says what differs."""
     loaded = load_index(folder)
     wanted = fingerprint(settings)
@@ -405,5 +625,5 @@ def open_index(settings: Settings, corpus: Path | None = None, progress: bool = 
     if settings.auto_index:
         build_index([corpus], folder, settings, progress=progress)
         return load_index(folder)
-    documents, _ = load_corpus([corpus], settings)
-    return check_index(folder, settings, documents)
+    files, _ = scan_corpus([corpus], settings)
+    return check_index(folder, settings, files)

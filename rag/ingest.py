@@ -52,7 +52,8 @@ class Chunk:
     paragraphs: tuple[int, int]  # first and last paragraph number (1-based, after the title)
     text: str  # normalised, what is embedded and searched
     raw: str  # Document.text[start:end], what is displayed
-    id: int = -1  # assigned by the index
+    id: int = -1  # assigned by the index: the chunk's row in its build
+    key: int = -1  # assigned by the index: kept by the chunk across builds (the Milvus primary key)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -118,6 +119,22 @@ def shown_name(name: str, limit: int = 80) -> str:
 
 def read_document(path: Path, doc_id: str, max_mb: float) -> Document:
     """Read one article, raising IngestError with a specific reason when it cannot be used."""
+    data = read_article_bytes(path, max_mb)
+    sha256 = hashlib.sha256(data).hexdigest()
+    if path.suffix.lower() == ".pdf":  # compressed: its text is bounded by the same limit as a text file's
+        title, text, body_start, meta = _read_pdf(path, data, max_chars=int(max_mb * MB))
+    else:
+        title, text, body_start, meta = _READERS.get(path.suffix.lower(), _read_plain)(path, data)
+    if not text[body_start:].strip():
+        raise IngestError(f"{path}: no text in it (empty file or only a title)")
+    meta.update(_sidecar_meta(path))
+    title = meta.pop("title", "") or title or path.stem.replace("-", " ").replace("_", " ")
+    return Document(doc_id, normalize_text(title), text, str(path), sha256, body_start, meta)
+
+
+def read_article_bytes(path: Path, max_mb: float) -> bytes:
+    """An article file's bytes (its SHA-256 is the document's identity); IngestError when it is too large or
+    cannot be read."""
     try:
         size = path.stat().st_size  # before reading: an oversized file is never read into memory
         if size <= max_mb * MB:
@@ -129,16 +146,7 @@ def read_document(path: Path, doc_id: str, max_mb: float) -> Document:
                               "(setting max_file_mb)")
     except OSError as exc:
         raise IngestError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    sha256 = hashlib.sha256(data).hexdigest()
-    if path.suffix.lower() == ".pdf":  # compressed: its text is bounded by the same limit as a text file's
-        title, text, body_start, meta = _read_pdf(path, data, max_chars=int(max_mb * MB))
-    else:
-        title, text, body_start, meta = _READERS.get(path.suffix.lower(), _read_plain)(path, data)
-    if not text[body_start:].strip():
-        raise IngestError(f"{path}: no text in it (empty file or only a title)")
-    meta.update(_sidecar_meta(path))
-    title = meta.pop("title", "") or title or path.stem.replace("-", " ").replace("_", " ")
-    return Document(doc_id, normalize_text(title), text, str(path), sha256, body_start, meta)
+    return data
 
 
 def _decode(path: Path, data: bytes) -> str:

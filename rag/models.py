@@ -823,6 +823,13 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 PRECISIONS = {"embeddinggemma": "bfloat16"}
 
 
+def bound_kernel_cache() -> None:
+    """Turn off oneDNN's cache of kernels per input shape in this process (before its first embedding): indexing
+    meets hundreds of shapes and the cache grew `rag index` by hundreds of MB over a large corpus (README,
+    "Indexing a large corpus"); off, embedding is about 5% slower. An explicit setting in the environment wins."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+
+
 def embedder_precision(settings: Settings) -> str:
     """The `embedder_precision` setting, or with "auto" the embedder's measured default."""
     if settings.embedder_precision != "auto":

@@ -1,4 +1,5 @@
-"""Finding the passages for a question: dense (the vector store) and BM25 results, rank-fused, optionally re-ranked."""
+"""Finding the passages for a question: dense (the vector store) and BM25 (rag/lexical.py) results, rank-fused,
+optionally re-ranked."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from rag.index import LoadedIndex, open_index
 from rag.ingest import Chunk
+from rag.lexical import BM25Stage
 from rag.models import get_embedder
 from rag.settings import Settings
 from rag.text import lexical_tokens
@@ -36,30 +38,6 @@ class Passage:
         data = asdict(self)
         data["paragraphs"] = list(self.paragraphs)
         return data
-
-
-class BM25Stage:
-    """BM25 over the chunk texts (bm25s), built in memory when an index is loaded."""
-
-    def __init__(self, chunks: list[Chunk]) -> None:
-        import bm25s
-        from bm25s.stopwords import STOPWORDS_EN
-
-        self._stop = set(STOPWORDS_EN)
-        self._model = bm25s.BM25()
-        corpus = [self._tokens(c.title + " " + c.text) or ["<empty>"] for c in chunks]
-        self._model.index(corpus, show_progress=False)
-        self._size = len(chunks)
-
-    def _tokens(self, text: str) -> list[str]:
-        return [t for t in lexical_tokens(text) if t not in self._stop]
-
-    def search(self, question: str, n: int) -> list[tuple[int, float]]:
-        query = [t for t in self._tokens(question) if t in self._model.vocab_dict]
-        if not query:
-            return []
-        ids, scores = self._model.retrieve([query], k=min(n, self._size), show_progress=False)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
 
 
 class Reranker:
@@ -122,7 +100,8 @@ class Retriever:
         self.index = index
         self.settings = settings
         self.embedder = get_embedder(settings)
-        self.bm25 = BM25Stage(index.chunks) if settings.bm25 else None
+        self.bm25 = (index.lexical or BM25Stage.in_memory([(c.title, c.text) for c in index.chunks])
+                     if settings.bm25 else None)
         self.reranker = Reranker(settings.reranker, settings) if settings.reranker else None
         self.calibration = calibration(settings)
 

@@ -58,6 +58,9 @@ class Settings:
     hnsw_from_passages: int = 250_000  # where "auto" switches (measured: README, "Scaling out")
     vector_store: str = "faiss"  # faiss | milvus (rag/vectorstore.py; milvus needs the `scale` extra)
     milvus_uri: str = ""  # http://host:port for a Milvus server, or a Milvus Lite path; "" = <index>/milvus.db
+    milvus_user_env: str = "MILVUS_USER"  # the environment variable holding a Milvus server's user (optional)
+    milvus_token_env: str = "MILVUS_TOKEN"  # the variable holding its password, or a token ("user:password", API key)
+    ray_address: str = ""  # `rag index` embeds on Ray: "local" (a Ray started for the run) or a cluster's address
     auto_index: bool = True  # rebuild a missing or stale index on load instead of failing
     top_k: int = 4
     candidates: int = 20

@@ -35,3 +35,11 @@ def test_index_memory_measures_a_real_rag_index_run(capsys):
     assert main(["--index-memory", "20"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["documents"] == 20 and result["peak_rss_mb"] > 100 and "indexed 20 documents" in result["summary"]
+
+
+def test_saved_bm25_is_measured_against_bm25_in_memory(tmp_path, capsys):
+    out = tmp_path / "bm25.json"
+    assert main(["--bm25-saved", "2000", "--work", str(tmp_path / "work"), "--bm25-out", str(out)]) == 0
+    [row] = json.loads(out.read_text())
+    assert row["passages"] == 2000 and row["same_top10"] == "200/200"
+    assert row["saved"]["disk_mb"] > 0 and row["saved"]["query_p50_ms"] > 0 and row["in_memory"]["load_s"] > 0
