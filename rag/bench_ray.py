@@ -21,7 +21,7 @@ import numpy as np
 
 from rag.bench_scale import SEED, synthetic_corpus
 from rag.index import build_index, load_index
-from rag.models import bound_kernel_cache, get_embedder
+from rag.models import bound_index_memory, get_embedder
 from rag.settings import Settings, load_settings
 
 OUT = Path("bench/ray.json")
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     settings = load_settings(embedder=args.embedder)
-    bound_kernel_cache()  # as `rag index` does; Ray's workers inherit it
+    bound_index_memory()  # as `rag index` does (its Ray workers call it themselves)
     load_before = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory() as tmp:
         synthetic_corpus(Path(tmp), args.documents, SEED)

@@ -15,7 +15,7 @@ from rag.answer import Answer, prepare_document_states, stream_answer
 from rag.errors import BAD_INPUT_EXIT, EXPECTED, FAILURE_EXIT, outcome
 from rag.generation import is_server_generator
 from rag.index import build_index, index_folder
-from rag.models import EMBEDDERS, GENERATORS, bound_kernel_cache, prepare
+from rag.models import EMBEDDERS, GENERATORS, bound_index_memory, prepare
 from rag.settings import Settings, load_settings
 
 BAD_INPUT = BAD_INPUT_EXIT
@@ -137,7 +137,7 @@ def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     paths = args.paths or [settings.corpus_dir]
-    bound_kernel_cache()
+    bound_index_memory()
     ray = args.ray or settings.ray_address or None
     report = build_index(paths, index_folder(settings, paths[0]), settings, rebuild=args.rebuild, ray=ray)
     for message in report.skipped:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import re
 import socket
 from collections.abc import Iterable, Iterator
@@ -16,7 +17,7 @@ import numpy as np
 
 from rag.errors import BadInput, Failure, Unavailable
 from rag.ingest import Chunk, Document, chunk_document, chunking
-from rag.models import EMBEDDERS, bound_kernel_cache, get_embedder
+from rag.models import EMBEDDERS, bound_index_memory, get_embedder
 from rag.settings import Settings
 
 # Documents per Ray dataset: the driver holds one window of documents and its results, never the whole input.
@@ -25,6 +26,8 @@ WINDOW_DOCUMENTS = 5_000
 # Torch threads per worker at most: small embedding batches gain little from more threads, while each further
 # worker adds a whole batch in flight (a guess for many-core nodes; a 2-core node gets one worker of 2 threads).
 MAX_THREADS_PER_WORKER = 4
+# Documents per Ray batch, in embed_batch_size units: as `rag index` groups them in process (rag.index).
+GROUP_BATCHES = 8
 CONNECT_TIMEOUT_S = 5.0
 LOCAL = "local"
 INSTALL_HINT = "pip install -e '.[scale]'"
@@ -83,14 +86,32 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
                                      f"{address}")
         return False
     if not joining:
-        ray.init(address=LOCAL, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR)  # "local": a new instance even where RAY_ADDRESS names a cluster
+        # Ray starts its workers at niceness 15, below its own actors and this process: on an instance started for
+        # this run the workers are the run, and at 15 they embedded a fifth slower on 2 cores (README, "Embedding
+        # on a Ray cluster"). A cluster's own setting is its operator's; an explicit one here wins.
+        os.environ.setdefault("RAY_worker_niceness", "0")
+        _start_local(ray, num_cpus)
         return True
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:
         raise ClusterUnreachable(f"cannot join the Ray cluster at {address}: {exc}") from exc
     return True
+
+
+def _start_local(ray: Any, num_cpus: int | None, attempts: int = 2) -> None:
+    """A new local Ray instance ("local": even where RAY_ADDRESS names a cluster). Its node now and then fails to
+    register within Ray's 30 s on a loaded 2-core machine (seen once in a full test run); one more try, then a
+    clear error."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=LOCAL, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR)
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception when its node does not start
+            ray.shutdown()
+            if attempt == attempts:
+                raise DistributedEmbedFailed(f"could not start a local Ray ({attempts} tries): {exc}") from exc
 
 
 def worker_layout(workers: int | None = None, threads_per_worker: int | None = None) -> tuple[int, int]:
@@ -117,7 +138,7 @@ class EmbedWorker:
         import torch
 
         torch.set_num_threads(threads)
-        bound_kernel_cache()  # a worker on another machine does not inherit `rag index`'s environment
+        bound_index_memory()  # a worker on another machine does not inherit `rag index`'s environment
         self.settings = settings
         self.embedder = get_embedder(settings)
         self.embedder.warm_up()
@@ -143,7 +164,7 @@ def _embed_window(ray: Any, window: list[tuple[int, Document]], settings: Settin
     dataset = ray.data.from_items(rows)
     _quiet_ordered(dataset.context)
     embedded = dataset.map_batches(EmbedWorker, fn_constructor_kwargs={"settings": settings, "threads": threads},
-                                   batch_size=max(1, settings.embed_batch_size), batch_format="numpy",
+                                   batch_size=GROUP_BATCHES * max(1, settings.embed_batch_size), batch_format="numpy",
                                    compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads)
     results = embedded.iter_rows()
     try:

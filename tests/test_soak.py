@@ -1,4 +1,4 @@
-"""A soak run: 150 steps in a row in one process (answerable, unanswerable, follow-ups, and uploads of new
+"""A soak run: 80 steps in a row in one process (answerable, unanswerable, follow-ups, and uploads of new
 articles to a second corpus between them) on the real models and index. Memory must level off, answers must not
 slow down, and no file handle may leak. The figures go to test-artifacts/soak.json (README, "Reliability").
 """
@@ -22,9 +22,11 @@ from tests.conftest import REPO, SEED_ARTICLE, make_settings, open_files, rss_mb
 
 pytestmark = pytest.mark.slow
 
-QUESTIONS = 150  # steps; a follow-up step asks two questions, an upload step one
-WINDOW = 50  # the first and the last WINDOW answers are compared
-UPLOAD_EVERY = 20
+# Steps; a follow-up step asks two questions, an upload step one. 300 when first written (the first and the last
+# 50 compared), then 150, now 80 (the last WINDOW repeating the first) to keep `make test` within 30 minutes.
+QUESTIONS = 80
+WINDOW = 40  # the first and the last WINDOW answers are compared
+UPLOAD_EVERY = 10
 FOLLOW_UPS = {  # a question, then one that only makes sense after it
     "Who is South Korea's science minister?": "What did he say AI makes more productive?",
     "Which OpenAI CEO has also visited South Korea?": "When did he visit?",
@@ -44,7 +46,7 @@ def new_article(number: int) -> str:
 
 
 def schedule(questions: list) -> list[tuple[str, str, object]]:
-    """150 steps: ("ask", question, its entry) through the evaluation set in a fixed shuffled order, a follow-up
+    """QUESTIONS steps: ("ask", question, its entry) through the evaluation set in a fixed shuffled order, a follow-up
     pair at every tenth step, an upload and a question about the new article every UPLOAD_EVERY steps. The last
     WINDOW steps repeat the first WINDOW (with a new upload), so that their latencies compare like with like."""
     pool = list(questions)
@@ -63,7 +65,7 @@ def schedule(questions: list) -> list[tuple[str, str, object]]:
     return steps + steps[:WINDOW]
 
 
-def test_a_hundred_and_fifty_steps_in_one_process(tmp_path: Path) -> None:
+def test_eighty_steps_in_one_process(tmp_path: Path) -> None:
     (tmp_path / "corpus").mkdir()
     shutil.copy(SEED_ARTICLE, tmp_path / "corpus")
     settings = make_settings(tmp_path)
@@ -103,15 +105,15 @@ def test_a_hundred_and_fifty_steps_in_one_process(tmp_path: Path) -> None:
     rss_end, files_end = rss_mb(), open_files()
     first, last = statistics.median(latencies[:WINDOW]), statistics.median(latencies[-WINDOW:])
     figures = {"steps": len(latencies), "questions": outcomes["answered"] + outcomes["refused"], **outcomes,
-               "rss_mb_after_50": round(rss_warm), "rss_mb_end": round(rss_end),
-               "rss_growth_mb": round(rss_end - rss_warm), "median_first_50_s": round(first, 3),
-               "median_last_50_s": round(last, 3), "slowdown": round(last / first, 3),
-               "open_files_after_50": files_warm, "open_files_end": files_end}
+               "window": WINDOW, "rss_mb_after_window": round(rss_warm), "rss_mb_end": round(rss_end),
+               "rss_growth_mb": round(rss_end - rss_warm), "median_first_window_s": round(first, 3),
+               "median_last_window_s": round(last, 3), "slowdown": round(last / first, 3),
+               "open_files_after_window": files_warm, "open_files_end": files_end}
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     (artifacts / "soak.json").write_text(json.dumps(figures, indent=1) + "\n")
     print(json.dumps(figures))
-    assert figures["questions"] >= QUESTIONS and outcomes["uploads"] >= 6 and outcomes["refused"] >= 30
+    assert figures["questions"] >= QUESTIONS and outcomes["uploads"] >= 6 and outcomes["refused"] >= 20
     assert rss_end - rss_warm < MAX_RSS_GROWTH_MB, figures
     assert last / first < MAX_SLOWDOWN, figures
     assert files_end <= files_warm + MAX_NEW_FILE_HANDLES, figures
