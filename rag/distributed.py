@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from rag.errors import BadInput, Failure, Unavailable
+from rag.index import EMBED_GROUP_BATCHES  # Ray batches are `rag index`'s in-process groups
 from rag.ingest import Chunk, Document, chunk_document, chunking
 from rag.models import EMBEDDERS, bound_index_memory, get_embedder
 from rag.settings import Settings
@@ -26,8 +27,6 @@ WINDOW_DOCUMENTS = 5_000
 # Torch threads per worker at most: small embedding batches gain little from more threads, while each further
 # worker adds a whole batch in flight (a guess for many-core nodes; a 2-core node gets one worker of 2 threads).
 MAX_THREADS_PER_WORKER = 4
-# Documents per Ray batch, in embed_batch_size units: as `rag index` groups them in process (rag.index).
-GROUP_BATCHES = 8
 CONNECT_TIMEOUT_S = 5.0
 LOCAL = "local"
 INSTALL_HINT = "pip install -e '.[scale]'"
@@ -164,8 +163,9 @@ def _embed_window(ray: Any, window: list[tuple[int, Document]], settings: Settin
     dataset = ray.data.from_items(rows)
     _quiet_ordered(dataset.context)
     embedded = dataset.map_batches(EmbedWorker, fn_constructor_kwargs={"settings": settings, "threads": threads},
-                                   batch_size=GROUP_BATCHES * max(1, settings.embed_batch_size), batch_format="numpy",
-                                   compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads)
+                                   batch_size=EMBED_GROUP_BATCHES * max(1, settings.embed_batch_size),
+                                   batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+                                   num_cpus=threads)
     results = embedded.iter_rows()
     try:
         for (position, doc), row in zip(window, results, strict=True):

@@ -837,15 +837,13 @@ def bound_index_memory() -> None:
 
 
 def _fix_mmap_threshold(size: int) -> None:
+    import contextlib
     import ctypes
-    import ctypes.util
 
     m_mmap_threshold = -3  # malloc.h
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(m_mmap_threshold, size)
-    except (OSError, AttributeError):
-        pass  # not glibc (musl, macOS): their allocators have no such adaptive threshold
+    # Off glibc (musl, macOS) there is no such adaptive threshold, or no mallopt: nothing to fix.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(m_mmap_threshold, size)  # the C library this process already runs on
 
 
 def embedder_precision(settings: Settings) -> str:
