@@ -828,7 +828,7 @@ def bound_index_memory() -> None:
     per input shape is turned off (indexing meets hundreds of shapes and it grew the process by hundreds of MB;
     off, embedding is about 5% slower), and glibc's threshold for serving a large allocation from its own mapping is
     fixed at 1 MiB. glibc otherwise raises that threshold after the first large free, so each batch's activations
-    come from the heap, which keeps them after the batch and fragments: RSS swung by 130 MB between batches and its
+    come from the heap, which keeps them after the batch and fragments: RSS rose and fell between batches and its
     peak crept up with the number of batches (README, "Indexing a large corpus"). An explicit setting in the
     environment wins for either."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")

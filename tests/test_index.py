@@ -361,7 +361,7 @@ print(json.dumps(peaks))
 def test_index_memory_is_bounded_by_its_batches_not_by_the_corpus(tmp_path):
     """A build of 200 one-chunk articles, then one of 1,200, in one new process: the second raises the peak RSS
     only by what grows with the corpus by design (the FAISS index's 1.5 KB a passage, a few hundred bytes of
-    manifest a document: a few MB) and the second build's own first-time costs (measured: +23 MB; +21 MB with 2,000),
+    manifest a document: a few MB) and the second build's own first-time costs (measured: +21-22 MB),
     not by the articles' chunks and vectors, which are streamed to disk (held in memory, they added about 46 KB a
     passage: 46 MB more here). Before glibc's mmap threshold was fixed (rag.models.bound_index_memory) the heap's
     fragmentation alone moved this by up to 95 MB from run to run."""
