@@ -27,7 +27,7 @@ from rag.models import get_embedder
 from rag.retrieval import Passage, Retriever, get_retriever
 from rag.settings import Settings, load_settings
 from rag.text import is_instruction, key_terms, normalize_text, split_sentences, strip_markers, without_instructions
-from rag.verification import JUDGE_RULE, Verdict, decide, judge, threshold_for
+from rag.verification import JUDGE_RULE, Verdict, decide, judge, settled, threshold_for
 
 # The prompt is laid out for reuse: [fixed instructions][passages or a whole document][question part]. Everything
 # before the question part is the same for every question about a document, so the generator keeps its processed
@@ -486,16 +486,20 @@ def verify(raw: str, question: str, context: Context, generator: Generator, sett
            rule: str = JUDGE_RULE, threshold: float | None = None, checked: CheckResult | None = None,
            lexically_passed: bool = True, reply_usage: dict[str, Any] | None = None) -> Verdict:
     """Probe a reply (the judge after the kept document, its token log-probabilities, lexical and retrieval probes)
-    and decide: by the fitted decision for this generator when there is a usable one, else by the checks and
-    `threshold` (default: the generator's calibrated one)."""
+    and decide: by the fitted decision for this generator when there is a usable one (its screen first, which
+    settles a clear reply before the judge's pass), else by the checks and `threshold` (default: the generator's
+    calibrated one)."""
     if threshold is None:
         threshold = threshold_for(generator.name, settings.verify_threshold) or 0.0
-    answerable, usage = judge(generator, *build_prompt(question, context, settings, rule))
-    features = {"judge_yes": answerable, **lexical_probes(raw, question, context.passages, checked),
+    features = {**lexical_probes(raw, question, context.passages, checked),
                 **retrieval_probes(context.passages),  # a whole document's chunks keep their retrieval scores
                 **{k: (reply_usage or {}).get(k) for k in ("logprob_min", "logprob_mean", "logprob_key_min")}}
     decision, note = fitted_decision(generator, settings)
-    return decide(features, usage, decision, threshold, lexically_passed, note)
+    screened = settled(features, decision.screen) if decision is not None and decision.screen else None
+    if screened is not None:
+        return screened
+    answerable, usage = judge(generator, *build_prompt(question, context, settings, rule))
+    return decide({"judge_yes": answerable, **features}, usage, decision, threshold, lexically_passed, note)
 
 
 def fitted_decision(generator: Generator, settings: Settings) -> tuple[Decision | None, str]:

@@ -5,7 +5,8 @@ document, the reply's token log-probabilities are read from the engine's logits 
 lexical and retrieval probes are arithmetic on the passages. A logistic regression (scikit-learn) fitted on
 labelled replies (the tune split and RGB positions 50-99 only) weighs them; it is saved as JSON with the hash of
 the generator it was fitted for, and any other generator, engine or embedder falls back to the lexical checks
-with the threshold rule (`rag.verification`), saying so in the answer's verdict.
+with the threshold rule (`rag.verification`), saying so in the answer's verdict. The judge is the one probe that
+costs a pass of the generator, so a second regression without it (the screen) settles the clear replies first.
 """
 
 from __future__ import annotations
@@ -152,11 +153,68 @@ def retrieval_probes(passages: list[Passage]) -> dict[str, float]:
 # ---------------------------------------------------------------- the fitted model
 
 
+def _logistic(model: Decision | Screen, values: dict[str, float]) -> float:
+    z = model.intercept + sum(c * (values[f] - m) / s for f, m, s, c in
+                              zip(model.features, model.mean, model.scale, model.coef, strict=True))
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+
+def _checked_model(data: dict[str, Any], thresholds: tuple[str, str]) -> dict[str, Any]:
+    """The regression's fields of `data`, checked: a file of another shape is a DecisionError, never half-used."""
+    fields = {k: data.get(k) for k in ("features", "mean", "scale", "coef")}
+    if not all(isinstance(v, list) for v in fields.values()) or len({len(v) for v in fields.values()}) != 1:
+        raise DecisionError("features, mean, scale and coef must be lists of one length")
+    unknown = [f for f in fields["features"] if f not in FEATURES]
+    if unknown:
+        raise DecisionError(f"unknown feature(s): {', '.join(map(str, unknown))}")
+    numbers = fields["mean"] + fields["scale"] + fields["coef"] + [data.get(k) for k in ("intercept", *thresholds)]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+        raise DecisionError(f"every coefficient, mean, scale, intercept, {' and '.join(thresholds)} must be a "
+                            "finite number")
+    if not 0 <= data[thresholds[0]] <= data[thresholds[1]] <= 1:
+        raise DecisionError(f"the thresholds must satisfy 0 <= {thresholds[0]} <= {thresholds[1]} <= 1")
+    if any(s <= 0 for s in fields["scale"]):
+        raise DecisionError("every scale must be positive")
+    return {**fields, "intercept": float(data["intercept"]), **{k: float(data[k]) for k in thresholds}}
+
+
+@dataclass
+class Screen:
+    """The decision without the judge, tried first: a reply it scores at `answer_from` or above is answered and
+    one under `refuse_below` refused, neither paying the judge's pass; in between the judge runs and the
+    decision decides. Both bounds were chosen on out-of-fold probabilities so that every tune reply the screen
+    settles is decided as the decision alone decides it (rag.fit_decision)."""
+
+    features: list[str]
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+    refuse_below: float
+    answer_from: float
+
+    def probability(self, values: dict[str, float]) -> float:
+        return _logistic(self, values)
+
+    def settles(self, probability: float) -> bool:
+        return not self.refuse_below <= probability < self.answer_from
+
+    @classmethod
+    def from_json(cls, data: Any) -> Screen:
+        if not isinstance(data, dict):
+            raise DecisionError("the screen must be an object")
+        screen = cls(**_checked_model(data, ("refuse_below", "answer_from")))
+        if "judge_yes" in screen.features:
+            raise DecisionError("the screen cannot read judge_yes: it decides before the judge runs")
+        return screen
+
+
 @dataclass
 class Decision:
     """A logistic regression over standardised probes: P(the reply answers from the passages). A reply stands at
     `threshold` or above when the lexical checks passed it, and only at `override_threshold` or above when they
-    refused it (a name worded differently from the passage, a reply that repeats the question)."""
+    refused it (a name worded differently from the passage, a reply that repeats the question). An optional
+    `screen` settles the clear cases before the judge runs."""
 
     features: list[str]
     mean: list[float]
@@ -170,14 +228,13 @@ class Decision:
     embedder: str
     override_threshold: float = 1.0
     report: dict[str, Any] = field(default_factory=dict)  # how it was fitted and how it scored (cross-validated)
+    screen: Screen | None = None
 
     def threshold_for(self, checks_passed: bool) -> float:
         return self.threshold if checks_passed else self.override_threshold
 
     def probability(self, values: dict[str, float]) -> float:
-        z = self.intercept + sum(c * (values[f] - m) / s for f, m, s, c in
-                                 zip(self.features, self.mean, self.scale, self.coef, strict=True))
-        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+        return _logistic(self, values)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, **asdict(self)}
@@ -187,26 +244,13 @@ class Decision:
         """Checked field by field: a file of another shape is a DecisionError, never half-used."""
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
             raise DecisionError(f"not a {FORMAT} file of version {VERSION}")
-        fields = {k: data.get(k) for k in ("features", "mean", "scale", "coef")}
-        if not all(isinstance(v, list) for v in fields.values()) or len({len(v) for v in fields.values()}) != 1:
-            raise DecisionError("features, mean, scale and coef must be lists of one length")
-        unknown = [f for f in fields["features"] if f not in FEATURES]
-        if unknown:
-            raise DecisionError(f"unknown feature(s): {', '.join(map(str, unknown))}")
-        numbers = fields["mean"] + fields["scale"] + fields["coef"] + [data.get(k) for k in
-                                                                      ("intercept", "threshold", "override_threshold")]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
-            raise DecisionError("every coefficient, mean, scale, intercept and threshold must be a finite number")
-        if not 0 <= data["threshold"] <= data["override_threshold"] <= 1:
-            raise DecisionError("the thresholds must satisfy 0 <= threshold <= override_threshold <= 1")
-        if any(s <= 0 for s in fields["scale"]):
-            raise DecisionError("every scale must be positive")
+        model = _checked_model(data, ("threshold", "override_threshold"))
         texts = {k: data.get(k) for k in ("generator", "generator_sha256", "engine", "embedder")}
         if not all(isinstance(v, str) and v for v in texts.values()):
             raise DecisionError("generator, generator_sha256, engine and embedder must be named")
-        return cls(**fields, intercept=float(data["intercept"]), threshold=float(data["threshold"]), **texts,
-                   override_threshold=float(data["override_threshold"]),
-                   report=data.get("report") if isinstance(data.get("report"), dict) else {})
+        screen = Screen.from_json(data["screen"]) if data.get("screen") is not None else None
+        return cls(**model, **texts, report=data.get("report") if isinstance(data.get("report"), dict) else {},
+                   screen=screen)
 
 
 def decision_file(generator: str) -> Path:
@@ -232,5 +276,5 @@ def load_decision(path: Path, generator: str, generator_sha256: str, engine: str
     return decision, ""
 
 
-__all__ = ["FEATURES", "RETRIEVAL_FEATURES", "Decision", "DecisionError", "adds_information", "decision_file",
+__all__ = ["FEATURES", "RETRIEVAL_FEATURES", "Decision", "DecisionError", "Screen", "adds_information", "decision_file",
            "holds_focus", "lexical_probes", "load_decision", "retrieval_probes"]

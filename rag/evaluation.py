@@ -320,6 +320,7 @@ def compute_metrics(results: list[Result], settings: Settings) -> Metrics:
     latencies = [r.answer.timings.get("total_s", 0.0) for r in results]
     ttfts = [r.answer.timings["ttft_s"] for r in results if r.answer.timings.get("ttft_s")]
     probes = [r.answer.timings.get("verify_s", 0.0) for r in results if r.answer.timings.get("ttft_s")]
+    verified = [r.answer.verdict for r in results if r.answer.verdict]
     generator = next((r.answer.models.get("generator") for r in results if r.answer.models), settings.generator)
     return {
         "answer_accuracy": mean(float(r.found) for r in answerable),
@@ -341,6 +342,8 @@ def compute_metrics(results: list[Result], settings: Settings) -> Metrics:
         # the judge and the probes, over the answers that reached the generator (0 where none ran)
         "probes_p50_s": percentile(probes, 50),
         "probes_p95_s": percentile(probes, 95),
+        # replies the fitted decision's screen settled before the judge's pass, over the verified ones
+        "settled_without_judge": mean(float(v.get("judged") is False) for v in verified),
         "questions": len(results), "answerable": len(answerable), "unanswerable": len(unanswerable),
         "answered": len(answered), "k": settings.top_k, "generator": generator, "embedder": settings.embedder,
     }

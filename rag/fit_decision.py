@@ -9,7 +9,9 @@ are refused here), labels each reply (1: an answerable question's reply holding 
 an unanswerable one; wrong replies to answerable questions are left out), and fits a logistic regression over the
 standardised probes. Every figure it reports is out-of-fold, from folds grouped by question (an RGB query's normal
 and rejection runs fall in one fold); the threshold is chosen on those out-of-fold probabilities so that at most
-`--max-false-refusals` of the right replies are refused. The fitted model is written as JSON (rag.decision).
+`--max-false-refusals` of the right replies are refused. A second regression without the judge, the screen, gets the
+bounds that settle the most tune replies while deciding each one it settles as the full decision does (both
+out-of-fold), so that clear replies skip the judge's pass. The fitted model is written as JSON (rag.decision).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.decision import FEATURES, RETRIEVAL_FEATURES, Decision, decision_file
+from rag.decision import FEATURES, RETRIEVAL_FEATURES, Decision, Screen, decision_file
 from rag.errors import BadInput
 from rag.evaluation import DEFAULT_QUESTIONS, contains_answer, load_questions, rgb_correct
 from rag.models import resolve_generator
@@ -185,6 +187,7 @@ def fit(replies: list[Reply], max_false_refusals: float, features: list[str] | N
     model = _model(c).fit(x, y)
     probabilities = _probabilities(replies, iter(combined), model, features)
     passed, override, rates = choose_thresholds(replies, probabilities, max_false_refusals)
+    screen, screened = fit_screen(replies, rows, probabilities, features, (passed, override, rates), c)
     scaler, regression = model[0], model[1]
     report = {"rows": len(y), "right": int(y.sum()), "unanswerable": int((y == 0).sum()), "folds": FOLDS,
               "grouped_by": "question", "auc_alone": alone, "auc_combined": round(float(roc_auc_score(y, combined)), 4),
@@ -196,8 +199,45 @@ def fit(replies: list[Reply], max_false_refusals: float, features: list[str] | N
     decision = Decision(list(features), [float(v) for v in scaler.mean_], [float(v) for v in scaler.scale_],
                         [float(v) for v in regression.coef_[0]], float(regression.intercept_[0]), passed,
                         generator="", generator_sha256="", engine="", embedder="", override_threshold=override,
-                        report=report)
-    return decision, report
+                        report={**report, "screen": screened}, screen=screen)
+    return decision, decision.report
+
+
+def fit_screen(replies: list[Reply], rows: list[Reply], probabilities: list[float | None], features: list[str],
+               chosen: tuple[float, float, dict[str, float]], c: float) -> tuple[Screen | None, dict[str, Any]]:
+    """The decision without the judge (rag.decision.Screen) and the bounds that let it settle the most tune
+    replies without the judge while deciding every one it settles as the full decision does (both out-of-fold);
+    None when the judge is not among the features."""
+    from sklearn.metrics import roc_auc_score
+
+    cheap = [f for f in features if f != "judge_yes"]
+    if cheap == features or not cheap:
+        return None, {}
+    x, y, groups = matrix(rows, cheap)
+    model = _model(c).fit(x, y)
+    held_out = out_of_fold(x, y, groups, c)
+    screened = _probabilities(replies, iter(held_out), model, cheap)
+    passed, override, rates = chosen
+    full = [None if p is None else p >= (passed if r.checks_passed else override)
+            for r, p in zip(replies, probabilities, strict=True)]
+    grid = [float(v) for v in np.round(np.arange(0.0, 1.0001, 0.02), 2)]
+    best = None
+    for below in grid:
+        for above in (v for v in grid if v >= below):
+            settled = [None if s is None else (True if s >= above else False if s < below else None) for s in screened]
+            if all(s is None or s == f for s, f in zip(settled, full, strict=True)):  # agrees wherever it settles
+                share = sum(s is not None for s in settled) / sum(s is not None for s in screened)
+                if best is None or share > best[0]:
+                    effective = [p if s is None else float(s) for p, s in zip(probabilities, settled, strict=True)]
+                    best = (share, below, above, outcomes(replies, effective, passed, override))
+    if best is None:  # every band disagrees somewhere: the judge runs on every reply
+        return None, {"settled_without_judge": 0.0}
+    share, below, above, outcome = best
+    scaler, regression = model[0], model[1]
+    screen = Screen(cheap, [float(v) for v in scaler.mean_], [float(v) for v in scaler.scale_],
+                    [float(v) for v in regression.coef_[0]], float(regression.intercept_[0]), below, above)
+    return screen, {"features": cheap, "auc": round(float(roc_auc_score(y, held_out)), 4), "refuse_below": below,
+                    "answer_from": above, "settled_without_judge": round(share, 4), "out_of_fold": outcome}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,11 +291,21 @@ def render(report: dict[str, Any], decision: Decision) -> str:
               f"thresholds {decision.threshold:.2f} (replies the checks passed) and {decision.override_threshold:.2f} "
               f"(replies they refused), out-of-fold over the {report['questions']} tune questions: answer accuracy "
               f"{at['answer_accuracy']:.3f}, refusal accuracy {at['refusal_accuracy']:.3f}, false refusals "
-              f"{at['false_refusals']:.3f}", "", "| false refusals at most | thresholds | answer accuracy | refusal "
+              f"{at['false_refusals']:.3f}", *_screen_line(report.get("screen") or {}), "",
+              "| false refusals at most | thresholds | answer accuracy | refusal "
               "accuracy | false refusals |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {cap} | {t} / {o} | {r['answer_accuracy']:.3f} | {r['refusal_accuracy']:.3f} | "
               f"{r['false_refusals']:.3f} |" for cap, (t, o, r) in report["trade_off"].items()]
     return "\n".join(lines)
+
+
+
+def _screen_line(screen: dict[str, Any]) -> list[str]:
+    if not screen.get("features"):
+        return ["", "no screen: the judge runs on every reply"]
+    return ["", f"screen without the judge (AUC {screen['auc']:.3f}): refuses under {screen['refuse_below']:.2f}, "
+                f"answers from {screen['answer_from']:.2f}, settling {screen['settled_without_judge']:.3f} of the "
+                "probed tune replies, each as the full decision does (out-of-fold)"]
 
 
 if __name__ == "__main__":

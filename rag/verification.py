@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from rag.decision import Decision
+from rag.decision import Decision, Screen
 from rag.generation import Generator, Message, Prefix, Usage
 
 JUDGE_RULE = "Do the passages state the answer to this question? Reply Yes or No."
@@ -34,16 +34,18 @@ def threshold_for(generator: str, setting: float) -> float | None:
 
 @dataclass
 class Verdict:
-    answerable: float  # the judge's P(Yes)
+    answerable: float | None  # the judge's P(Yes); None when the decision's screen settled the reply without it
     sentence_support: float  # the reply's best support by one sentence of a passage (0..1)
-    score: float  # the threshold rule's score: P(Yes) + SENTENCE_WEIGHT x sentence support
+    score: float | None  # the threshold rule's score: P(Yes) + SENTENCE_WEIGHT x sentence support
     passed: bool
     usage: Usage
     decided_by: str = "checks"  # "decision" (the fitted model over the probes) or "checks" (lexical checks, threshold)
     probability: float | None = None  # the fitted decision's P(the reply answers from the passages)
-    threshold: float | None = None  # what `probability` (decision) or `score` (checks) had to reach
+    threshold: float | None = None  # what `probability` (decision) or `score` (checks) had to reach; for a reply the
+    # decision's screen refused without the judge, the bound its probability fell under
     note: str = ""  # why the checks decided although a decision was expected (a missing, corrupt or foreign file)
     features: dict[str, float] = field(default_factory=dict)  # every probe's value (rag.decision.FEATURES)
+    judged: bool = True  # whether the judge ran (the decision's screen settles clear replies without it)
 
     def to_json(self) -> dict:
         return {**asdict(self), "usage": self.usage.to_json()}
@@ -66,7 +68,7 @@ def decide(features: dict[str, float], usage: Usage, decision: Decision | None, 
     """The verdict on a reply from its probes: the fitted decision's when there is one, else the checks' (a reply
     the lexical checks refused stays refused; one they passed must reach the threshold rule's score)."""
     judged = verdict(features["judge_yes"], features["sentence_support"], threshold or 0.0, usage)
-    judged.features = {k: None if v is None else round(v, 4) for k, v in features.items()}
+    judged.features = _rounded(features)
     if decision is not None and all(features.get(f) is not None for f in decision.features):
         probability, needed = decision.probability(features), decision.threshold_for(lexically_passed)
         judged.passed, judged.decided_by = probability >= needed, "decision"
@@ -75,3 +77,20 @@ def decide(features: dict[str, float], usage: Usage, decision: Decision | None, 
     judged.passed = lexically_passed and (threshold is None or judged.passed)
     judged.note = note or ("" if decision is None else "a probe is missing for the fitted decision: the checks decide")
     return judged
+
+
+def settled(features: dict[str, float | None], screen: Screen) -> Verdict | None:
+    """The verdict of the fitted decision's screen when it settles the reply without the judge, else None."""
+    if any(features.get(f) is None for f in screen.features):
+        return None
+    probability = screen.probability(features)
+    if not screen.settles(probability):
+        return None
+    passed = probability >= screen.answer_from
+    return Verdict(None, round(features["sentence_support"], 4), None, passed, Usage(), decided_by="decision",
+                   probability=round(probability, 4), threshold=screen.answer_from if passed else screen.refuse_below,
+                   features=_rounded({"judge_yes": None, **features}), judged=False)
+
+
+def _rounded(features: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: None if v is None else round(v, 4) for k, v in features.items()}

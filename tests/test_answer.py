@@ -192,13 +192,24 @@ def test_bare_passage_label_becomes_an_answer(seed_settings):
 
 def test_a_second_question_processes_only_its_own_tokens(seed_settings):
     answer("When did Zuckerberg last visit South Korea?", settings=seed_settings)
-    result = answer("How much did chip exports grow in February?", settings=seed_settings)
+    judged = seed_settings.replace(decision_file="none")  # the judge on every reply: no fitted screen settles first
+    result = answer("How much did chip exports grow in February?", settings=judged)
     call = result.usage["calls"][0]
     assert result.usage["context"] == "document" and call["state"] in ("context", "memory")
     assert call["evaluated_tokens"] < 80 < 1000 < call["prompt_tokens"]  # the question part, not the article
     assert "66.7%" in result.text
-    check = next(c for c in result.usage["calls"] if c["purpose"] == "verify")  # the verifier reuses it too
+    check = next(c for c in result.usage["calls"] if c["purpose"] == "verify")  # the judge reuses it too
     assert check["state"] == "context" and check["evaluated_tokens"] < 60
+
+
+def test_a_clear_reply_is_settled_without_the_judge(seed_settings):
+    """The fitted decision's screen answers a plainly supported reply before the judge's generator pass."""
+    result = answer("How much did chip exports grow in February?", settings=seed_settings)
+    assert "66.7%" in result.text and not result.refused
+    assert result.verdict["judged"] is False and result.verdict["answerable"] is None
+    assert result.verdict["decided_by"] == "decision" and result.verdict["probability"] >= result.verdict["threshold"]
+    check = next(c for c in result.usage["calls"] if c["purpose"] == "verify")
+    assert check["evaluated_tokens"] == 0 and check["state"] == "none"  # no pass of the generator at all
 
 
 def test_a_second_look_reuses_the_document(seed_settings):

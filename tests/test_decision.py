@@ -15,6 +15,7 @@ from rag.decision import (
     RETRIEVAL_FEATURES,
     Decision,
     DecisionError,
+    Screen,
     decision_file,
     holds_focus,
     lexical_probes,
@@ -25,6 +26,7 @@ from rag.generation import get_generator
 from rag.models import GENERATORS
 from rag.retrieval import Passage
 from rag.settings import Settings
+from rag.verification import settled
 from tests.conftest import write
 
 PACKAGED = decision_file(Settings().generator)
@@ -86,6 +88,40 @@ def decision_json(**changes) -> dict:
 def test_a_malformed_decision_file_is_refused_whole(changes, message):
     with pytest.raises(DecisionError, match=message):
         Decision.from_json(decision_json(**changes))
+
+
+CHEAP = [f for f in FEATURES if f != "judge_yes"]
+
+
+def screen_json(**changes) -> dict:
+    screen = {"features": CHEAP, "mean": [0.0] * len(CHEAP), "scale": [1.0] * len(CHEAP), "coef": [0.5] * len(CHEAP),
+              "intercept": 0.0, "refuse_below": 0.2, "answer_from": 0.8}
+    return decision_json(screen={**screen, **changes})
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"features": ["judge_yes"], "mean": [0.0], "scale": [1.0], "coef": [1.0]}, "cannot read judge_yes"),
+    ({"refuse_below": 0.9}, "0 <= refuse_below <= answer_from <= 1"),
+    ({"answer_from": math.inf}, "finite number"),
+    ({"coef": [1.0]}, "lists of one length"),
+])
+def test_a_malformed_screen_refuses_the_whole_file(changes, message):
+    with pytest.raises(DecisionError, match=message):
+        Decision.from_json(screen_json(**changes))
+
+
+def test_the_screen_settles_clear_replies_without_the_judge_and_leaves_the_rest_to_it():
+    decision = Decision.from_json(json.loads(json.dumps(screen_json())))  # as read back from its file
+    assert isinstance(decision.screen, Screen) and decision.screen.features == CHEAP
+    clear, doubtful, hopeless = dict.fromkeys(CHEAP, 1.0), dict.fromkeys(CHEAP, 0.0), dict.fromkeys(CHEAP, -1.0)
+    answered = settled(clear, decision.screen)
+    assert answered.passed and not answered.judged and answered.answerable is None and answered.score is None
+    assert answered.probability >= answered.threshold == 0.8 and answered.usage.evaluated_tokens == 0
+    assert answered.decided_by == "decision" and answered.features["judge_yes"] is None
+    refused = settled(hopeless, decision.screen)
+    assert not refused.passed and refused.probability < refused.threshold == 0.2
+    assert settled(doubtful, decision.screen) is None  # P = 0.5: the judge runs
+    assert settled({**clear, "focus": None}, decision.screen) is None  # a probe missing: the judge runs
 
 
 def test_loading_says_why_the_checks_decide_instead(tmp_path):
@@ -161,6 +197,27 @@ def test_the_threshold_keeps_false_refusals_under_the_cap_out_of_fold():
     assert report["auc_alone"]["judge_yes"] > 0.65 > report["auc_alone"]["focus"]
     assert report["auc_combined"] > 0.65 and len(decision.coef) == len(FEATURES) - len(RETRIEVAL_FEATURES)
     assert not set(decision.features) & set(RETRIEVAL_FEATURES)  # by default: no tie to the embedder's scale
+
+
+def test_the_screen_decides_every_tune_reply_it_settles_as_the_full_decision_does():
+    import random
+
+    rng = random.Random(1)
+    rows = [Reply(f"q{n}", label == 0, label == 1, True, False,
+                  {f: rng.gauss(label * (1.5 if f in ("judge_yes", "sentence_support") else 0.0), 1.0)
+                   for f in FEATURES})
+            for n in range(300) for label in (n % 2,)]
+    decision, report = fit(rows, max_false_refusals=0.05)
+    screen = report["screen"]
+    assert decision.screen is not None and "judge_yes" not in decision.screen.features
+    bounds = (decision.screen.refuse_below, decision.screen.answer_from)
+    assert bounds == (screen["refuse_below"], screen["answer_from"])
+    assert 0.1 < screen["settled_without_judge"] < 1.0  # sentence_support alone settles the clearest replies
+    assert screen["out_of_fold"] == report["out_of_fold_at_thresholds"]  # it agrees wherever it settles
+    judge_only = [Reply(r.group, r.unanswerable, r.right, True, False, {**r.features, "sentence_support": 0.0})
+                  for r in rows]
+    _, nothing_else = fit(judge_only, max_false_refusals=0.05, features=["judge_yes", "sentence_support"])
+    assert nothing_else["screen"]["settled_without_judge"] < screen["settled_without_judge"]
 
 
 # ---------------------------------------------------------------- with the real generator

@@ -47,14 +47,14 @@ from tests.conftest import (
 
 # Quality gate: the test split of the project question set (corpus/eval/questions.jsonl: 66 of its 200 questions,
 # never tuned or fitted on) over the seed corpus in the default configuration (qwen2.5-coder-1.5b, EmbeddingGemma,
-# k=4, whole article from its kept state, the fitted decision). The floors sit just under what `rag eval` measured
-# there (README, "Refusing what the articles do not say"): answer_accuracy 0.882 (30/34), retrieval_hit_at_k 1.000
-# (34/34), refusal_accuracy 0.438 (14/32). Each floor allows one question less (llama.cpp's greedy output can change
-# with the machine and the thread count). Every reply must keep its words (words_altered 0). Move these when a
-# default changes.
-MIN_ANSWER_ACCURACY = 0.85
+# k=4, whole article from its kept state, the fitted decision and its screen). The floors sit just under what
+# `rag eval` measured there (README, "Refusing what the articles do not say"): answer_accuracy 0.912 (31/34),
+# retrieval_hit_at_k 1.000 (34/34), refusal_accuracy 0.406 (13/32). Each floor allows one question less (llama.cpp's
+# greedy output can change with the machine and the thread count). Every reply must keep its words (words_altered
+# 0). Move these when a default changes.
+MIN_ANSWER_ACCURACY = 0.88
 MIN_RETRIEVAL_HIT_AT_K = 0.97
-MIN_REFUSAL_ACCURACY = 0.40
+MIN_REFUSAL_ACCURACY = 0.37
 
 QUESTIONS = REPO / "corpus" / "eval" / "questions.jsonl"
 RGB_DATA = REPO.parent / "shared" / "benchmarks" / "rgb" / "en_fact.json"
@@ -62,7 +62,7 @@ METRIC_KEYS = {
     "answer_accuracy", "exact_match", "f1", "retrieval_hit_at_k", "mrr", "retrieval_hit_at_1", "retrieval_hit_at_3",
     "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate", "citation_accuracy",
     "unsupported_rate", "partial_answer_rate", "words_altered", "latency_p50_s", "latency_p95_s", "ttft_p50_s",
-    "closest_holds_gold", "probes_p50_s", "probes_p95_s",
+    "closest_holds_gold", "probes_p50_s", "probes_p95_s", "settled_without_judge",
     "questions", "answerable", "unanswerable", "k", "generator", "embedder",
 }
 OUTPUTS = ("results.jsonl", "metrics.json", "report.md", "metrics.png")
@@ -417,6 +417,7 @@ def test_quality_gate(tmp_path):
     metrics = evaluator(tmp_path / "gate")
     print(json.dumps({"test split": metrics}, indent=2))
     assert {r.answer.verdict.get("decided_by") for r in evaluator.results if r.answer.verdict} == {"decision"}
+    assert 0 < metrics["settled_without_judge"] < 1  # the decision's screen settles some replies, the judge the rest
     failures = [f"{key} {metrics[key]:.3f} < {floor:.3f}" for key, floor in (
         ("answer_accuracy", MIN_ANSWER_ACCURACY), ("retrieval_hit_at_k", MIN_RETRIEVAL_HIT_AT_K),
         ("refusal_accuracy", MIN_REFUSAL_ACCURACY)) if metrics[key] < floor]

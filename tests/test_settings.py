@@ -74,10 +74,11 @@ def test_embedder_dependent_choices_come_from_its_calibration_unless_set():
     assert calibration(gemma).min_relevance != calibration(small).min_relevance  # similarities differ in scale
     assert chunking(gemma) == (240, 48) and chunking(small) == (160, 32)
     assert embedder_precision(gemma) == "bfloat16" and embedder_precision(small) == "float32"
-    chosen = load_settings(min_relevance="0.3", bm25_weight="0", figure_rule="off", chunk_tokens="64",
-                           embedder_precision="int8")
-    assert (calibration(chosen).min_relevance, calibration(chosen).bm25_weight) == (0.3, 0.0)
-    assert calibration(chosen).figure_rule is False and chunking(chosen) == (64, 48)
+    chosen = load_settings(min_relevance="0.3", bm25_weight="0.5", figure_rule="on", chunk_tokens="64",
+                           embedder_precision="int8")  # each differs from EmbeddingGemma's calibration
+    assert (calibration(chosen).min_relevance, calibration(chosen).bm25_weight) == (0.3, 0.5)
+    assert calibration(chosen).figure_rule is True and chunking(chosen) == (64, 48)
+    assert calibration(load_settings(embedder="minilm", figure_rule="off")).figure_rule is False
     assert embedder_precision(chosen) == "int8"
 
 

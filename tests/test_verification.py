@@ -68,6 +68,7 @@ def test_both_names_present_relation_absent(seed):
     """"Who chairs the Metaverse Alliance?": the passage names the government and the alliance, so every lexical
     check passes; only the generator's judgement can see that no one is said to chair it."""
     settings, context, generator = seed
+    settings = settings.replace(decision_file="none")  # the judge on every reply: no fitted screen settles it first
     question = "Who chairs the Metaverse Alliance?"
     reply = "The South Korean government chairs the Metaverse Alliance [3]."
     reason, checked = check_reply(reply, question, context.passages, settings)
