@@ -126,13 +126,16 @@ def outcomes(replies: list[Reply], probabilities: list[float | None], passed: fl
     unanswerable = [(r, p) for r, p in zip(replies, probabilities, strict=True) if r.unanswerable]
 
     def refused(reply: Reply, probability: float | None) -> bool:
-        if probability is None:
-            return reply.refused
-        return probability < (passed if reply.checks_passed else override)
+        return reply.refused if probability is None else not stands(reply, probability, passed, override)
 
     return {"answer_accuracy": round(sum(r.right and not refused(r, p) for r, p in answerable) / len(answerable), 4),
             "false_refusals": round(sum(refused(r, p) for r, p in answerable) / len(answerable), 4),
             "refusal_accuracy": round(sum(refused(r, p) for r, p in unanswerable) / len(unanswerable), 4)}
+
+
+def stands(reply: Reply, probability: float, passed: float, override: float) -> bool:
+    """Whether the decision lets a reply through: `passed` when the checks passed it, `override` when they refused."""
+    return probability >= (passed if reply.checks_passed else override)
 
 
 def _probabilities(replies: list[Reply], held_out: Iterator[float], model: Any, features: list[str],
@@ -218,8 +221,7 @@ def fit_screen(replies: list[Reply], rows: list[Reply], probabilities: list[floa
     held_out = out_of_fold(x, y, groups, c)
     screened = _probabilities(replies, iter(held_out), model, cheap)
     passed, override, rates = chosen
-    full = [None if p is None else p >= (passed if r.checks_passed else override)
-            for r, p in zip(replies, probabilities, strict=True)]
+    full = [None if p is None else stands(r, p, passed, override) for r, p in zip(replies, probabilities, strict=True)]
     grid = [float(v) for v in np.round(np.arange(0.0, 1.0001, 0.02), 2)]
     best = None
     for below in grid:
