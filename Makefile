@@ -13,7 +13,7 @@ LLAMA_VERSION := 0.3.36
 LLAMA_CFLAGS  := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 CPU_ID := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut -c1-12)
 WHEELS := $(HOME)/.cache/rag-news/wheels/llama-$(LLAMA_VERSION)-native-noamx-$(CPU_ID)
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25  # the slowest tests, to keep the suite within 30 minutes
 
 .PHONY: install prepare index chat serve test bench bench-scale eval lint clean
 

@@ -24,11 +24,10 @@ from tests.conftest import REPO, SEED_ARTICLE, TEST_GENERATOR, free_port, open_f
 
 pytestmark = pytest.mark.slow
 
-CLIENTS = 20
+CLIENTS = 12  # 20 until the suite had to fit in 30 minutes again
 # Questions of the evaluation set with short, distinct answers, and questions the article does not answer.
-ANSWERABLE = ["q03", "q11", "q13", "q30", "q34", "q40", "q49", "q57", "q60", "q63", "q64", "q65", "q68", "q70",
-              "q51"]
-UNANSWERABLE = ["q84", "q97", "q98", "q118", "q125"]
+ANSWERABLE = ["q03", "q11", "q13", "q30", "q34", "q40", "q49", "q57", "q60"]
+UNANSWERABLE = ["q84", "q97", "q98"]
 START_TIMEOUT_S = 600
 BUSY = "Queue is full! Please try again."  # gradio_client's words; the page says "currently busy. Please try again."
 
@@ -110,7 +109,7 @@ def ask(url: str, question: str) -> dict:
         client.close()
 
 
-def test_twenty_clients_at_once_each_get_their_own_answer(server, questions) -> None:
+def test_many_clients_at_once_each_get_their_own_answer(server, questions) -> None:
     url, process = server
     texts = [q.question for q in questions]
     assert len(texts) == CLIENTS
@@ -135,8 +134,8 @@ def test_twenty_clients_at_once_each_get_their_own_answer(server, questions) -> 
             assert not got["refused"] and answer_found(got["answer"], question), (question.id, got["answer"])
         else:
             assert got["refused"], (question.id, got["answer"])
-    # Twenty waiting requests hold little, and twenty more answers must not cost memory: what a request holds
-    # is released after it (measured: +55 MB for the twenty at once, +0 MB for the next twenty).
+    # Waiting requests hold little, and as many answers again must not cost memory: what a request holds is
+    # released after it (measured with 20 clients: +55 MB for the twenty at once, +0 MB for the next twenty).
     assert rss_after_together - rss_before < 200, report
     assert rss_after_alone - rss_after_together < 60, report
     assert files_after <= files_before + 10, report
