@@ -59,12 +59,16 @@ class CheckResult:
 
 def closest_sentence(question: str, passages: list[Passage], reply: str = "") -> Citation | None:
     """What the articles say nearest a question they do not answer, shown with a refusal so the user can rephrase
-    (marker 0: it is a source, not an answer): the sentence of the passages that best supports the question and the
-    refused reply together (the one the generator drew on, if it also speaks of what was asked: it holds the answer
-    when the refusal was a mistake), the more relevant passage first on a tie."""
+    (marker 0: it is a source, not an answer): the sentence of the passages that best supports the question, or that
+    holds the most of the refused reply's figures and words (the sentence the generator drew on: it holds the answer
+    when the refusal was a mistake), the more relevant passage first on a tie.
+
+    The reply counts by its share of terms, not by `support`, which is 0 as soon as one figure is missing: a right
+    reply that adds a date ("Toy Story 4 won … on February 9, 2020") must still find its sentence. Chosen on the
+    tune data's refused answerable replies (RGB 50-99, the project's tune split): 14 of 21 such sentences hold the
+    gold answer, 10 with both counted by `support` and averaged."""
     claim = strip_markers(reply)
-    scored = [(((support(question, text) + support(claim, text)) / 2 if claim else support(question, text),
-                p.relevance), p, start, end)
+    scored = [((max(support(question, text), term_share(claim, text)), p.relevance), p, start, end)
               for p in passages for start, end in sentence_spans(p.text) for text in (p.text[start:end],)]
     if not scored:
         return None
@@ -85,6 +89,14 @@ def support(claim: str, passage: str) -> float:
     if not words:
         return 1.0 if numbers else 0.0
     return len(words & have_words) / len(words)
+
+
+def term_share(claim: str, passage: str) -> float:
+    """The share of the claim's numbers and content words that the passage holds (0 for a claim without any)."""
+    numbers, words = key_terms(claim)
+    have_numbers, have_words = key_terms(passage)
+    terms = numbers | words
+    return len(terms & (have_numbers | have_words)) / len(terms) if terms else 0.0
 
 
 def names(claim: str) -> set[str]:

@@ -1,6 +1,7 @@
 from rag.citations import (
     check_citations,
     claim_support,
+    closest_sentence,
     is_bare_label,
     is_filler,
     names,
@@ -26,6 +27,19 @@ def passages() -> list[Passage]:
     return out
 
 
+
+
+def test_the_closest_sentence_is_the_one_a_refused_reply_drew_on_even_with_a_figure_more():
+    oscars = ("The Oscars 2020 Animated Feature Film nominations have been announced! "
+              "Toy Story 4 won Best Animated Feature.")
+    found = [Passage(0, "oscars.txt", "Oscars", oscars, 0, len(oscars), (1, 1), 1, {"dense_similarity": 0.6})]
+    question = "What movie won the Oscar for Best Animated Film in 2020?"
+    # A right reply with a date the passage lacks: `support` gives it 0 everywhere, its share of terms does not.
+    reply = "Toy Story 4 won Best Animated Feature at the ceremony on February 9, 2020 [1]."
+    assert closest_sentence(question, found, reply).span_text == "Toy Story 4 won Best Animated Feature."
+    # Without a reply (or with one about something else) the sentence that supports the question is shown.
+    assert closest_sentence(question, found).span_text.startswith("The Oscars 2020")
+    assert closest_sentence(question, found, "Chip exports grew 66.7% [1].").span_text.startswith("The Oscars 2020")
 
 
 def test_support_needs_every_number():
