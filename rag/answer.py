@@ -22,7 +22,8 @@ from rag.citations import (
 )
 from rag.decision import Decision, adds_information, decision_file, lexical_probes, load_decision, retrieval_probes
 from rag.errors import BadInput
-from rag.generation import Generator, Prefix, complete, get_generator
+from rag.generation import get_generator
+from rag.generator_types import Generator, Prefix, complete
 from rag.models import get_embedder
 from rag.retrieval import Passage, Retriever, get_retriever
 from rag.settings import Settings, load_settings

@@ -32,7 +32,8 @@ from rag.evaluation import (
     rgb_snippets,
     write_rgb_corpus,
 )
-from rag.generation import Generator, LlamaCppGenerator, Prefix, complete, get_generator, make_generator
+from rag.generation import LlamaCppGenerator, get_generator, make_generator
+from rag.generator_types import Generator, Prefix, complete
 from rag.index import build_index, index_folder, load_index
 from rag.models import GENERATORS, Embedder, embedder_location, get_embedder
 from rag.retrieval import calibration, get_retriever, retrieve

@@ -13,7 +13,7 @@ from pathlib import Path
 import rag  # noqa: F401  - sets the offline environment before any model library is imported
 from rag.answer import Answer, prepare_document_states, stream_answer
 from rag.errors import BAD_INPUT_EXIT, EXPECTED, FAILURE_EXIT, outcome
-from rag.generation import is_server_generator
+from rag.generator_types import is_server_generator
 from rag.index import build_index, index_folder
 from rag.models import EMBEDDERS, GENERATORS, bound_index_memory, prepare
 from rag.settings import Settings, load_settings

@@ -4,7 +4,6 @@ keeping the processed state of a prompt's fixed prefix so that the next prompt p
 from __future__ import annotations
 
 import atexit
-import collections.abc
 import copy
 import ctypes
 import dataclasses
@@ -15,181 +14,36 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
+from rag.generator_types import (
+    END_OF_TURN,
+    Generator,
+    Message,
+    Prefix,
+    Stream,
+    Usage,
+    clean_stream,
+    is_server_generator,
+    logprob_summary,
+    option_shares,
+    prefix_text,
+    timed_stream,
+)
 from rag.models import GeneratorSource, ModelError, convert_gguf_to_hf, ensure_gguf, file_sha256, resolve_generator
 from rag.settings import Settings
 from rag.states import SavedState, StateStore, state_key
 
-Message = dict[str, str]
-Stream = collections.abc.Generator[str, None, "Usage"]  # text pieces; the return value is the call's Usage
-
-# Chat-template tokens a small model sometimes writes out as text; they never belong in an answer.
-TEMPLATE_TOKENS = re.compile(r"<\|(?:im_start|im_end|endoftext|end|eot_id|assistant|user|system)\|>")
-END_OF_TURN = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"]
 # Used when a GGUF carries no chat template of its own.
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-@dataclass(frozen=True)
-class Prefix:
-    """Says which start of a prompt stays the same across calls, so the engine keeps its processed state.
-
-    `varying` is the tail of the last message that changes from call to call (the question); everything before
-    its last occurrence in the rendered prompt is the prefix (instructions and passages). `persist` also saves
-    the state to disk (for whole documents, which are asked about again in later processes); `label` names
-    the state (a document id).
-    """
-
-    varying: str
-    persist: bool = False
-    label: str = ""
-
-
-@dataclass
-class Usage:
-    """What the last call cost the engine, read from the engine itself."""
-
-    prompt_tokens: int = 0
-    evaluated_tokens: int = 0  # prompt tokens the engine processed in this call; the rest came from a kept state
-    state: str = "none"  # where the prefix came from: context | memory | disk | computed | none
-    prefix_s: float = 0.0  # seconds spent restoring or computing the prefix
-    completion_tokens: int = 0
-    decode_s: float = 0.0  # from the first text piece to the end of the reply
-    # How sure the engine was of the reply's own tokens (natural-log probabilities read from its logits; None where
-    # the engine does not report them): the lowest, the mean, and the lowest over tokens holding a digit or a
-    # capital letter (the figures and names an invented answer is made of).
-    logprob_min: float | None = None
-    logprob_mean: float | None = None
-    logprob_key_min: float | None = None
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-class Generator(Protocol):
-    """What the rest of the library needs of a generator. One generation at a time per instance."""
-
-    name: str
-    engine: str
-    usage: Usage
-
-    def warm_up(self) -> None: ...
-
-    def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
-               prefix: Prefix | None = None) -> Stream:
-        """Text pieces as they are generated; the stream's return value is the call's Usage."""
-        ...
-
-    def prefill(self, messages: list[Message], prefix: Prefix) -> Usage: ...
-
-    def option_probabilities(self, messages: list[Message], options: tuple[str, ...],
-                             prefix: Prefix | None = None) -> tuple[dict[str, float], Usage]:
-        """How likely the reply is to begin with each option (normalised over them): one forward pass, no sampling."""
-        ...
-
-    def count_tokens(self, text: str) -> int: ...
-
-
-def generate(generator: Generator, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
-             prefix: Prefix | None = None) -> str:
-    """The whole reply at once."""
-    return complete(generator, messages, max_tokens, stop, prefix)[0]
-
-
-def complete(generator: Generator, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
-             prefix: Prefix | None = None) -> tuple[str, Usage]:
-    """The whole reply and what it cost the engine (a stream returns its Usage when it ends)."""
-    pieces: list[str] = []
-    stream = generator.stream(messages, max_tokens, stop, prefix)
-    while True:
-        try:
-            pieces.append(next(stream))
-        except StopIteration as done:
-            return "".join(pieces), done.value or Usage()
-
-
-def prefix_text(prompt: str, varying: str) -> str:
-    """The rendered prompt before the last occurrence of `varying` ("" when it does not occur)."""
-    at = prompt.rfind(varying) if varying else -1
-    return prompt[:at] if at > 0 else ""
-
-
-class StopFilter:
-    """Cuts a stream at the first stop sequence, holding back text that could be the start of one."""
-
-    def __init__(self, stop: list[str]) -> None:
-        self.stop = [s for s in stop if s]
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, piece: str) -> str:
-        if self.stopped:
-            return ""
-        self.pending += piece
-        cut = min((i for i in (self.pending.find(s) for s in self.stop) if i >= 0), default=-1)
-        if cut >= 0:
-            out, self.pending, self.stopped = self.pending[:cut], "", True
-            return out
-        hold = max((len(s) - 1 for s in self.stop), default=0)
-        keep = next((n for n in range(min(hold, len(self.pending)), 0, -1)
-                     if any(s.startswith(self.pending[-n:]) for s in self.stop)), 0)
-        out = self.pending[: len(self.pending) - keep]
-        self.pending = self.pending[len(out):]
-        return out
-
-    def flush(self) -> str:
-        out, self.pending = ("" if self.stopped else self.pending), ""
-        return out
-
-
-def clean_stream(pieces: Iterator[str], stop: list[str]) -> Iterator[str]:
-    stops = StopFilter(stop + END_OF_TURN)
-    for piece in pieces:
-        text = TEMPLATE_TOKENS.sub("", stops.feed(piece))
-        if text:
-            yield text
-        if stops.stopped:
-            return
-    tail = TEMPLATE_TOKENS.sub("", stops.flush())
-    if tail:
-        yield tail
-
-
-def timed_stream(pieces: Iterator[str], usage: Usage) -> Iterator[str]:
-    """Pass the pieces on, recording in `usage.decode_s` the time from the first piece to the last."""
-    first = None
-    for piece in pieces:
-        first = first or time.perf_counter()
-        yield piece
-    usage.decode_s = round(time.perf_counter() - first, 4) if first else 0.0
-
-
-def logprob_summary(sampled: list[tuple[str, float]], usage: Usage) -> None:
-    """Record in `usage` the lowest, the mean and the lowest key-token log-probability of the sampled tokens."""
-    values = [value for _, value in sampled]
-    if not values:
-        return
-    key = [value for piece, value in sampled if re.search(r"[0-9A-Z]", piece)]
-    usage.logprob_min, usage.logprob_mean = round(min(values), 4), round(float(np.mean(values)), 4)
-    usage.logprob_key_min = round(min(key), 4) if key else 0.0
-
-
 def _softmax_over(logits: np.ndarray, option_ids: dict[str, int]) -> dict[str, float]:
     """The probabilities of the options' first tokens, normalised over the options only."""
     return option_shares({option: float(logits[i]) for option, i in option_ids.items()})
-
-
-def option_shares(scores: dict[str, float]) -> dict[str, float]:
-    """Logits or log-probabilities of some options as probabilities normalised over those options."""
-    values = np.array(list(scores.values()))
-    weights = np.exp(values - values.max())
-    return {option: float(w) for option, w in zip(scores, weights / weights.sum(), strict=True)}
 
 
 def _state_store(settings: Settings, name: str) -> StateStore:
@@ -634,12 +488,6 @@ class _Cancelled:
 
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
-
-SERVER_PREFIX = "openai:"  # generator = "openai:<model>": an OpenAI-compatible server (rag/serving.py)
-
-
-def is_server_generator(name: str) -> bool:
-    return name.startswith(SERVER_PREFIX)
 
 
 def make_generator(name: str, settings: Settings) -> Generator:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rag.errors import Unavailable
-from rag.generation import (
+from rag.generator_types import (
     END_OF_TURN,
     SERVER_PREFIX,
     Message,

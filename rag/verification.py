@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from rag.decision import Decision, Screen
-from rag.generation import Generator, Message, Prefix, Usage
+from rag.generator_types import Generator, Message, Prefix, Usage
 
 JUDGE_RULE = "Do the passages state the answer to this question? Reply Yes or No."
 SENTENCE_WEIGHT = 0.1  # chosen on the tune split: the judge alone separates worse (README)

@@ -2,18 +2,8 @@ import os
 
 import pytest
 
-from rag.generation import (
-    LlamaCppGenerator,
-    Prefix,
-    StopFilter,
-    TransformersGenerator,
-    Usage,
-    clean_stream,
-    complete,
-    generate,
-    get_generator,
-    make_generator,
-)
+from rag.generation import LlamaCppGenerator, TransformersGenerator, get_generator, make_generator
+from rag.generator_types import Prefix, StopFilter, Usage, clean_stream, complete, generate
 from rag.models import ModelError
 from rag.settings import Settings
 from tests.conftest import cache_with_models

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.generation import complete, get_generator, make_generator
+from rag.generation import get_generator, make_generator
+from rag.generator_types import complete
 from rag.models import GENERATORS, ensure_gguf
 from rag.serving import ServerError
 from rag.settings import Settings
