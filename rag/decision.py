@@ -178,6 +178,12 @@ def _checked_model(data: dict[str, Any], thresholds: tuple[str, str]) -> dict[st
     return {**fields, "intercept": float(data["intercept"]), **{k: float(data[k]) for k in thresholds}}
 
 
+def banded(probability: float, refuse_below: float, answer_from: float) -> bool | None:
+    """A screen's call on a reply: True (answer) from `answer_from`, False (refuse) under `refuse_below`, None (the
+    judge decides) in between."""
+    return True if probability >= answer_from else False if probability < refuse_below else None
+
+
 @dataclass
 class Screen:
     """The decision without the judge, tried first: a reply it scores at `answer_from` or above is answered and
@@ -196,8 +202,8 @@ class Screen:
     def probability(self, values: dict[str, float]) -> float:
         return _logistic(self, values)
 
-    def settles(self, probability: float) -> bool:
-        return not self.refuse_below <= probability < self.answer_from
+    def call(self, probability: float) -> bool | None:
+        return banded(probability, self.refuse_below, self.answer_from)
 
     @classmethod
     def from_json(cls, data: Any) -> Screen:
@@ -276,5 +282,5 @@ def load_decision(path: Path, generator: str, generator_sha256: str, engine: str
     return decision, ""
 
 
-__all__ = ["FEATURES", "RETRIEVAL_FEATURES", "Decision", "DecisionError", "Screen", "adds_information", "decision_file",
-           "holds_focus", "lexical_probes", "load_decision", "retrieval_probes"]
+__all__ = ["FEATURES", "RETRIEVAL_FEATURES", "Decision", "DecisionError", "Screen", "adds_information", "banded",
+           "decision_file", "holds_focus", "lexical_probes", "load_decision", "retrieval_probes"]

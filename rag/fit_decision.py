@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.decision import FEATURES, RETRIEVAL_FEATURES, Decision, Screen, decision_file
+from rag.decision import FEATURES, RETRIEVAL_FEATURES, Decision, Screen, banded, decision_file
 from rag.errors import BadInput
 from rag.evaluation import DEFAULT_QUESTIONS, contains_answer, load_questions, rgb_correct
 from rag.models import resolve_generator
@@ -226,7 +226,7 @@ def fit_screen(replies: list[Reply], rows: list[Reply], probabilities: list[floa
     best = None
     for below in grid:
         for above in (v for v in grid if v >= below):
-            settled = [None if s is None else (True if s >= above else False if s < below else None) for s in screened]
+            settled = [None if s is None else banded(s, below, above) for s in screened]
             if all(s is None or s == f for s, f in zip(settled, full, strict=True)):  # agrees wherever it settles
                 share = sum(s is not None for s in settled) / sum(s is not None for s in screened)
                 if best is None or share > best[0]:
@@ -299,7 +299,6 @@ def render(report: dict[str, Any], decision: Decision) -> str:
     lines += [f"| {cap} | {t} / {o} | {r['answer_accuracy']:.3f} | {r['refusal_accuracy']:.3f} | "
               f"{r['false_refusals']:.3f} |" for cap, (t, o, r) in report["trade_off"].items()]
     return "\n".join(lines)
-
 
 
 def _screen_line(screen: dict[str, Any]) -> list[str]:

@@ -84,9 +84,9 @@ def settled(features: dict[str, float | None], screen: Screen) -> Verdict | None
     if any(features.get(f) is None for f in screen.features):
         return None
     probability = screen.probability(features)
-    if not screen.settles(probability):
+    passed = screen.call(probability)
+    if passed is None:
         return None
-    passed = probability >= screen.answer_from
     return Verdict(None, round(features["sentence_support"], 4), None, passed, Usage(), decided_by="decision",
                    probability=round(probability, 4), threshold=screen.answer_from if passed else screen.refuse_below,
                    features=_rounded({"judge_yes": None, **features}), judged=False)
