@@ -65,8 +65,7 @@ def closest_sentence(question: str, passages: list[Passage], reply: str = "") ->
 
     The reply counts by its share of terms, not by `support`, which is 0 as soon as one figure is missing: a right
     reply that adds a date ("Toy Story 4 won … on February 9, 2020") must still find its sentence. Chosen on the
-    tune data's refused answerable replies (RGB 50-99, the project's tune split): 14 of 21 such sentences hold the
-    gold answer, 10 with both counted by `support` and averaged."""
+    tune data's refused answerable replies only (RGB 50-99, the project's tune split; README)."""
     claim = strip_markers(reply)
     scored = [((max(support(question, text), term_share(claim, text)), p.relevance), p, start, end)
               for p in passages for start, end in sentence_spans(p.text) for text in (p.text[start:end],)]
