@@ -20,15 +20,34 @@ from rag.citations import (
     is_bare_label,
     supporting_span,
 )
-from rag.decision import Decision, adds_information, decision_file, lexical_probes, load_decision, retrieval_probes
+from rag.decision import (
+    GENERATOR_PROBES,
+    STATE_FEATURE,
+    STATE_KIND,
+    Decision,
+    adds_information,
+    decision_file,
+    lexical_probes,
+    load_decision,
+    retrieval_probes,
+)
 from rag.errors import BadInput
 from rag.generation import get_generator
-from rag.generator_types import Generator, Prefix, complete
+from rag.generator_types import Generator, Prefix, Usage, complete
 from rag.models import get_embedder
 from rag.retrieval import Passage, Retriever, get_retriever
 from rag.settings import Settings, load_settings
 from rag.text import is_instruction, key_terms, normalize_text, split_sentences, strip_markers, without_instructions
-from rag.verification import JUDGE_RULE, Verdict, decide, judge, settled, threshold_for
+from rag.verification import (
+    JUDGE_RULE,
+    REPLY_JUDGE_RULE,
+    Verdict,
+    decide,
+    judge,
+    judge_with_state,
+    settled,
+    threshold_for,
+)
 
 # The prompt is laid out for reuse: [fixed instructions][passages or a whole document][question part]. Everything
 # before the question part is the same for every question about a document, so the generator keeps its processed
@@ -369,8 +388,7 @@ def _answer_part(part: str, whole: str, context: Context, generator: Generator, 
     threshold = threshold_for(generator.name, settings.verify_threshold)
     if reason != "generator" and settings.verify and threshold is not None and not (checked and checked.declined):
         t0 = time.perf_counter()
-        verdict = verify(raw, part, context, generator, settings, rule(JUDGE_RULE), threshold, checked, not reason,
-                         calls[-1])
+        verdict = verify(raw, part, context, generator, settings, rule(""), threshold, checked, not reason, calls[-1])
         calls.append({"purpose": "verify", **verdict.usage.to_json()})
         timings["verify_s"] = timings.get("verify_s", 0.0) + time.perf_counter() - t0
         reason, checked = _decided(reason, verdict, raw, context.passages, checked, settings)
@@ -484,12 +502,12 @@ def check_reply(raw: str, question: str, passages: list[Passage], settings: Sett
 
 
 def verify(raw: str, question: str, context: Context, generator: Generator, settings: Settings,
-           rule: str = JUDGE_RULE, threshold: float | None = None, checked: CheckResult | None = None,
+           lead: str = "", threshold: float | None = None, checked: CheckResult | None = None,
            lexically_passed: bool = True, reply_usage: dict[str, Any] | None = None) -> Verdict:
     """Probe a reply (the judge after the kept document, its token log-probabilities, lexical and retrieval probes)
     and decide: by the fitted decision for this generator when there is a usable one (its screen first, which
-    settles a clear reply before the judge's pass), else by the checks and `threshold` (default: the generator's
-    calibrated one)."""
+    settles a clear reply before the generator's probes run), else by the checks and `threshold` (default: the
+    generator's calibrated one). `lead` opens each probe's rule (the note that a question is a second part)."""
     if threshold is None:
         threshold = threshold_for(generator.name, settings.verify_threshold) or 0.0
     features = {**lexical_probes(raw, question, context.passages, checked),
@@ -499,8 +517,55 @@ def verify(raw: str, question: str, context: Context, generator: Generator, sett
     screened = settled(features, decision.screen) if decision is not None and decision.screen else None
     if screened is not None:
         return screened
-    answerable, usage = judge(generator, *build_prompt(question, context, settings, rule))
-    return decide({"judge_yes": answerable, **features}, usage, decision, threshold, lexically_passed, note)
+    judge_prompt = build_prompt(question, context, settings, lead + JUDGE_RULE)
+    wanted = set(GENERATOR_PROBES if settings.all_probes else decision.features if decision is not None else ())
+    states: dict[str, list[float] | None] = {}
+    if STATE_FEATURE in wanted:  # the state the judge's P(Yes) is read from, from the same evaluation
+        answerable, state, usage = judge_with_state(generator, *judge_prompt)
+        states[STATE_KIND] = state
+        probe = decision.state_probe if decision is not None else None
+        features[STATE_FEATURE] = probe.logit(state) if probe is not None and state is not None else None
+    else:
+        answerable, usage = judge(generator, *judge_prompt)
+    features |= generator_probes(raw, question, context, generator, settings, lead, wanted, usage,
+                                 features["logprob_mean"], states)
+    verdict = decide({"judge_yes": answerable, **features}, usage, decision, threshold, lexically_passed, note)
+    if settings.all_probes:  # recorded for fitting (rag.fit_decision); never part of an everyday verdict
+        verdict.states = {k: v for k, v in states.items() if v is not None}
+    return verdict
+
+
+def generator_probes(raw: str, question: str, context: Context, generator: Generator, settings: Settings, lead: str,
+                     wanted: set[str], usage: Usage, reply_mean: float | None, states: dict[str, list[float] | None],
+                     ) -> dict[str, float | None]:
+    """The probes beside the judge that cost the generator a pass over their own tokens, those in `wanted` only
+    (None where the engine cannot score a given text); their cost is added to `usage` and the reply judge's hidden
+    state to `states`. The reply judge and the refusal sentence ride on the kept passages'
+    state; the contrastive probe reads the reply after the question alone, so it runs last and the next question
+    restores the passages' state from memory. Measured and not kept in the fitted decision (README)."""
+    answer_rule = lead + (OR_REFUSE_RULE if settings.offer_refusal else ANSWER_RULE)
+    probes: dict[str, float | None] = {}
+    try:
+        if "reply_judge_yes" in wanted:
+            shown = raw.replace("{", "{{").replace("}", "}}")  # build_prompt formats the rule
+            rule = lead + REPLY_JUDGE_RULE.format(reply=shown)
+            probes["reply_judge_yes"], states["reply_judge"], spent = judge_with_state(
+                generator, *build_prompt(question, context, settings, rule))
+            usage.evaluated_tokens += spent.evaluated_tokens
+        if wanted & {"refusal_logprob", "refusal_margin"}:
+            messages, prefix = build_prompt(question, context, settings, answer_rule)
+            refusal, spent = generator.continuation_logprobs(messages, settings.refusal_text, prefix)
+            usage.evaluated_tokens += spent.evaluated_tokens
+            probes["refusal_logprob"] = sum(refusal)
+            probes["refusal_margin"] = None if reply_mean is None else sum(refusal) / len(refusal) - reply_mean
+        if "contrastive" in wanted and reply_mean is not None:
+            alone, _ = build_prompt(question, Context([]), settings, answer_rule)
+            without, spent = generator.continuation_logprobs(alone, raw)
+            usage.evaluated_tokens += spent.evaluated_tokens
+            probes["contrastive"] = reply_mean - sum(without) / len(without)
+    except NotImplementedError:
+        pass  # the decision then lacks a probe and the checks decide, saying so
+    return probes
 
 
 def fitted_decision(generator: Generator, settings: Settings) -> tuple[Decision | None, str]:

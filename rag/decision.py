@@ -5,8 +5,9 @@ document, the reply's token log-probabilities are read from the engine's logits 
 lexical and retrieval probes are arithmetic on the passages. A logistic regression (scikit-learn) fitted on
 labelled replies (the tune split and RGB positions 50-99 only) weighs them; it is saved as JSON with the hash of
 the generator it was fitted for, and any other generator, engine or embedder falls back to the lexical checks
-with the threshold rule (`rag.verification`), saying so in the answer's verdict. The judge is the one probe that
-costs a pass of the generator, so a second regression without it (the screen) settles the clear replies first.
+with the threshold rule (`rag.verification`), saying so in the answer's verdict. The judge, and the probes that
+read the reply or the refusal sentence after the same prefix, each cost a pass of the generator over their own
+tokens, so a second regression without them (the screen) settles the clear replies first.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from rag.citations import CheckResult, claim_support, names, support
 from rag.errors import BadInput
@@ -40,10 +43,18 @@ FEATURES = {
     "logprob_min": "the lowest log-probability of the reply's tokens",
     "logprob_mean": "the mean log-probability of the reply's tokens",
     "logprob_key_min": "the lowest log-probability of the reply's tokens holding a digit or a capital letter",
+    "reply_judge_yes": "the generator's P(Yes) that a passage states the reply's answer (the reply shown to it)",
+    "refusal_logprob": "the log-probability of the refusal sentence as the reply, after the question",
+    "refusal_margin": "the refusal sentence's mean token log-probability less the reply's",
+    "contrastive": "the reply's mean token log-probability with the passages less without them",
+    "judge_state": "a linear probe on the generator's last hidden state where the judge answers (its logit)",
     "best_relevance": "the best passage's similarity to the question",
     "relevance_gap": "the first passage's similarity minus the second's",
 }
 RETRIEVAL_FEATURES = ("best_relevance", "relevance_gap")  # their scale is the embedder's
+# The probes that cost the generator a pass over their own tokens (the rest are arithmetic or read while generating)
+GENERATOR_PROBES = ("judge_yes", "reply_judge_yes", "refusal_logprob", "refusal_margin", "contrastive", "judge_state")
+STATE_FEATURE, STATE_KIND = "judge_state", "judge"  # the probe read from a hidden state, and which state
 _WHEN = re.compile(r"^\s*(?:when|in what year|what year|what date|since when|by when|which year|"
                    r"in which (?:year|month)|what month)\b", re.IGNORECASE)
 _QUANTITY_QUESTION = re.compile(  # the quantity questions a reply must bring a new number to
@@ -171,7 +182,7 @@ def _checked_model(data: dict[str, Any], thresholds: tuple[str, str]) -> dict[st
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
         raise DecisionError(f"every coefficient, mean, scale, intercept, {' and '.join(thresholds)} must be a "
                             "finite number")
-    if not 0 <= data[thresholds[0]] <= data[thresholds[1]] <= 1:
+    if thresholds and not 0 <= data[thresholds[0]] <= data[thresholds[1]] <= 1:
         raise DecisionError(f"the thresholds must satisfy 0 <= {thresholds[0]} <= {thresholds[1]} <= 1")
     if any(s <= 0 for s in fields["scale"]):
         raise DecisionError("every scale must be positive")
@@ -210,9 +221,36 @@ class Screen:
         if not isinstance(data, dict):
             raise DecisionError("the screen must be an object")
         screen = cls(**_checked_model(data, ("refuse_below", "answer_from")))
-        if "judge_yes" in screen.features:
-            raise DecisionError("the screen cannot read judge_yes: it decides before the judge runs")
+        costly = [f for f in screen.features if f in GENERATOR_PROBES]
+        if costly:
+            raise DecisionError(f"the screen cannot read {', '.join(costly)}: it decides before the generator's "
+                                "probes run")
         return screen
+
+
+@dataclass
+class StateProbe:
+    """A logistic regression over the generator's last hidden state where the judge answers (after the kept
+    document and the judge's question), each value standardised: its logit is the decision's `judge_state` probe.
+    Fitted with the decision (rag.fit_decision)."""
+
+    kind: str
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+
+    def logit(self, state: list[float]) -> float:
+        if len(state) != len(self.coef):
+            raise DecisionError(f"a hidden state of {len(state)} values for a probe of {len(self.coef)}")
+        return float(((np.asarray(state) - self.mean) / self.scale) @ np.asarray(self.coef) + self.intercept)
+
+    @classmethod
+    def from_json(cls, data: Any) -> StateProbe:
+        if not isinstance(data, dict) or data.get("kind") != STATE_KIND:
+            raise DecisionError(f"the state probe must be an object of kind {STATE_KIND}")
+        model = _checked_model({**data, "features": [STATE_FEATURE] * len(data.get("coef") or [])}, ())
+        return cls(STATE_KIND, model["mean"], model["scale"], model["coef"], model["intercept"])
 
 
 @dataclass
@@ -235,6 +273,7 @@ class Decision:
     override_threshold: float = 1.0
     report: dict[str, Any] = field(default_factory=dict)  # how it was fitted and how it scored (cross-validated)
     screen: Screen | None = None
+    state_probe: StateProbe | None = None  # present when `features` reads judge_state
 
     def threshold_for(self, checks_passed: bool) -> float:
         return self.threshold if checks_passed else self.override_threshold
@@ -255,8 +294,11 @@ class Decision:
         if not all(isinstance(v, str) and v for v in texts.values()):
             raise DecisionError("generator, generator_sha256, engine and embedder must be named")
         screen = Screen.from_json(data["screen"]) if data.get("screen") is not None else None
+        probe = StateProbe.from_json(data["state_probe"]) if data.get("state_probe") is not None else None
+        if STATE_FEATURE in model["features"] and probe is None:
+            raise DecisionError(f"the decision reads {STATE_FEATURE} but carries no state probe")
         return cls(**model, **texts, report=data.get("report") if isinstance(data.get("report"), dict) else {},
-                   screen=screen)
+                   screen=screen, state_probe=probe)
 
 
 def decision_file(generator: str) -> Path:
@@ -282,5 +324,7 @@ def load_decision(path: Path, generator: str, generator_sha256: str, engine: str
     return decision, ""
 
 
-__all__ = ["FEATURES", "RETRIEVAL_FEATURES", "Decision", "DecisionError", "Screen", "adds_information", "banded",
-           "decision_file", "holds_focus", "lexical_probes", "load_decision", "retrieval_probes"]
+__all__ = ["FEATURES", "GENERATOR_PROBES", "RETRIEVAL_FEATURES", "STATE_FEATURE", "STATE_KIND", "Decision",
+           "DecisionError", "Screen", "StateProbe",
+           "adds_information", "banded", "decision_file", "holds_focus", "lexical_probes", "load_decision",
+           "retrieval_probes"]

@@ -20,13 +20,23 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rag.decision import FEATURES, RETRIEVAL_FEATURES, Decision, Screen, banded, decision_file
+from rag.decision import (
+    FEATURES,
+    GENERATOR_PROBES,
+    STATE_FEATURE,
+    STATE_KIND,
+    Decision,
+    Screen,
+    StateProbe,
+    banded,
+    decision_file,
+)
 from rag.errors import BadInput
 from rag.evaluation import DEFAULT_QUESTIONS, contains_answer, load_questions, rgb_correct
 from rag.models import resolve_generator
@@ -36,6 +46,13 @@ from rag.text import strip_markers
 RESERVED_RGB = range(0, 50)  # RGB positions kept for an outside check: never fitted on
 FOLDS = 5
 C = 0.1  # the regularisation, chosen by the same grouped cross-validation on the tune data (README)
+# The probes the decision combines by default, chosen out-of-fold on the tune data (README): the reply judge, the
+# refusal sentence and the contrastive probe were measured and left out (no gain in refusals at the cap), as were the
+# retrieval probes (they tie the decision to one embedder's scale).
+DEFAULT_FEATURES = ("judge_yes", "sentence_support", "supported_share", "names_found", "adds_information", "focus",
+                    "question_coverage", "joint_support", "logprob_min", "logprob_mean", "logprob_key_min",
+                    STATE_FEATURE)
+STATE_C = 0.1  # the state probe's: the best refusal accuracy at the false-refusal cap, out-of-fold (README)
 TRADE_OFF = (0.05, 0.10, 0.15, 0.20)  # false-refusal caps the report shows the thresholds' outcome at
 
 
@@ -53,6 +70,7 @@ class Reply:
     checks_passed: bool  # the lexical checks let the reply through (the decision may still refuse it)
     refused: bool  # what the evaluated run did (kept for a reply no probe ran on)
     features: dict[str, float] | None  # None: refused before any probe ran, or not verified (a partial answer)
+    states: dict[str, list[float]] = field(default_factory=dict)  # hidden states recorded with `all_probes`
 
     @property
     def label(self) -> int | None:
@@ -89,9 +107,11 @@ def _results(folder: Path) -> list[dict[str, Any]]:
 
 def _reply(group: str, result: dict[str, Any], right: bool) -> Reply:
     features = (result.get("verdict") or {}).get("features") or {}
-    usable = bool(features) and all(features.get(f) is not None for f in FEATURES)
+    recorded = [f for f in FEATURES if f != STATE_FEATURE]  # judge_state is the fitted probe's, made from the state
+    usable = bool(features) and all(features.get(f) is not None for f in recorded)
     return Reply(group, bool(result["unanswerable"]), right, result.get("refusal_reason") in ("", "verifier"),
-                 bool(result["refused"]), {f: float(features[f]) for f in FEATURES} if usable else None)
+                 bool(result["refused"]), {f: float(features[f]) for f in recorded} if usable else None,
+                 (result.get("verdict") or {}).get("states") or {})
 
 
 def matrix(rows: list[Reply], features: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -172,21 +192,27 @@ def choose_thresholds(replies: list[Reply], probabilities: list[float | None], m
 
 
 def fit(replies: list[Reply], max_false_refusals: float, features: list[str] | None = None, c: float = C,
-        ) -> tuple[Decision, dict[str, Any]]:
-    """The decision over `features` (default: every probe but the retrieval ones) fitted on every labelled reply,
+        state_c: float = STATE_C) -> tuple[Decision, dict[str, Any]]:
+    """The decision over `features` (default: DEFAULT_FEATURES) fitted on every labelled reply,
     and its out-of-fold report (each probe alone, the chosen ones together, and what the chosen thresholds do to
-    every tune question)."""
+    every tune question). With judge_state among them, the state probe is fitted first and stacked (`_stacked`)."""
     from sklearn.metrics import roc_auc_score
 
-    features = features or [f for f in FEATURES if f not in RETRIEVAL_FEATURES]
+    features = list(features or DEFAULT_FEATURES)
     rows = [r for r in replies if r.label is not None]
-    x, y, groups = matrix(rows, list(FEATURES))
+    y = np.array([r.label for r in rows])
     if min((y == 0).sum(), (y == 1).sum()) < 2 * FOLDS:
         raise FitError(f"too few replies of one label to fit ({(y == 1).sum()} right, {(y == 0).sum()} unanswerable)")
+    probe, states = None, None
+    if STATE_FEATURE in features:
+        features = [f for f in features if f != STATE_FEATURE] + [STATE_FEATURE]  # stacked: its column last
+        probe, states = fit_state_probe(replies, rows, state_c)
+    candidates = [f for f in FEATURES if f != STATE_FEATURE or probe is not None]
+    x, y, groups = matrix(rows, candidates)
     alone = {f: round(float(roc_auc_score(y, out_of_fold(x[:, [i]], y, groups, c))), 4)
-             for i, f in enumerate(FEATURES)}
-    x = x[:, [list(FEATURES).index(f) for f in features]]
-    combined = out_of_fold(x, y, groups, c)
+             for i, f in enumerate(candidates)}
+    x = x[:, [candidates.index(f) for f in features]]
+    combined = _stacked(x[:, :-1], states, y, groups, c, state_c) if probe else out_of_fold(x, y, groups, c)
     model = _model(c).fit(x, y)
     probabilities = _probabilities(replies, iter(combined), model, features)
     passed, override, rates = choose_thresholds(replies, probabilities, max_false_refusals)
@@ -202,8 +228,30 @@ def fit(replies: list[Reply], max_false_refusals: float, features: list[str] | N
     decision = Decision(list(features), [float(v) for v in scaler.mean_], [float(v) for v in scaler.scale_],
                         [float(v) for v in regression.coef_[0]], float(regression.intercept_[0]), passed,
                         generator="", generator_sha256="", engine="", embedder="", override_threshold=override,
-                        report={**report, "screen": screened}, screen=screen)
+                        report={**report, "screen": screened}, screen=screen, state_probe=probe)
     return decision, decision.report
+
+
+def fit_state_probe(replies: list[Reply], rows: list[Reply], state_c: float) -> tuple[StateProbe, np.ndarray]:
+    """The state probe fitted on every labelled reply's hidden state; each labelled reply's judge_state is its
+    out-of-fold logit (what the decision's regression is fitted on, as stacking does) and every other probed reply's
+    the fitted probe's logit. Returns the probe and the labelled replies' states."""
+    missing = [r.group for r in replies if r.features is not None and not r.states.get(STATE_KIND)]
+    if missing:
+        raise FitError(f"{len(missing)} probed replies carry no {STATE_KIND} hidden state (collect the runs with "
+                       "RAG_ALL_PROBES=true)")
+    states = np.array([r.states[STATE_KIND] for r in rows], dtype=float)
+    y, groups = np.array([r.label for r in rows]), np.array([r.group for r in rows])
+    held_out = _logit(out_of_fold(states, y, groups, state_c))
+    model = _model(state_c).fit(states, y)
+    probe = StateProbe(STATE_KIND, [float(v) for v in model[0].mean_], [float(v) for v in model[0].scale_],
+                       [float(v) for v in model[1].coef_[0]], float(model[1].intercept_[0]))
+    for reply, value in zip(rows, held_out, strict=True):
+        reply.features[STATE_FEATURE] = float(value)
+    for reply in replies:
+        if reply.label is None and reply.features is not None:
+            reply.features[STATE_FEATURE] = probe.logit(reply.states[STATE_KIND])
+    return probe, states
 
 
 def fit_screen(replies: list[Reply], rows: list[Reply], probabilities: list[float | None], features: list[str],
@@ -213,7 +261,7 @@ def fit_screen(replies: list[Reply], rows: list[Reply], probabilities: list[floa
     None when the judge is not among the features."""
     from sklearn.metrics import roc_auc_score
 
-    cheap = [f for f in features if f != "judge_yes"]
+    cheap = [f for f in features if f not in GENERATOR_PROBES]
     if cheap == features or not cheap:
         return None, {}
     x, y, groups = matrix(rows, cheap)
@@ -242,6 +290,53 @@ def fit_screen(replies: list[Reply], rows: list[Reply], probabilities: list[floa
                     "answer_from": above, "settled_without_judge": round(share, 4), "out_of_fold": outcome}
 
 
+STATE_CS = (1e-3, 1e-2, 1e-1, 1.0)  # the regularisations the state study tries
+
+
+def state_study(replies: list[Reply], features: list[str], c: float, state_cs: tuple[float, ...] = STATE_CS,
+                ) -> dict[str, Any]:
+    """Out-of-fold AUC of a linear probe on each recorded hidden state, alone (per regularisation) and stacked with
+    the decision's probes: in each fold the state probe is fitted on the training questions, its scores for them
+    come from an inner grouped cross-validation, and the decision's regression is fitted on the probes plus that
+    score; nothing is scored by a model that saw its question."""
+    from sklearn.metrics import roc_auc_score
+
+    rows = [r for r in replies if r.label is not None]
+    kinds = sorted(set.intersection(*(set(r.states) for r in rows))) if rows else []
+    if not kinds:
+        raise FitError("no hidden states in these runs: collect them with RAG_ALL_PROBES=true")
+    x, y, groups = matrix(rows, features)
+    probes_alone = round(float(roc_auc_score(y, out_of_fold(x, y, groups, c))), 4)
+    report: dict[str, Any] = {"rows": len(y), "probes_alone": probes_alone}
+    for kind in kinds:
+        states = np.array([r.states[kind] for r in rows], dtype=float)
+        alone = {str(sc): round(float(roc_auc_score(y, out_of_fold(states, y, groups, sc))), 4) for sc in state_cs}
+        best = max(state_cs, key=lambda sc: alone[str(sc)])
+        report[kind] = {"alone": alone, "stacked": round(float(roc_auc_score(y, _stacked(x, states, y, groups, c,
+                                                                                      best))), 4)}
+    return report
+
+
+def _stacked(x: np.ndarray, states: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float, state_c: float,
+             ) -> np.ndarray:
+    """Out-of-fold probabilities of the regression over `x` and the state probe's logit, nested (state_study)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    probabilities = np.zeros(len(y))
+    for train, held in StratifiedGroupKFold(FOLDS, shuffle=True, random_state=0).split(x, y, groups):
+        inner = out_of_fold(states[train], y[train], groups[train], state_c)
+        probe = _model(state_c).fit(states[train], y[train])
+        model = _model(c).fit(np.column_stack([x[train], _logit(inner)]), y[train])
+        held_score = _logit(probe.predict_proba(states[held])[:, 1])
+        probabilities[held] = model.predict_proba(np.column_stack([x[held], held_score]))[:, 1]
+    return probabilities
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rag.fit_decision", description=__doc__.split("\n")[0])
     parser.add_argument("--project", type=Path, action="append", default=[], help="a `rag eval` output folder")
@@ -249,11 +344,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="a `rag eval --benchmark rgb --queries 50-99 [--reject ...]` output folder")
     parser.add_argument("--questions", type=Path, help="the project's question set (for its test split)")
     parser.add_argument("--max-false-refusals", type=float, default=0.05)
-    parser.add_argument("--features", help=f"comma-separated probes to combine (default: all but "
-                        f"{', '.join(RETRIEVAL_FEATURES)}, which tie the decision to the embedder); of: "
-                        f"{', '.join(FEATURES)}")
+    parser.add_argument("--features", help=f"comma-separated probes to combine (default: "
+                        f"{', '.join(DEFAULT_FEATURES)}); of: {', '.join(FEATURES)}")
     parser.add_argument("--c", type=float, default=C, help=f"the regression's inverse regularisation (default {C})")
     parser.add_argument("--out", type=Path, help="where to write the decision (default: the packaged file)")
+    parser.add_argument("--states", action="store_true", help="only report how well linear probes on the recorded "
+                        "hidden states separate (alone and stacked with the probes); write nothing")
     args = parser.parse_args(argv)
     settings = load_settings()
     try:
@@ -264,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [f for f in chosen or [] if f not in FEATURES]
         if unknown:
             raise FitError(f"--features: unknown probe(s) {', '.join(unknown)}")
+        if args.states:
+            probes = [f for f in chosen or DEFAULT_FEATURES if f != STATE_FEATURE]
+            print(json.dumps(state_study(rows, probes, args.c), indent=2))
+            return 0
         decision, report = fit(rows, args.max_false_refusals, chosen, args.c)
         report["sources"] = {"project": [str(f) for f in args.project], "rgb": [str(f) for f in args.rgb],
                              "project_splits": ["tune"] if args.project else [],

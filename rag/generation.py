@@ -27,6 +27,7 @@ from rag.generator_types import (
     Usage,
     clean_stream,
     is_server_generator,
+    log_softmax_at,
     logprob_summary,
     option_shares,
     prefix_text,
@@ -84,9 +85,8 @@ def _counting_llama():  # noqa: ANN202 - a Llama subclass, made on first use so 
                 self.sampled += 1
                 if not llama_cpp.llama_vocab_is_eog(self._model.vocab, token):
                     row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab(),))
-                    top = float(row.max())
-                    logprob = float(row[token]) - top - float(np.log(np.exp(row - top).sum()))
-                    self.sampled_logprobs.append((self.detokenize([token]).decode("utf-8", "replace"), logprob))
+                    self.sampled_logprobs.append((self.detokenize([token]).decode("utf-8", "replace"),
+                                                  log_softmax_at(row, token)))
                 yield token
 
         def eval(self, tokens) -> None:  # noqa: ANN001 - llama-cpp's signature
@@ -210,6 +210,60 @@ class LlamaCppGenerator:
             logits, evaluated = self._next_token_logits(tokens)
             usage.evaluated_tokens += evaluated
             return _softmax_over(logits, {o: self._tokenize(o)[0] for o in options}), usage
+
+    def continuation_logprobs(self, messages: list[Message], continuation: str,
+                              prefix: Prefix | None = None) -> tuple[list[float], Usage]:
+        prompt = self.render(messages)
+        with self._lock:
+            tokens, usage = self._begin(prompt, prefix)
+            following = self._tokenize(continuation)
+            self._check_fits(len(tokens) + len(following))
+            rows, evaluated = self._logits_through(tokens, following)
+            usage.evaluated_tokens += evaluated
+            return [log_softmax_at(row, t) for row, t in zip(rows, following, strict=True)], usage
+
+    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None) -> tuple[np.ndarray, Usage]:
+        import llama_cpp
+
+        prompt = self.render(messages)
+        with self._lock:
+            tokens, usage = self._begin(prompt, prefix)
+            llm, keep = self._llm, self._evaluate_all_but_last(tokens)
+            # With embeddings on, llama.cpp outputs every position of a batch: only the last token goes through so
+            llama_cpp.llama_set_embeddings(llm.ctx, True)
+            try:
+                llm.eval(tokens[-1:])
+                state = np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_ith(llm.ctx, -1), shape=(llm.n_embd(),))
+                state = state.copy()
+            finally:
+                llama_cpp.llama_set_embeddings(llm.ctx, False)
+            usage.evaluated_tokens += len(tokens) - keep
+            return state, usage
+
+    def _evaluate_all_but_last(self, tokens: list[int]) -> int:
+        """Make the context hold every token but the last (keeping what it holds already); how many it kept."""
+        llm = self._llm
+        keep = _common_length(llm.input_ids[: min(llm.n_tokens, len(tokens) - 1)], tokens)
+        llm.n_tokens = keep
+        llm.eval(tokens[keep:-1])
+        return keep
+
+    def _logits_through(self, tokens: list[int], following: list[int]) -> tuple[np.ndarray, int]:
+        """Evaluate `tokens` then `following` (keeping what the context holds of them): the logits before each
+        token of `following`, and how many tokens were evaluated. Llama.eval keeps only the last position's
+        logits, so the last prompt token and `following` go through the context's batch with every position's."""
+        llm, keep = self._llm, self._evaluate_all_but_last(tokens)
+        tail = [tokens[-1], *following[:-1]]
+        rows = []
+        for start in range(0, len(tail), llm.n_batch):
+            batch = tail[start:start + llm.n_batch]
+            llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+            llm._batch.set_batch(batch=batch, n_past=llm.n_tokens, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            rows.append(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), llm.n_vocab())).copy())
+            llm.input_ids[llm.n_tokens:llm.n_tokens + len(batch)] = batch
+            llm.n_tokens += len(batch)
+        return np.concatenate(rows), len(tokens) - 1 - keep + len(tail)
 
     def _begin(self, prompt: str, prefix: Prefix | None) -> tuple[list[int], Usage]:
         """With the lock held: the prompt's tokens, and its prefix's state made current (counted in the Usage)."""
@@ -403,17 +457,39 @@ class TransformersGenerator:
 
     def option_probabilities(self, messages: list[Message], options: tuple[str, ...],
                              prefix: Prefix | None = None) -> tuple[dict[str, float], Usage]:
-        import torch
-
         prompt = self.render(messages)
         with self._lock:
-            ids, usage, cache = self._begin(prompt, prefix)
-            kept = cache.get_seq_length() if cache is not None else 0
-            with torch.no_grad():
-                extra = {_cache_argument(): cache} if cache is not None else {}
-                logits = self._model(input_ids=ids[:, kept:], use_cache=cache is not None, **extra).logits[0, -1]
+            output, usage = self._forward(prompt, prefix)
             option_ids = {o: self._tokenizer.encode(o, add_special_tokens=False)[0] for o in options}
-            return _softmax_over(logits.float().cpu().numpy(), option_ids), usage
+            return _softmax_over(output.logits[0, -1].float().cpu().numpy(), option_ids), usage
+
+    def continuation_logprobs(self, messages: list[Message], continuation: str,
+                              prefix: Prefix | None = None) -> tuple[list[float], Usage]:
+        prompt = self.render(messages)
+        with self._lock:
+            following = self._ids(continuation)
+            output, usage = self._forward(prompt, prefix, following)
+            rows = output.logits[0, -following.shape[1] - 1:-1].float().cpu().numpy()
+            return [log_softmax_at(row, int(t)) for row, t in zip(rows, following[0].tolist(), strict=True)], usage
+
+    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None) -> tuple[np.ndarray, Usage]:
+        prompt = self.render(messages)
+        with self._lock:
+            output, usage = self._forward(prompt, prefix, output_hidden_states=True)
+            return output.hidden_states[-1][0, -1].float().cpu().numpy(), usage
+
+    def _forward(self, prompt: str, prefix: Prefix | None, following=None, **options):  # noqa: ANN001, ANN003, ANN202
+        """With the lock held: the model's output over the prompt (then the `following` token ids) after the kept
+        prefix's cache, and the call's Usage."""
+        import torch
+
+        ids, usage, cache = self._begin(prompt, prefix)
+        if following is not None:
+            ids = torch.cat([ids, following], dim=1)
+        kept = cache.get_seq_length() if cache is not None else 0
+        with torch.no_grad():
+            extra = {_cache_argument(): cache} if cache is not None else {}
+            return self._model(input_ids=ids[:, kept:], use_cache=cache is not None, **extra, **options), usage
 
     def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
                prefix: Prefix | None = None) -> Stream:

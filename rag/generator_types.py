@@ -76,7 +76,24 @@ class Generator(Protocol):
         """How likely the reply is to begin with each option (normalised over them): one forward pass, no sampling."""
         ...
 
+    def continuation_logprobs(self, messages: list[Message], continuation: str,
+                              prefix: Prefix | None = None) -> tuple[list[float], Usage]:
+        """The log-probability of each token of `continuation` as the reply to `messages`, read from the logits
+        of one evaluation (no sampling); NotImplementedError where the engine cannot tell."""
+        ...
+
+    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None) -> tuple[np.ndarray, Usage]:
+        """The model's last hidden state (after its final norm: what its next-token logits are read from) at the
+        prompt's last position; NotImplementedError where the engine cannot tell."""
+        ...
+
     def count_tokens(self, text: str) -> int: ...
+
+
+def log_softmax_at(logits: np.ndarray, token: int) -> float:
+    """The natural-log probability of `token` under one row of logits."""
+    top = float(logits.max())
+    return float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
 
 
 def generate(generator: Generator, messages: list[Message], max_tokens: int, stop: list[str] | None = None,

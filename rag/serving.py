@@ -117,6 +117,14 @@ class OpenAIServerGenerator:
             logprobs[entry.token.strip()] = max(entry.logprob, logprobs.get(entry.token.strip(), -100.0))
         return option_shares({o: logprobs.get(o, -100.0) for o in options}), usage
 
+    def continuation_logprobs(self, messages: list[Message], continuation: str,
+                              prefix: Prefix | None = None) -> tuple[list[float], Usage]:
+        """A chat server scores only the tokens it samples: the probes that need a given text's tokens do not run."""
+        raise NotImplementedError("an OpenAI-compatible server does not score a given continuation")
+
+    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None) -> Any:
+        raise NotImplementedError("an OpenAI-compatible server does not return hidden states")
+
     def _pieces(self, chunks: Any, usage: Usage) -> Iterator[str]:
         """Text pieces of a streamed reply; the final chunk's usage (when the server sends one) fills `usage`."""
         import httpx

@@ -95,6 +95,7 @@ class Settings:
     # the fitted answer-or-refuse decision (rag/decision.py): "" = the one packaged for the generator, if any;
     # "none" = the lexical checks and verify_threshold decide, as in the previous release
     decision_file: str = ""
+    all_probes: bool = False  # run every generator probe, not only those the decision reads (to collect tune data)
     offer_refusal: bool = False  # let the first ask reply with refusal_text (off: it always answers; checks decide)
     second_look: bool = True  # with offer_refusal: when the generator refuses, ask again without that option
     max_question_chars: int = 2000

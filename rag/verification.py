@@ -20,6 +20,7 @@ from rag.decision import Decision, Screen
 from rag.generator_types import Generator, Message, Prefix, Usage
 
 JUDGE_RULE = "Do the passages state the answer to this question? Reply Yes or No."
+REPLY_JUDGE_RULE = "Proposed answer: {reply}\nDoes a passage state this answer to the question? Reply Yes or No."
 SENTENCE_WEIGHT = 0.1  # chosen on the tune split: the judge alone separates worse (README)
 # Chosen on the tune split, per generator. The 0.5B model's judge barely separates (AUC 0.63 on the tune split,
 # P(Yes) never above 0.25), so it has none: its answers are not verified unless a threshold is set.
@@ -46,6 +47,8 @@ class Verdict:
     note: str = ""  # why the checks decided although a decision was expected (a missing, corrupt or foreign file)
     features: dict[str, float] = field(default_factory=dict)  # every probe's value (rag.decision.FEATURES)
     judged: bool = True  # whether the judge ran (the decision's screen settles clear replies without it)
+    # with `all_probes`: the generator's last hidden state at the judge's and the reply judge's answer position
+    states: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {**asdict(self), "usage": self.usage.to_json()}
@@ -55,6 +58,21 @@ def judge(generator: Generator, messages: list[Message], prefix: Prefix) -> tupl
     """P(Yes) that the passages state the answer; `messages` end with a question part built with JUDGE_RULE."""
     probabilities, usage = generator.option_probabilities(messages, ("Yes", "No"), prefix)
     return probabilities["Yes"], usage
+
+
+def judge_with_state(generator: Generator, messages: list[Message], prefix: Prefix,
+                     ) -> tuple[float, list[float] | None, Usage]:
+    """P(Yes), then the generator's last hidden state where it is read: one more token's evaluation, the judge's
+    prompt being in the context by then. The decision was fitted on the pair computed this way (llama.cpp's numbers
+    for a position differ slightly between a prompt evaluated whole and its last token alone, up to 0.02 in P(Yes)).
+    The state is rounded as recorded for fitting, and None where the engine cannot give it."""
+    answerable, usage = judge(generator, messages, prefix)
+    try:
+        state, spent = generator.hidden_state(messages, prefix)
+    except NotImplementedError:
+        return answerable, None, usage
+    usage.evaluated_tokens += spent.evaluated_tokens
+    return answerable, [round(float(v), 4) for v in state], usage
 
 
 def verdict(answerable: float, support: float, threshold: float, usage: Usage) -> Verdict:

@@ -204,8 +204,8 @@ def test_a_second_question_processes_only_its_own_tokens(seed_settings):
 
 def test_a_clear_reply_is_settled_without_the_judge(seed_settings):
     """The fitted decision's screen answers a plainly supported reply before the judge's generator pass."""
-    result = answer("How much did chip exports grow in February?", settings=seed_settings)
-    assert "66.7%" in result.text and not result.refused
+    result = answer("When had Zuckerberg last been to South Korea before this trip?", settings=seed_settings)
+    assert "2014" in result.text and not result.refused
     assert result.verdict["judged"] is False and result.verdict["answerable"] is None
     assert result.verdict["decided_by"] == "decision" and result.verdict["probability"] >= result.verdict["threshold"]
     check = next(c for c in result.usage["calls"] if c["purpose"] == "verify")

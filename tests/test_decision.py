@@ -12,16 +12,20 @@ import pytest
 from rag.answer import Context, answer, verify
 from rag.decision import (
     FEATURES,
+    GENERATOR_PROBES,
     RETRIEVAL_FEATURES,
+    STATE_FEATURE,
+    STATE_KIND,
     Decision,
     DecisionError,
     Screen,
+    StateProbe,
     decision_file,
     holds_focus,
     lexical_probes,
     load_decision,
 )
-from rag.fit_decision import FitError, Reply, fit, main, project_rows, rgb_rows
+from rag.fit_decision import DEFAULT_FEATURES, FitError, Reply, fit, main, project_rows, rgb_rows, state_study
 from rag.generation import get_generator
 from rag.models import GENERATORS
 from rag.retrieval import Passage
@@ -68,20 +72,32 @@ def test_lexical_probes_tell_a_stated_answer_from_a_stitched_one():
 # ---------------------------------------------------------------- the file
 
 
+RECORDED = [f for f in FEATURES if f != STATE_FEATURE]  # judge_state needs a state probe in the file
+
+
 def decision_json(**changes) -> dict:
-    data = Decision(list(FEATURES), [0.0] * len(FEATURES), [1.0] * len(FEATURES), [0.5] * len(FEATURES), -1.0, 0.4,
+    data = Decision(RECORDED, [0.0] * len(RECORDED), [1.0] * len(RECORDED), [0.5] * len(RECORDED), -1.0, 0.4,
                     "g", "abc", "llama-cpp", "e").to_json()
     return {**data, **changes}
+
+
+def state_probe_json(**changes) -> dict:
+    return {"kind": STATE_KIND, "mean": [0.0] * 4, "scale": [1.0] * 4, "coef": [1.0, -1.0, 0.0, 0.0],
+            "intercept": 0.5, **changes}
 
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"format": "pickle"}, "not a rag-decision file"),
     ({"version": 2}, "not a rag-decision file"),
     ({"coef": [1.0]}, "lists of one length"),
-    ({"features": ["judge_yes"] * (len(FEATURES) - 1) + ["secret"]}, "unknown feature"),
+    ({"features": ["judge_yes"] * (len(RECORDED) - 1) + ["secret"]}, "unknown feature"),
     ({"intercept": math.nan}, "finite number"),
     ({"threshold": "0.5"}, "finite number"),
-    ({"scale": [0.0] * len(FEATURES)}, "scale must be positive"),
+    ({"scale": [0.0] * len(RECORDED)}, "scale must be positive"),
+    ({"features": RECORDED[:-1] + [STATE_FEATURE]}, "carries no state probe"),
+    ({"state_probe": state_probe_json(kind="reply_judge")}, "state probe must be an object of kind"),
+    ({"state_probe": state_probe_json(coef=[1.0])}, "lists of one length"),
+    ({"state_probe": state_probe_json(scale=[1.0, 1.0, 1.0, -1.0])}, "scale must be positive"),
     ({"override_threshold": 0.1}, "0 <= threshold <= override_threshold <= 1"),
     ({"generator_sha256": ""}, "must be named"),
 ])
@@ -90,7 +106,18 @@ def test_a_malformed_decision_file_is_refused_whole(changes, message):
         Decision.from_json(decision_json(**changes))
 
 
-CHEAP = [f for f in FEATURES if f != "judge_yes"]
+CHEAP = [f for f in FEATURES if f not in GENERATOR_PROBES]
+
+
+def test_the_state_probe_is_read_back_and_scores_a_hidden_state_of_its_size_only():
+    data = json.loads(json.dumps(decision_json(features=RECORDED[:-1] + [STATE_FEATURE],
+                                               state_probe=state_probe_json())))
+    decision = Decision.from_json(data)
+    assert isinstance(decision.state_probe, StateProbe)
+    assert decision.state_probe.logit([2.0, 1.0, 9.0, 9.0]) == pytest.approx(1.5)  # 2 - 1 + 0.5
+    with pytest.raises(DecisionError, match="a hidden state of 3 values for a probe of 4"):
+        decision.state_probe.logit([1.0, 1.0, 1.0])
+    assert Decision.from_json(decision.to_json()).state_probe == decision.state_probe
 
 
 def screen_json(**changes) -> dict:
@@ -101,6 +128,8 @@ def screen_json(**changes) -> dict:
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"features": ["judge_yes"], "mean": [0.0], "scale": [1.0], "coef": [1.0]}, "cannot read judge_yes"),
+    ({"features": ["focus", "contrastive"], "mean": [0.0] * 2, "scale": [1.0] * 2, "coef": [1.0] * 2},
+     "cannot read contrastive"),
     ({"refuse_below": 0.9}, "0 <= refuse_below <= answer_from <= 1"),
     ({"answer_from": math.inf}, "finite number"),
     ({"coef": [1.0]}, "lists of one length"),
@@ -189,13 +218,14 @@ def test_the_threshold_keeps_false_refusals_under_the_cap_out_of_fold():
 
     rng = random.Random(0)
     rows = [Reply(f"q{n}", label == 0, label == 1, n % 3 > 0, False,
-                  {f: rng.gauss(label * (1.0 if f == "judge_yes" else 0.0), 1.0) for f in FEATURES})
+                  {f: rng.gauss(label * (1.0 if f == "judge_yes" else 0.0), 1.0) for f in RECORDED},
+                  {STATE_KIND: [rng.gauss(0.0, 1.0) for _ in range(8)]})
             for n in range(200) for label in (n % 2,)]
     decision, report = fit(rows, max_false_refusals=0.05)
     assert report["out_of_fold_at_thresholds"]["false_refusals"] <= 0.05
     assert 0 <= decision.threshold <= decision.override_threshold <= 1
     assert report["auc_alone"]["judge_yes"] > 0.65 > report["auc_alone"]["focus"]
-    assert report["auc_combined"] > 0.65 and len(decision.coef) == len(FEATURES) - len(RETRIEVAL_FEATURES)
+    assert report["auc_combined"] > 0.65 and decision.features == list(DEFAULT_FEATURES)
     assert not set(decision.features) & set(RETRIEVAL_FEATURES)  # by default: no tie to the embedder's scale
 
 
@@ -205,11 +235,11 @@ def test_the_screen_decides_every_tune_reply_it_settles_as_the_full_decision_doe
     rng = random.Random(1)
     rows = [Reply(f"q{n}", label == 0, label == 1, True, False,
                   {f: rng.gauss(label * (1.5 if f in ("judge_yes", "sentence_support") else 0.0), 1.0)
-                   for f in FEATURES})
+                   for f in RECORDED})
             for n in range(300) for label in (n % 2,)]
-    decision, report = fit(rows, max_false_refusals=0.05)
+    decision, report = fit(rows, max_false_refusals=0.05, features=[f for f in RECORDED if f not in RETRIEVAL_FEATURES])
     screen = report["screen"]
-    assert decision.screen is not None and "judge_yes" not in decision.screen.features
+    assert decision.screen is not None and not set(GENERATOR_PROBES) & set(decision.screen.features)
     bounds = (decision.screen.refuse_below, decision.screen.answer_from)
     assert bounds == (screen["refuse_below"], screen["answer_from"])
     assert 0.1 < screen["settled_without_judge"] < 1.0  # sentence_support alone settles the clearest replies
@@ -218,6 +248,53 @@ def test_the_screen_decides_every_tune_reply_it_settles_as_the_full_decision_doe
                   for r in rows]
     _, nothing_else = fit(judge_only, max_false_refusals=0.05, features=["judge_yes", "sentence_support"])
     assert nothing_else["screen"]["settled_without_judge"] < screen["settled_without_judge"]
+
+
+def replies_with_states(seed: int, judge_lean: float, dimensions: int, noise_dimensions: int = 0) -> list[Reply]:
+    """200 labelled replies whose judge state's first value leans with the label (the rest noise), their probes
+    noise but for `judge_lean` on judge_yes, and optionally a second state of pure noise."""
+    import random
+
+    import numpy as np
+
+    rng, noise = random.Random(seed), np.random.default_rng(seed)
+    rows = []
+    for n in range(200):
+        label = n % 2
+        telling = noise.normal(size=dimensions)
+        telling[0] += 2.0 * label
+        states = {STATE_KIND: telling.tolist()} | ({"noise": noise.normal(size=noise_dimensions).tolist()}
+                                                   if noise_dimensions else {})
+        rows.append(Reply(f"q{n}", label == 0, label == 1, True, False,
+                          {f: rng.gauss(judge_lean * label if f == "judge_yes" else 0.0, 1.0) for f in RECORDED},
+                          states))
+    return rows
+
+
+def test_a_hidden_state_probe_is_scored_only_on_questions_it_was_not_fitted_on():
+    """The state study's AUCs are out-of-fold: a state that carries the label separates (alone and stacked), one
+    of pure noise does not, however many dimensions it has to fit; runs without states are an error."""
+    rows = replies_with_states(2, 0.3, 32, noise_dimensions=512)
+    report = state_study(rows, ["judge_yes", "focus"], 0.1)
+    assert max(report["judge"]["alone"].values()) > 0.8 and report["judge"]["stacked"] > report["probes_alone"] + 0.1
+    assert max(report["noise"]["alone"].values()) < 0.65
+    with pytest.raises(FitError, match="no hidden states"):
+        state_study([Reply(r.group, r.unanswerable, r.right, True, False, r.features) for r in rows], ["focus"], 0.1)
+
+
+def test_a_fitted_state_probe_is_stacked_last_and_saved_with_the_decision():
+    rows = replies_with_states(3, 0.0, 16)
+    decision, report = fit(rows, 0.05, features=["judge_yes", STATE_FEATURE, "focus"])
+    assert decision.features == ["judge_yes", "focus", STATE_FEATURE] and len(decision.state_probe.coef) == 16
+    assert report["auc_alone"][STATE_FEATURE] > 0.8 and report["auc_combined"] > 0.8  # out-of-fold, nested
+    assert decision.screen is None or STATE_FEATURE not in decision.screen.features
+    decision.generator, decision.generator_sha256, decision.engine, decision.embedder = "g", "abc", "llama-cpp", "e"
+    reread = Decision.from_json(json.loads(json.dumps(decision.to_json())))
+    assert reread.state_probe.logit(rows[1].states[STATE_KIND]) == pytest.approx(
+        decision.state_probe.logit(rows[1].states[STATE_KIND]))
+    with pytest.raises(FitError, match="carry no judge hidden state"):
+        fit([Reply(r.group, r.unanswerable, r.right, True, False, r.features) for r in rows], 0.05,
+            features=["judge_yes", STATE_FEATURE])
 
 
 # ---------------------------------------------------------------- with the real generator

@@ -137,9 +137,11 @@ def test_malformed_histories_reach_an_answer(seed):
 def test_rag_ask_ends_cleanly_on_hostile_questions(seed):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAG_")},
            "RAG_INDEX_DIR": str(seed.index_dir), "RAG_CORPUS_DIR": str(seed.corpus_dir), "RAG_INDEX_STATES": "false"}
-    for question in ["", "   ", "\x01\x02\x7f",  # (no NUL: argv cannot hold one)
-                     "x" * 2_500, "<script>alert(1)</script>", "😀" * 50, "\u202e\u200b?",
-                     "'; DROP TABLE articles; --", "12345", "How much will South Korea invest in AI? " + "!" * 40]:
+    # One new process each (about 9 s): a question of each kind the command line must end cleanly on; the in-process
+    # fuzz tests above cover the rest of the hostile text.
+    for question in ["", "\x01\x02\x7f",  # (no NUL: argv cannot hold one)
+                     "x" * 2_500, "<script>alert(1)</script>", "\u202e\u200b?",
+                     "How much will South Korea invest in AI? " + "!" * 40]:
         done = subprocess.run([sys.executable, "-m", "rag.cli", "ask", question], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode in (0, 2), (question, done.stderr)

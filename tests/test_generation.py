@@ -29,6 +29,17 @@ def test_both_engines_agree_on_a_greedy_answer(engines):
 
 
 @pytest.mark.slow
+def test_both_engines_score_a_given_reply_and_give_a_hidden_state_alike(engines):
+    """The probes' engine methods: the greedy reply is the likeliest text for both engines (every token near
+    certain), an absurd one is not, and the hidden state has the model's width on both."""
+    scores = {name: (g.continuation_logprobs(PROMPT, "Paris")[0], g.continuation_logprobs(PROMPT, "Banana")[0],
+                     g.hidden_state(PROMPT)[0]) for name, g in engines.items()}
+    for name, (paris, banana, state) in scores.items():
+        assert sum(paris) > -1.0 > -5.0 > sum(banana), (name, paris, banana)
+        assert state.shape == (896,) and float(abs(state).max()) > 0, name  # qwen2.5-coder-0.5b's hidden size
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["llama-cpp", "transformers"])
 def test_streaming_gives_pieces_and_honours_stop_and_max_tokens(engines, engine):
     generator = engines[engine]
@@ -101,6 +112,25 @@ def test_a_kept_prefix_leaves_only_the_new_tokens_to_process(fresh_llama):
     question_part = generator.count_tokens("Question: In which year did the shop open?\nAnswer in a few words.")
     assert question_part <= usage.evaluated_tokens <= question_part + 6  # + the chat template's closing tokens
     assert usage.evaluated_tokens < 0.25 * usage.prompt_tokens
+
+
+@pytest.mark.slow
+def test_a_given_reply_is_scored_as_the_engine_scored_it_while_generating(fresh_llama):
+    """The probes that score a given text (the refusal sentence, a reply without its passages) read the same
+    log-probabilities the engine reports for the tokens it samples, after the kept prefix, in one evaluation."""
+    generator = fresh_llama()
+    question = "How many croissants were sold on Sunday?"
+    reply, usage = ask(generator, question)
+    varying = f"Question: {question}\nAnswer in a few words."
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": DOCUMENT + varying}]
+    scored, cost = generator.continuation_logprobs(messages, reply, Prefix(varying, persist=True, label="bakery"))
+    assert cost.state == "context" and cost.evaluated_tokens <= generator.count_tokens(varying + reply) + 8
+    assert len(scored) == generator.count_tokens(reply) and all(v <= 0 for v in scored)
+    assert abs(sum(scored) / len(scored) - usage.logprob_mean) < 0.02, (scored, usage)
+    invented, _ = generator.continuation_logprobs(messages, "The bakery sold 9,999 croissants.")
+    assert sum(invented) < sum(scored) - 5  # a figure the passage does not give is far less likely
+    again, _ = ask(generator, question)  # the context is left usable: the next answer is the same
+    assert again == reply
 
 
 OTHER_DOCUMENT = ("Passages:\n\n[1] (Harbour news)\nThe Busan ferry carried 910 passengers on Monday. "

@@ -1,4 +1,4 @@
-"""A soak run: 60 steps in a row in one process (answerable, unanswerable, follow-ups, and uploads of new
+"""A soak run: 40 steps in a row in one process (answerable, unanswerable, follow-ups, and uploads of new
 articles to a second corpus between them) on the real models and index. Memory must level off, answers must not
 slow down, and no file handle may leak. The figures go to test-artifacts/soak.json (README, "Reliability").
 """
@@ -23,9 +23,9 @@ from tests.conftest import REPO, SEED_ARTICLE, make_settings, open_files, rss_mb
 pytestmark = pytest.mark.slow
 
 # Steps; a follow-up step asks two questions, an upload step one. 300 when first written (the first and the last
-# 50 compared), then 150, 80, now 60 (the last WINDOW repeating the first) to keep `make test` within 30 minutes.
-QUESTIONS = 60
-WINDOW = 30  # the first and the last WINDOW answers are compared
+# 50 compared), then 150, 80, 60, now 40 (the last WINDOW repeating the first) to keep `make test` within 30 minutes.
+QUESTIONS = 40
+WINDOW = 20  # the first and the last WINDOW answers are compared
 UPLOAD_EVERY = 10
 FOLLOW_UPS = {  # a question, then one that only makes sense after it
     "Who is South Korea's science minister?": "What did he say AI makes more productive?",
@@ -65,7 +65,7 @@ def schedule(questions: list) -> list[tuple[str, str, object]]:
     return steps + steps[:WINDOW]
 
 
-def test_sixty_steps_in_one_process(tmp_path: Path) -> None:
+def test_forty_steps_in_one_process(tmp_path: Path) -> None:
     (tmp_path / "corpus").mkdir()
     shutil.copy(SEED_ARTICLE, tmp_path / "corpus")
     settings = make_settings(tmp_path)
@@ -113,7 +113,8 @@ def test_sixty_steps_in_one_process(tmp_path: Path) -> None:
     artifacts.mkdir(exist_ok=True)
     (artifacts / "soak.json").write_text(json.dumps(figures, indent=1) + "\n")
     print(json.dumps(figures))
-    assert figures["questions"] >= QUESTIONS and outcomes["uploads"] >= 6 and outcomes["refused"] >= QUESTIONS // 5
+    assert figures["questions"] >= QUESTIONS and outcomes["refused"] >= QUESTIONS // 5
+    assert outcomes["uploads"] >= QUESTIONS // UPLOAD_EVERY
     assert rss_end - rss_warm < MAX_RSS_GROWTH_MB, figures
     assert last / first < MAX_SLOWDOWN, figures
     assert files_end <= files_warm + MAX_NEW_FILE_HANDLES, figures

@@ -4,8 +4,8 @@ the generator's judgement."""
 
 import pytest
 
-from rag.answer import Context, check_reply, verify
-from rag.decision import sentence_support
+from rag.answer import Context, answer, check_reply, verify
+from rag.decision import GENERATOR_PROBES, STATE_FEATURE, sentence_support
 from rag.generation import get_generator
 from rag.retrieval import get_retriever
 from rag.verification import threshold_for
@@ -87,3 +87,49 @@ def test_sentence_support_sees_a_claim_stitched_from_two_sentences(seed):
     assert sentence_support("Chip exports grew 66.7% in February [9].", context.passages) >= 0.75  # "grew"
     # 622 trillion won and SK Hynix are in neighbouring sentences, never in one
     assert sentence_support("SK Hynix will invest 622 trillion won [8].", context.passages) == 0.0
+
+
+@pytest.mark.slow
+def test_every_generator_probe_rides_on_the_kept_document_and_leaves_the_answer_alone(seed):
+    """With `all_probes` (how the tune runs are collected) each probe that costs a pass runs after the kept document,
+    paying only its own tokens; the contrastive probe reads the reply without the passages last, and the next
+    question still finds the document's state kept. The answers are those given without the probes."""
+    settings, _, generator = seed
+    settings = settings.replace(decision_file="none")
+    question, follow_up = "Where did Yoon meet Zuckerberg?", "Who is South Korea's science minister?"
+    probed = answer(question, settings=settings.replace(all_probes=True))
+    features, usage = probed.verdict["features"], probed.verdict["usage"]
+    assert all(isinstance(features[f], float) for f in GENERATOR_PROBES if f != STATE_FEATURE), features
+    assert features[STATE_FEATURE] is None  # no fitted state probe with decision_file none: the state is recorded
+    assert {k: len(v) for k, v in probed.verdict["states"].items()} == {"judge": 1536, "reply_judge": 1536}
+    assert 0 <= features["reply_judge_yes"] <= 1 and features["refusal_logprob"] < 0
+    assert usage["state"] in ("context", "memory", "disk") and usage["evaluated_tokens"] < usage["prompt_tokens"] / 3
+    after = answer(follow_up, settings=settings)
+    assert after.usage["calls"][0]["state"] == "memory"  # restored, not read afresh
+    assert probed.text == answer(question, settings=settings).text and "Yongsan" in probed.text
+    assert after.text == answer(follow_up, settings=settings).text
+
+
+@pytest.mark.slow
+def test_the_fitted_decision_reads_the_judges_hidden_state_through_its_probe(seed, tmp_path):
+    """Where the judge runs, the packaged decision's state probe scores the generator's hidden state at the judge's
+    answer position; an everyday verdict carries the probe's logit, not the state itself."""
+    import json
+
+    from rag.decision import decision_file
+
+    settings, context, generator = seed
+    data = json.loads(decision_file(generator.name).read_text())
+    assert STATE_FEATURE in data["features"] and len(data["state_probe"]["coef"]) == 1536
+    path = tmp_path / "no-screen.json"
+    path.write_text(json.dumps({**data, "screen": None}))  # the judge on every reply
+    settings = settings.replace(decision_file=str(path))
+    stated = verify("Yoon met Zuckerberg at the Yongsan Presidential Palace [1].", "Where did Yoon meet Zuckerberg?",
+                    context, generator, settings, reply_usage={"logprob_min": -0.2, "logprob_mean": -0.05,
+                                                               "logprob_key_min": -0.2})
+    assert stated.decided_by == "decision" and stated.judged and isinstance(stated.features[STATE_FEATURE], float)
+    assert stated.states == {} and "states" in stated.to_json()
+    near_miss = verify("The South Korean government chairs the Metaverse Alliance [3].",
+                       "Who chairs the Metaverse Alliance?", context, generator, settings,
+                       reply_usage={"logprob_min": -0.2, "logprob_mean": -0.05, "logprob_key_min": -0.2})
+    assert near_miss.features[STATE_FEATURE] < stated.features[STATE_FEATURE]
