@@ -5,9 +5,10 @@ document, the reply's token log-probabilities are read from the engine's logits 
 lexical and retrieval probes are arithmetic on the passages. A logistic regression (scikit-learn) fitted on
 labelled replies (the tune split and RGB positions 50-99 only) weighs them; it is saved as JSON with the hash of
 the generator it was fitted for, and any other generator, engine or embedder falls back to the lexical checks
-with the threshold rule (`rag.verification`), saying so in the answer's verdict. The judge, and the probes that
-read the reply or the refusal sentence after the same prefix, each cost a pass of the generator over their own
-tokens, so a second regression without them (the screen) settles the clear replies first.
+with the threshold rule (`rag.verification`), saying so in the answer's verdict. The judge, with a fitted probe on
+the hidden state its P(Yes) is read from, costs a pass of the generator over the question's tokens (as do the
+measured-only probes that read the reply or the refusal sentence), so a second regression without them (the
+screen) settles the clear replies first.
 """
 
 from __future__ import annotations
@@ -180,8 +181,8 @@ def _checked_model(data: dict[str, Any], thresholds: tuple[str, str]) -> dict[st
         raise DecisionError(f"unknown feature(s): {', '.join(map(str, unknown))}")
     numbers = fields["mean"] + fields["scale"] + fields["coef"] + [data.get(k) for k in ("intercept", *thresholds)]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
-        raise DecisionError(f"every coefficient, mean, scale, intercept, {' and '.join(thresholds)} must be a "
-                            "finite number")
+        named = ", ".join(("coefficient", "mean", "scale", "intercept", *thresholds))
+        raise DecisionError(f"every {named} must be a finite number")
     if thresholds and not 0 <= data[thresholds[0]] <= data[thresholds[1]] <= 1:
         raise DecisionError(f"the thresholds must satisfy 0 <= {thresholds[0]} <= {thresholds[1]} <= 1")
     if any(s <= 0 for s in fields["scale"]):
