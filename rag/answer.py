@@ -520,7 +520,7 @@ def verify(raw: str, question: str, context: Context, generator: Generator, sett
     judge_prompt = build_prompt(question, context, settings, lead + JUDGE_RULE)
     wanted = set(GENERATOR_PROBES if settings.all_probes else decision.features if decision is not None else ())
     states: dict[str, list[float] | None] = {}
-    if STATE_FEATURE in wanted:  # the state the judge's P(Yes) is read from, from the same evaluation
+    if STATE_FEATURE in wanted:  # the state the judge's P(Yes) is read from: one more token after the judge
         answerable, state, usage = judge_with_state(generator, *judge_prompt)
         states[STATE_KIND] = state
         probe = decision.state_probe if decision is not None else None
