@@ -257,6 +257,19 @@ class Result:
             return None
         return answer_found("\n".join(c.passage for c in self.answer.citations), self.question)
 
+    @property
+    def first_source_gold(self) -> bool | None:
+        """For an answerable question: whether the first source shown with the answer holds a gold answer. The page
+        lists the cited passages first (the lowest marker first), a refusal shows its closest sentence, and
+        otherwise the retrieved passages come in their ranked order: so where the generator cites, its reading of
+        the passages is a second ranking stage (None for unanswerable questions)."""
+        if self.question.unanswerable:
+            return None
+        first = min(self.answer.citations, key=lambda c: c.marker, default=None) or self.answer.closest
+        if first is not None:
+            return answer_found(first.passage, self.question)
+        return bool(self.answer.passages) and passage_relevant(self.answer.passages[0], self.question)
+
     def to_json(self) -> dict[str, Any]:
         golds = self.question.rgb_answer if self.question.rgb_answer is not None else self.question.answers
         return {
@@ -272,7 +285,7 @@ class Result:
             "retrieved_at_5": [p.chunk_id for p in self.top5], "relevant_rank_at_5": self.rank_at_5,
             "partial": self.answer.partial, "verdict": self.answer.verdict,
             "closest": self.answer.closest.span_text if self.answer.closest else None,
-            "closest_gold": self.closest_gold,
+            "closest_gold": self.closest_gold, "first_source_gold": self.first_source_gold,
             "words_kept": self.words_kept, "latency": self.answer.timings, "usage": self.answer.usage,
         }
 
@@ -329,6 +342,7 @@ def compute_metrics(results: list[Result], settings: Settings) -> Metrics:
         "retrieval_hit_at_k": mean(float(r.rank is not None) for r in answerable),
         "mrr": mean(1 / r.rank if r.rank else 0.0 for r in answerable),
         **depth_metrics([r.rank_at_5 for r in answerable]),
+        "first_source_hit": mean(float(r.first_source_gold) for r in answerable),  # cited first, as the page shows
         "refusal_accuracy": mean(float(r.refused) for r in unanswerable),
         "false_refusal_rate": mean(float(r.refused) for r in answerable),
         "citation_accuracy": mean(map(float, cited)),

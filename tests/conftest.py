@@ -35,6 +35,17 @@ def _no_user_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
 
 
+def child_env(**settings: str) -> dict[str, str]:
+    """The environment of a process a test starts: none of the developer's RAG_* settings, the test embedder (and
+    generator, when one is named), then `settings` (RAG_* variables). Without RAG_EMBEDDER a child process would
+    index with the default embedder, five times slower, and rebuild any index the tests made with theirs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_") or k.startswith("RAG_TEST_")}
+    env["RAG_EMBEDDER"] = TEST_EMBEDDER
+    if TEST_GENERATOR:
+        env["RAG_GENERATOR"] = TEST_GENERATOR
+    return {**env, **settings}
+
+
 def make_settings(tmp: Path, **changes) -> Settings:
     base = load_settings(config_file=None, index_dir=tmp / "index", corpus_dir=tmp / "corpus")
     if TEST_GENERATOR:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import pytest
 
 from rag.evaluation import answer_found, load_questions
 from rag.settings import Settings
-from tests.conftest import REPO, SEED_ARTICLE, TEST_EMBEDDER, TEST_GENERATOR, free_port
+from tests.conftest import REPO, SEED_ARTICLE, TEST_EMBEDDER, TEST_GENERATOR, child_env, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -88,11 +87,7 @@ def start_server(tmp: Path, **env: str) -> tuple[str, subprocess.Popen, Path]:
     (tmp / "corpus").mkdir()
     shutil.copy(SEED_ARTICLE, tmp / "corpus")
     port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    environment.update({"RAG_CORPUS_DIR": str(tmp / "corpus"), "RAG_INDEX_DIR": str(tmp / "index"),
-                        "RAG_EMBEDDER": TEST_EMBEDDER, **env})
-    if TEST_GENERATOR:
-        environment.setdefault("RAG_GENERATOR", TEST_GENERATOR)
+    environment = child_env(RAG_CORPUS_DIR=str(tmp / "corpus"), RAG_INDEX_DIR=str(tmp / "index"), **env)
     log = tmp / "server.log"
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--port", str(port)], cwd=REPO,
@@ -480,7 +475,7 @@ def test_keys_are_optional_on_loopback(server: Server) -> None:
 
 
 def test_a_non_local_host_needs_keys(tmp_path: Path) -> None:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    environment = child_env()
     done = subprocess.run([sys.executable, "-m", "rag.cli", "serve", "--host", "0.0.0.0", "--port", "1"], cwd=REPO,
                           env=environment, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "RAG_API_KEYS" in done.stderr and "Traceback" not in done.stderr

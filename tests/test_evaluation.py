@@ -62,7 +62,7 @@ METRIC_KEYS = {
     "answer_accuracy", "exact_match", "f1", "retrieval_hit_at_k", "mrr", "retrieval_hit_at_1", "retrieval_hit_at_3",
     "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate", "citation_accuracy",
     "unsupported_rate", "partial_answer_rate", "words_altered", "latency_p50_s", "latency_p95_s", "ttft_p50_s",
-    "closest_holds_gold", "probes_p50_s", "probes_p95_s", "settled_without_judge",
+    "closest_holds_gold", "first_source_hit", "probes_p50_s", "probes_p95_s", "settled_without_judge",
     "questions", "answerable", "unanswerable", "k", "generator", "embedder",
 }
 OUTPUTS = ("results.jsonl", "metrics.json", "report.md", "metrics.png")
@@ -250,6 +250,8 @@ def test_metrics_from_hand_made_answers():
     assert metrics["retrieval_hit_at_k"] == pytest.approx(1 / 3, abs=1e-4)
     assert metrics["mrr"] == pytest.approx(0.5 / 3, abs=1e-4)  # a1's relevant passage is second
     assert (metrics["retrieval_hit_at_1"], metrics["retrieval_hit_at_3"]) == (0.0, pytest.approx(1 / 3, abs=1e-4))
+    # the first source shown: a1's citation puts its second passage, which holds the gold, before the first
+    assert metrics["first_source_hit"] == pytest.approx(1 / 3, abs=1e-4)
     assert (metrics["questions"], metrics["answerable"], metrics["unanswerable"]) == (5, 3, 2)
     assert (metrics["latency_p50_s"], metrics["ttft_p50_s"], metrics["generator"]) == (2.0, 1.0, "tiny")
 

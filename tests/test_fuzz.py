@@ -7,7 +7,6 @@ The UI's API endpoint gets its share in tests/test_ui.py."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 
 from rag.answer import QuestionError, answer, clean_question, history_turns
 from rag.retrieval import calibration, get_retriever
-from tests.conftest import REPO
+from tests.conftest import REPO, child_env
 
 FRAGMENTS = ["'; DROP TABLE articles; --", "<script>alert(1)</script>", "<img src=x onerror=alert(1)>",
              "**bold** [link](javascript:alert(1))", "{{7*7}}", "${jndi:ldap://x}", "\x00", "\r\n", "[1]", "[999]",
@@ -135,8 +134,7 @@ def test_malformed_histories_reach_an_answer(seed):
 
 @pytest.mark.slow
 def test_rag_ask_ends_cleanly_on_hostile_questions(seed):
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAG_")},
-           "RAG_INDEX_DIR": str(seed.index_dir), "RAG_CORPUS_DIR": str(seed.corpus_dir), "RAG_INDEX_STATES": "false"}
+    env = child_env(RAG_INDEX_DIR=str(seed.index_dir), RAG_CORPUS_DIR=str(seed.corpus_dir), RAG_INDEX_STATES="false")
     # One new process each (about 9 s): a question of each kind the command line must end cleanly on; the in-process
     # fuzz tests above cover the rest of the hostile text.
     for question in ["", "\x01\x02\x7f",  # (no NUL: argv cannot hold one)

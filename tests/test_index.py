@@ -210,10 +210,10 @@ def test_an_interrupted_build_resumes_without_embedding_finished_documents(tmp_s
 
 
 def _index_env(settings) -> dict:
-    import os
+    from tests.conftest import child_env
 
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("RAG_")}, "RAG_INDEX_STATES": "false",
-            "RAG_INDEX_DIR": str(settings.index_dir), "RAG_CORPUS_DIR": str(settings.corpus_dir)}
+    return child_env(RAG_INDEX_STATES="false", RAG_INDEX_DIR=str(settings.index_dir),
+                     RAG_CORPUS_DIR=str(settings.corpus_dir))
 
 
 def _many_articles(settings, count: int) -> None:

@@ -26,7 +26,7 @@ from rag.answer import Answer, Retrieval, warm_up
 from rag.citations import Citation
 from rag.retrieval import Passage
 from rag.settings import Settings, SettingsError
-from tests.conftest import REPO, SEED_ARTICLE, TEST_GENERATOR, free_port, make_settings
+from tests.conftest import REPO, SEED_ARTICLE, TEST_GENERATOR, child_env, free_port, make_settings
 
 pytestmark = pytest.mark.browser
 
@@ -411,7 +411,7 @@ def test_a_non_local_host_needs_a_login_or_no_auth(ui_settings) -> None:
 
     with pytest.raises(SettingsError, match="--auth USER:PASSWORD.*--no-auth"):
         build_app(ui_settings).launch(server_name="0.0.0.0", server_port=free_port(), prevent_thread_lock=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env = child_env()
     refused = subprocess.run([sys.executable, "-m", "rag.cli", "chat", "--host", "0.0.0.0"], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "exposes the chat page" in refused.stderr

@@ -8,7 +8,6 @@ the server's memory must not grow with the number of requests served.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from rag.evaluation import answer_found, load_questions
-from tests.conftest import REPO, SEED_ARTICLE, TEST_GENERATOR, free_port, open_files, rss_mb
+from tests.conftest import REPO, SEED_ARTICLE, child_env, free_port, open_files, rss_mb
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +44,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subp
     (tmp / "corpus").mkdir()
     shutil.copy(SEED_ARTICLE, tmp / "corpus")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    env.update(RAG_CORPUS_DIR=str(tmp / "corpus"), RAG_INDEX_DIR=str(tmp / "index"), RAG_MAX_QUEUE=str(CLIENTS + 10))
-    if TEST_GENERATOR:
-        env["RAG_GENERATOR"] = TEST_GENERATOR
+    env = child_env(RAG_CORPUS_DIR=str(tmp / "corpus"), RAG_INDEX_DIR=str(tmp / "index"),
+                    RAG_MAX_QUEUE=str(CLIENTS + 10))
     log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed below, after the process
     process = subprocess.Popen([sys.executable, "-m", "rag.cli", "chat", "--port", str(port)], cwd=REPO, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
