@@ -1,5 +1,5 @@
 """`make bench` in a quick smoke run, so that it never rots. Its timings are never asserted: only that every row
-was measured and written in the documented shape. It runs on the small packaged generator, in about three quarters
+was measured and written in the documented shape. It runs on the small packaged generator, in about two thirds
 of the time: the same code paths but for the fitted decision, which the small model has none of (the checks decide;
 the quality gate and tests/test_decision.py cover the decision)."""
 
