@@ -242,11 +242,16 @@ class LlamaCppGenerator:
 
     def _evaluate_all_but_last(self, tokens: list[int]) -> int:
         """Make the context hold every token but the last (keeping what it holds already); how many it kept."""
-        llm = self._llm
-        keep = _common_length(llm.input_ids[: min(llm.n_tokens, len(tokens) - 1)], tokens)
-        llm.n_tokens = keep
-        llm.eval(tokens[keep:-1])
+        keep = self._rewind(tokens)
+        self._llm.eval(tokens[keep:-1])
         return keep
+
+    def _rewind(self, tokens: list[int]) -> int:
+        """Drop what the context holds beyond its common start with `tokens`, never keeping their last token (it is
+        evaluated again, so its logits are fresh); how many tokens the context keeps."""
+        llm = self._llm
+        llm.n_tokens = _common_length(llm.input_ids[: min(llm.n_tokens, len(tokens) - 1)], tokens)
+        return llm.n_tokens
 
     def _logits_through(self, tokens: list[int], following: list[int]) -> tuple[np.ndarray, int]:
         """Evaluate `tokens` then `following` (keeping what the context holds of them): the logits before each
@@ -279,9 +284,7 @@ class LlamaCppGenerator:
         import llama_cpp
 
         llm = self._llm
-        # at least one token is evaluated, so the logits are fresh
-        keep = _common_length(llm.input_ids[: min(llm.n_tokens, len(tokens) - 1)], tokens)
-        llm.n_tokens = keep
+        keep = self._rewind(tokens)
         llm.eval(tokens[keep:])
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
         return logits.copy(), len(tokens) - keep

@@ -4,13 +4,12 @@ of the time: the same code paths but for the fitted decision, which the small mo
 the quality gate and tests/test_decision.py cover the decision)."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, child_env
 
 ROWS = ("answer time p50: whole document", "answer time p50: probes and fitted decision",
         "multi-document answer time p50: instructions kept",
@@ -25,7 +24,7 @@ ROWS = ("answer time p50: whole document", "answer time p50: probes and fitted d
 @pytest.mark.timeout(1200)
 def test_bench_smoke_run_writes_every_row(tmp_path):
     out = tmp_path / "results.json"
-    env = {**os.environ, "RAG_GENERATOR": "qwen2.5-coder-0.5b"}
+    env = child_env(RAG_GENERATOR="qwen2.5-coder-0.5b")
     done = subprocess.run([sys.executable, "-m", "rag.bench", "--quick", "--out", str(out)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
