@@ -22,6 +22,7 @@ from rag.citations import (
 )
 from rag.decision import (
     GENERATOR_PROBES,
+    QUOTE_FEATURES,
     STATE_FEATURE,
     STATE_KIND,
     Decision,
@@ -29,6 +30,7 @@ from rag.decision import (
     decision_file,
     lexical_probes,
     load_decision,
+    quote_probes,
     retrieval_probes,
 )
 from rag.errors import BadInput
@@ -40,6 +42,8 @@ from rag.settings import Settings, load_settings
 from rag.text import is_instruction, key_terms, normalize_text, split_sentences, strip_markers, without_instructions
 from rag.verification import (
     JUDGE_RULE,
+    QUOTE_RULE,
+    QUOTE_TOKENS,
     REPLY_JUDGE_RULE,
     Verdict,
     decide,
@@ -540,9 +544,9 @@ def generator_probes(raw: str, question: str, context: Context, generator: Gener
                      ) -> dict[str, float | None]:
     """The probes beside the judge that cost the generator a pass over their own tokens, those in `wanted` only
     (None where the engine cannot score a given text); their cost is added to `usage` and the reply judge's hidden
-    state to `states`. The reply judge and the refusal sentence ride on the kept passages'
-    state; the contrastive probe reads the reply after the question alone, so it runs last and the next question
-    restores the passages' state from memory. Measured and not kept in the fitted decision (README)."""
+    state to `states`. The reply judge, the refusal sentence and the quote (up to QUOTE_TOKENS decoded) ride on the
+    kept passages' state; the contrastive probe reads the reply after the question alone, so it runs last and the
+    next question restores the passages' state from memory. Measured and not kept in the fitted decision (README)."""
     answer_rule = lead + (OR_REFUSE_RULE if settings.offer_refusal else ANSWER_RULE)
     probes: dict[str, float | None] = {}
     try:
@@ -558,6 +562,11 @@ def generator_probes(raw: str, question: str, context: Context, generator: Gener
             usage.evaluated_tokens += spent.evaluated_tokens
             probes["refusal_logprob"] = sum(refusal)
             probes["refusal_margin"] = None if reply_mean is None else sum(refusal) / len(refusal) - reply_mean
+        if wanted & set(QUOTE_FEATURES):
+            messages, prefix = build_prompt(question, context, settings, lead + QUOTE_RULE)
+            quote, spent = complete(generator, messages, QUOTE_TOKENS, ["\n"], prefix)
+            usage.evaluated_tokens += spent.evaluated_tokens + spent.completion_tokens
+            probes |= quote_probes(quote, question, raw, context.passages)
         if "contrastive" in wanted and reply_mean is not None:
             alone, _ = build_prompt(question, Context([]), settings, answer_rule)
             without, spent = generator.continuation_logprobs(alone, raw)

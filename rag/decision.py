@@ -48,13 +48,20 @@ FEATURES = {
     "refusal_logprob": "the log-probability of the refusal sentence as the reply, after the question",
     "refusal_margin": "the refusal sentence's mean token log-probability less the reply's",
     "contrastive": "the reply's mean token log-probability with the passages less without them",
+    "quote_found": "how much of the generator's decoded quote (the passage sentence it says answers the question) "
+                   "one sentence of the passages holds: 1 when it copied a sentence, low when it wrote its own",
+    "quote_question": "share of the question's key words in the sentence the generator quoted",
+    "quote_joint": "joint support of the quoted sentence: the smaller share of the question's key words and of the "
+                   "reply's new terms it holds (the quote must carry both what is asked and the answer)",
     "judge_state": "a linear probe on the generator's last hidden state where the judge answers (its logit)",
     "best_relevance": "the best passage's similarity to the question",
     "relevance_gap": "the first passage's similarity minus the second's",
 }
 RETRIEVAL_FEATURES = ("best_relevance", "relevance_gap")  # their scale is the embedder's
 # The probes that cost the generator a pass over their own tokens (the rest are arithmetic or read while generating)
-GENERATOR_PROBES = ("judge_yes", "reply_judge_yes", "refusal_logprob", "refusal_margin", "contrastive", "judge_state")
+GENERATOR_PROBES = ("judge_yes", "reply_judge_yes", "refusal_logprob", "refusal_margin", "contrastive", "judge_state",
+                    "quote_found", "quote_question", "quote_joint")
+QUOTE_FEATURES = ("quote_found", "quote_question", "quote_joint")  # read from one decoded quote
 STATE_FEATURE, STATE_KIND = "judge_state", "judge"  # the probe read from a hidden state, and which state
 _WHEN = re.compile(r"^\s*(?:when|in what year|what year|what date|since when|by when|which year|"
                    r"in which (?:year|month)|what month)\b", re.IGNORECASE)
@@ -83,9 +90,7 @@ def lexical_probes(reply: str, question: str, passages: list[Passage], checked: 
     best = max(sentences, key=lambda s: max((claim_support(c, s), support(c, s)) for c in claims), default="")
     reply_names = set().union(*(names(c) for c in claims))
     passage_words = set().union(*(key_terms(p.text)[1] for p in passages)) if passages else set()
-    asked_numbers, asked_words = key_terms(question)
-    new_numbers = set().union(*(key_terms(c)[0] for c in claims)) - asked_numbers
-    new_words = set().union(*(key_terms(c)[1] for c in claims)) - asked_words
+    asked_words, new_numbers, new_words = new_terms(question, claims)
     judged = (checked.supported_sentences + len(checked.unsupported)) if checked else 0
     return {
         "sentence_support": _best_support(claims, sentences),
@@ -116,6 +121,15 @@ def _sentences(passages: list[Passage]) -> list[str]:
 
 def _best_support(claims: list[str], sentences: list[str]) -> float:
     return max((claim_support(c, s) for c in claims for s in sentences), default=0.0)
+
+
+def new_terms(question: str, claims: list[str]) -> tuple[set[str], set[str], set[str]]:
+    """The question's key words, and the claims' numbers and key words that the question does not hold (the
+    answer they give)."""
+    asked_numbers, asked_words = key_terms(question)
+    new_numbers = set().union(*(key_terms(c)[0] for c in claims)) - asked_numbers
+    new_words = set().union(*(key_terms(c)[1] for c in claims)) - asked_words
+    return asked_words, new_numbers, new_words
 
 
 def coverage(wanted: set[str], have: set[str]) -> float:
@@ -154,6 +168,21 @@ def holds_focus(question: str, reply: str) -> bool:
     if _WHO.match(question):  # `names` skips a sentence's first word, which here may be the name asked for
         return bool(names("X " + reply) - key_terms(question)[1])
     return True
+
+
+def quote_probes(quote: str, question: str, reply: str, passages: list[Passage]) -> dict[str, float]:
+    """The decoded quote checked against the passages: the sentence that holds the most of its terms is taken as
+    the one quoted (the quote may be cut short: its first words name the sentence), then that sentence must carry
+    the question's key words and the reply's answer (its terms not in the question)."""
+    sentences = _sentences(passages)
+    numbers, words = key_terms(strip_markers(quote))
+    if not sentences or not numbers | words:
+        return dict.fromkeys(QUOTE_FEATURES, 0.0)
+    shares = [len((numbers | words) & (n | w)) / len(numbers | words) for n, w in map(key_terms, sentences)]
+    best = max(range(len(sentences)), key=shares.__getitem__)
+    asked_words, new_numbers, new_words = new_terms(question, _claims(reply) or [strip_markers(reply)])
+    return {"quote_found": shares[best], "quote_question": coverage(asked_words, key_terms(sentences[best])[1]),
+            "quote_joint": joint_support(asked_words, new_numbers, new_words, sentences[best])}
 
 
 def retrieval_probes(passages: list[Passage]) -> dict[str, float]:
@@ -325,7 +354,7 @@ def load_decision(path: Path, generator: str, generator_sha256: str, engine: str
     return decision, ""
 
 
-__all__ = ["FEATURES", "GENERATOR_PROBES", "RETRIEVAL_FEATURES", "STATE_FEATURE", "STATE_KIND", "Decision",
-           "DecisionError", "Screen", "StateProbe",
+__all__ = ["FEATURES", "GENERATOR_PROBES", "QUOTE_FEATURES", "RETRIEVAL_FEATURES", "STATE_FEATURE", "STATE_KIND",
+           "Decision", "DecisionError", "Screen", "StateProbe",
            "adds_information", "banded", "decision_file", "holds_focus", "lexical_probes", "load_decision",
-           "retrieval_probes"]
+           "quote_probes", "retrieval_probes"]

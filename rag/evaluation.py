@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rag.answer import NOT_IN_ARTICLES, Answer, answer, is_refusal
-from rag.citations import is_bare_label
+from rag.citations import closest_sentence, is_bare_label
 from rag.errors import BadInput
 from rag.retrieval import Passage, get_retriever
 from rag.settings import Settings
@@ -36,7 +36,8 @@ REJECT_MODES = ("alternate", "all")
 SPLITS = ("tune", "test")
 RATE_KEYS = ("answer_accuracy", "exact_match", "f1", "retrieval_hit_at_k", "mrr", "retrieval_hit_at_1",
              "retrieval_hit_at_3", "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate",
-             "citation_accuracy", "closest_holds_gold", "unsupported_rate", "partial_answer_rate")
+             "citation_accuracy", "closest_holds_gold", "closest_if_refused", "unsupported_rate",
+             "partial_answer_rate")
 _PARAGRAPH_ID = re.compile(r"^p(\d+)$", re.IGNORECASE)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -251,6 +252,17 @@ class Result:
         return bool(self.answer.closest) and answer_found(self.answer.closest.span_text, self.question)
 
     @property
+    def closest_if_refused_gold(self) -> bool | None:
+        """For an answerable question: whether the closest sentence a refusal would show holds the gold answer (the
+        one shown, where it was refused). The closest-sentence rule measured over every answerable question, not
+        only over the few the decision refuses (None for unanswerable questions and refused instructions)."""
+        if self.question.unanswerable or self.answer.refusal_reason == "instruction":
+            return None
+        closest = self.answer.closest if self.refused else closest_sentence(
+            self.answer.rewritten_question or self.question.question, self.answer.passages, self.answer.raw_text)
+        return closest is not None and answer_found(closest.span_text, self.question)
+
+    @property
     def cited_gold(self) -> bool | None:
         """Whether the cited passages hold a gold answer (None when nothing is cited or it was refused)."""
         if self.refused or not self.answer.citations:
@@ -285,7 +297,8 @@ class Result:
             "retrieved_at_5": [p.chunk_id for p in self.top5], "relevant_rank_at_5": self.rank_at_5,
             "partial": self.answer.partial, "verdict": self.answer.verdict,
             "closest": self.answer.closest.span_text if self.answer.closest else None,
-            "closest_gold": self.closest_gold, "first_source_gold": self.first_source_gold,
+            "closest_gold": self.closest_gold, "closest_if_refused_gold": self.closest_if_refused_gold,
+            "first_source_gold": self.first_source_gold,
             "words_kept": self.words_kept, "latency": self.answer.timings, "usage": self.answer.usage,
         }
 
@@ -330,6 +343,7 @@ def compute_metrics(results: list[Result], settings: Settings) -> Metrics:
     partial = [r for r in answerable if r.question.extra.get("type") == "partial"]
     cited = [r.cited_gold for r in answerable if r.cited_gold is not None]
     closest = [r.closest_gold for r in answerable if r.closest_gold is not None]
+    closest_any = [r.closest_if_refused_gold for r in answerable if r.closest_if_refused_gold is not None]
     latencies = [r.answer.timings.get("total_s", 0.0) for r in results]
     ttfts = [r.answer.timings["ttft_s"] for r in results if r.answer.timings.get("ttft_s")]
     probes = [r.answer.timings.get("verify_s", 0.0) for r in results if r.answer.timings.get("ttft_s")]
@@ -347,6 +361,7 @@ def compute_metrics(results: list[Result], settings: Settings) -> Metrics:
         "false_refusal_rate": mean(float(r.refused) for r in answerable),
         "citation_accuracy": mean(map(float, cited)),
         "closest_holds_gold": mean(map(float, closest)),  # over the answerable questions refused
+        "closest_if_refused": mean(map(float, closest_any)),  # the same rule over every answerable question
         "unsupported_rate": mean(float(bool(r.answer.unsupported)) for r in answered),
         "partial_answer_rate": mean(float(r.found and r.answer.partial) for r in partial) if partial else None,
         "words_altered": sum(r.words_kept is False for r in results),

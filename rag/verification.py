@@ -21,6 +21,8 @@ from rag.generator_types import Generator, Message, Prefix, Usage
 
 JUDGE_RULE = "Do the passages state the answer to this question? Reply Yes or No."
 REPLY_JUDGE_RULE = "Proposed answer: {reply}\nDoes a passage state this answer to the question? Reply Yes or No."
+QUOTE_RULE = "Copy, word for word, the one sentence of the passages that answers this question."
+QUOTE_TOKENS = 32  # enough of a sentence to tell which one it is; the probe reads the sentence, not the quote
 SENTENCE_WEIGHT = 0.1  # chosen on the tune split: the judge alone separates worse (README)
 # Chosen on the tune split, per generator. The 0.5B model's judge barely separates (AUC 0.63 on the tune split,
 # P(Yes) never above 0.25), so it has none: its answers are not verified unless a threshold is set.

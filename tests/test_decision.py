@@ -24,6 +24,7 @@ from rag.decision import (
     holds_focus,
     lexical_probes,
     load_decision,
+    quote_probes,
 )
 from rag.fit_decision import DEFAULT_FEATURES, FitError, Reply, fit, main, project_rows, rgb_rows, state_study
 from rag.generation import get_generator
@@ -67,6 +68,24 @@ def test_lexical_probes_tell_a_stated_answer_from_a_stitched_one():
     # "China" is not in the passage: the name rule voids the sentence support; the other probes still see the answer
     assert worded_differently["names_found"] < 1.0 and worded_differently["sentence_support"] == 0.0
     assert worded_differently["joint_support"] > 0.0 and worded_differently["focus"] == 1.0
+
+
+def test_a_quote_must_be_a_passage_sentence_carrying_the_question_and_the_answer():
+    passages = [passage("The science minister is Lee Jong-ho. The Metaverse Alliance was founded by the government.")]
+    stated = quote_probes("The science minister is Lee Jong-ho.", "Who is the science minister?",
+                          "The science minister is Lee Jong-ho [1].", passages)
+    assert stated == {"quote_found": 1.0, "quote_question": 1.0, "quote_joint": 1.0}
+    cut_short = quote_probes("The science minister is", "Who is the science minister?", "Lee Jong-ho [1].", passages)
+    assert cut_short == stated  # its first words name the sentence; the sentence is what is checked
+    # the relation is never stated: the quoted sentence names the alliance but not the reply's answer
+    stitched = quote_probes("The Metaverse Alliance was founded by the government.",
+                            "Who chairs the Metaverse Alliance?", "Lee Jong-ho chairs the Metaverse Alliance [1].",
+                            passages)
+    assert stitched["quote_found"] == 1.0 and stitched["quote_joint"] == 0.0
+    invented = quote_probes("Lee Jong-ho chairs the Metaverse Alliance.", "Who chairs the Metaverse Alliance?",
+                            "Lee Jong-ho [1].", passages)
+    assert invented["quote_found"] < 1.0  # no sentence of the passages says it
+    assert quote_probes("", "Who?", "Lee [1].", passages) == dict.fromkeys(stated, 0.0)
 
 
 # ---------------------------------------------------------------- the file

@@ -62,7 +62,8 @@ METRIC_KEYS = {
     "answer_accuracy", "exact_match", "f1", "retrieval_hit_at_k", "mrr", "retrieval_hit_at_1", "retrieval_hit_at_3",
     "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate", "citation_accuracy",
     "unsupported_rate", "partial_answer_rate", "words_altered", "latency_p50_s", "latency_p95_s", "ttft_p50_s",
-    "closest_holds_gold", "first_source_hit", "probes_p50_s", "probes_p95_s", "settled_without_judge",
+    "closest_holds_gold", "closest_if_refused", "first_source_hit", "probes_p50_s", "probes_p95_s",
+    "settled_without_judge",
     "questions", "answerable", "unanswerable", "k", "generator", "embedder",
 }
 OUTPUTS = ("results.jsonl", "metrics.json", "report.md", "metrics.png")
@@ -219,7 +220,7 @@ def reply(question: Question, text: str, passages: list[Passage], refused: bool 
     citations = [Citation(1, cited_id, "a.txt", "Title", cited, 0, 1, cited, 0.5, 1.0)] if cited else []
     return Answer(question.question, text, citations, refused, passages, unsupported or [],
                   {"total_s": 2.0, "ttft_s": 1.0 if not refused else 0.0}, {"generator": "tiny"}, question.question,
-                  "generator" if refused else "")
+                  "generator" if refused else "", raw_text=text)
 
 
 def hand_made_results() -> list[Result]:
@@ -252,6 +253,9 @@ def test_metrics_from_hand_made_answers():
     assert (metrics["retrieval_hit_at_1"], metrics["retrieval_hit_at_3"]) == (0.0, pytest.approx(1 / 3, abs=1e-4))
     # the first source shown: a1's citation puts its second passage, which holds the gold, before the first
     assert metrics["first_source_hit"] == pytest.approx(1 / 3, abs=1e-4)
+    # had a1 been refused, its closest sentence (the one its reply drew on) holds 2014; a2 shows none, a3 no gold
+    assert metrics["closest_if_refused"] == pytest.approx(1 / 3, abs=1e-4)
+    assert [r.closest_if_refused_gold for r in hand_made_results()] == [True, False, False, None, None]
     assert (metrics["questions"], metrics["answerable"], metrics["unanswerable"]) == (5, 3, 2)
     assert (metrics["latency_p50_s"], metrics["ttft_p50_s"], metrics["generator"]) == (2.0, 1.0, "tiny")
 
