@@ -59,21 +59,15 @@ class CheckResult:
 
 def closest_sentence(question: str, passages: list[Passage], reply: str = "") -> Citation | None:
     """What the articles say nearest a question they do not answer, shown with a refusal so the user can rephrase
-    (marker 0: it is a source, not an answer): the sentence of the passages with the highest of three scores, the
-    more relevant passage first on a tie: how well it supports the question, the share of the refused reply's
-    figures and words it holds (the sentence the generator drew on: it holds the answer when the refusal was a
-    mistake), and the share of the reply's new terms, those not in the question (its answer: a long reply that
-    repeats the question would otherwise find the sentence most like the question, not the one with the figure).
+    (marker 0: it is a source, not an answer): the sentence of the passages that best supports the question, or that
+    holds the most of the refused reply's figures and words (the sentence the generator drew on: it holds the answer
+    when the refusal was a mistake), the more relevant passage first on a tie.
 
     The reply counts by its share of terms, not by `support`, which is 0 as soon as one figure is missing: a right
     reply that adds a date ("Toy Story 4 won … on February 9, 2020") must still find its sentence. Chosen on the
-    tune data's answerable questions, each scored as if refused (RGB 50-99, the project's tune split; README)."""
+    tune data's refused answerable replies only (RGB 50-99, the project's tune split; README)."""
     claim = strip_markers(reply)
-    asked_numbers, asked_words = key_terms(question)
-    numbers, words = key_terms(claim)
-    answer = (numbers - asked_numbers) | (words - asked_words)
-    scored = [((max(support(question, text), term_share(claim, text), share_of(answer, text)), p.relevance),
-               p, start, end)
+    scored = [((max(support(question, text), term_share(claim, text)), p.relevance), p, start, end)
               for p in passages for start, end in sentence_spans(p.text) for text in (p.text[start:end],)]
     if not scored:
         return None
@@ -99,12 +93,8 @@ def support(claim: str, passage: str) -> float:
 def term_share(claim: str, passage: str) -> float:
     """The share of the claim's numbers and content words that the passage holds (0 for a claim without any)."""
     numbers, words = key_terms(claim)
-    return share_of(numbers | words, passage)
-
-
-def share_of(terms: set[str], passage: str) -> float:
-    """The share of `terms` (key terms: numbers and stemmed content words) that the passage holds (0 for none)."""
     have_numbers, have_words = key_terms(passage)
+    terms = numbers | words
     return len(terms & (have_numbers | have_words)) / len(terms) if terms else 0.0
 
 
