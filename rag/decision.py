@@ -7,8 +7,8 @@ labelled replies (the tune split and RGB positions 50-99 only) weighs them; it i
 the generator it was fitted for, and any other generator, engine or embedder falls back to the lexical checks
 with the threshold rule (`rag.verification`), saying so in the answer's verdict. The judge, with a fitted probe on
 the hidden state its P(Yes) is read from, costs a pass of the generator over the question's tokens (as do the
-measured-only probes that read the reply or the refusal sentence), so a second regression without them (the
-screen) settles the clear replies first.
+measured-only probes that read the reply, the refusal sentence or a decoded quote), so a second regression without
+them (the screen) settles the clear replies first.
 """
 
 from __future__ import annotations

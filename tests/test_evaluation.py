@@ -45,16 +45,16 @@ from tests.conftest import (
     write,
 )
 
-# Quality gate: the test split of the project question set (corpus/eval/questions.jsonl: 66 of its 200 questions,
+# Quality gate: the test split of the project question set (corpus/eval/questions.jsonl: 93 of its 280 questions,
 # never tuned or fitted on) over the seed corpus in the default configuration (qwen2.5-coder-1.5b, EmbeddingGemma,
 # k=4, whole article from its kept state, the fitted decision and its screen). The floors sit just under what
-# `rag eval` measured there (README, "Refusing what the articles do not say"): answer_accuracy 0.912 (31/34),
-# retrieval_hit_at_k 1.000 (34/34), refusal_accuracy 0.406 (13/32). Each floor allows one question less (llama.cpp's
+# `rag eval` measured there (README, "Refusing what the articles do not say"): answer_accuracy 0.878 (36/41),
+# retrieval_hit_at_k 1.000 (41/41), refusal_accuracy 0.442 (23/52). Each floor allows one question less (llama.cpp's
 # greedy output can change with the machine and the thread count). Every reply must keep its words (words_altered
 # 0). Move these when a default changes.
-MIN_ANSWER_ACCURACY = 0.88
+MIN_ANSWER_ACCURACY = 0.85
 MIN_RETRIEVAL_HIT_AT_K = 0.97
-MIN_REFUSAL_ACCURACY = 0.37
+MIN_REFUSAL_ACCURACY = 0.42
 
 QUESTIONS = REPO / "corpus" / "eval" / "questions.jsonl"
 RGB_DATA = REPO.parent / "shared" / "benchmarks" / "rgb" / "en_fact.json"
@@ -167,11 +167,12 @@ def test_missing_question_file_is_a_clear_error(tmp_path):
 
 def test_the_project_question_set_loads_with_its_fixed_split():
     questions = load_questions(QUESTIONS)
-    assert len(questions) == 200 and sum(q.unanswerable for q in questions) == 94
+    assert len(questions) == 280 and sum(q.unanswerable for q in questions) == 154
     assert sum(q.extra.get("type") == "partial" for q in questions) == 6
-    assert [q.split for q in questions] == ["test" if n % 3 == 0 else "tune" for n in range(1, 201)]
+    assert [q.split for q in questions] == ["test" if n % 3 == 0 else "tune" for n in range(1, 281)]
+    assert [q.id for q in questions] == [f"q{n:02d}" for n in range(1, 281)]
     tune, test = select_split(questions, "tune"), select_split(questions, "test")
-    assert (len(tune), len(test)) == (134, 66) and not {q.id for q in tune} & {q.id for q in test}
+    assert (len(tune), len(test)) == (187, 93) and not {q.id for q in tune} & {q.id for q in test}
     assert select_split(questions, "all") == select_split(questions, None) == questions
 
 
@@ -189,7 +190,7 @@ def test_eval_command_selects_a_split(seed_env, tmp_path):
     out = tmp_path / "out"
     assert main(["eval", "--retrieval-only", "--questions", str(QUESTIONS), "--split", "test", "--out", str(out)]) == 0
     table = json.loads((out / "retrieval.json").read_text())
-    assert table["hybrid"]["answerable"] == 34  # the test split's answerable questions
+    assert table["hybrid"]["answerable"] == 41  # the test split's answerable questions
 
 
 def test_eval_selects_queries_by_position(seed_env, tmp_path):
@@ -412,7 +413,7 @@ def test_rgb_smoke(seed_env, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # 66 questions: about 2.5 minutes on an idle machine, far more on a shared one
+@pytest.mark.timeout(3600)  # 93 questions: about 6 minutes on an idle machine, far more on a shared one
 def test_quality_gate(tmp_path):
     """The default configuration (the default embedder included) over a copy of the seed article."""
     import shutil
