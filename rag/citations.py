@@ -59,24 +59,35 @@ class CheckResult:
 
 def closest_sentence(question: str, passages: list[Passage], reply: str = "") -> Citation | None:
     """What the articles say nearest a question they do not answer, shown with a refusal so the user can rephrase
-    (marker 0: it is a source, not an answer): the sentence of the passages that best supports the question, or that
+    (marker 0: it is a source, not an answer): the sentence of the passages that best supports the question, that
     holds the most of the refused reply's figures and words (the sentence the generator drew on: it holds the answer
-    when the refusal was a mistake), the more relevant passage first on a tie.
+    when the refusal was a mistake), or, among the sentences sharing a key word with the question, the most of what
+    the reply adds to the question, the more relevant passage first on a tie.
 
     The reply counts by its share of terms, not by `support`, which is 0 as soon as one figure is missing: a right
-    reply that adds a date ("Toy Story 4 won … on February 9, 2020") must still find its sentence. Chosen on the
-    tune data's refused answerable replies only (RGB 50-99, the project's tune split; README)."""
+    reply that adds a date ("Toy Story 4 won … on February 9, 2020") must still find its sentence. What the reply adds
+    counts only in a sentence about the question, so that an invented answer cannot pull the sentence elsewhere.
+    Chosen on the tune data's answerable replies only (RGB 50-99, the project's tune split; README)."""
     claim = strip_markers(reply)
-    scored = [((max(support(question, text), term_share(claim, text)), p.relevance), p, start, end)
+    asked = key_terms(question)
+    said = key_terms(claim)
+    added = (said[0] - asked[0]) | (said[1] - asked[1])
+
+    def score(text: str) -> float:
+        numbers, words = key_terms(text)
+        adds = len(added & (numbers | words)) / len(added) if added and asked[1] & words else 0.0
+        return max(support(question, text), term_share(claim, text), adds)
+
+    scored = [((score(text), p.relevance), p, start, end)
               for p in passages for start, end in sentence_spans(p.text) for text in (p.text[start:end],)]
     if not scored:
         return None
-    (score, _), passage, start, end = max(scored, key=lambda item: item[0])
+    (best, _), passage, start, end = max(scored, key=lambda item: item[0])
     span = passage.text[start:end]
     if is_instruction(span):  # never offer a planted instruction as what the articles say
         return None
     return Citation(0, passage.chunk_id, passage.doc_id, passage.title, passage.text, passage.start + start,
-                    passage.start + end, span, passage.relevance, round(max(score, 0.0), 3))
+                    passage.start + end, span, passage.relevance, round(max(best, 0.0), 3))
 
 
 def support(claim: str, passage: str) -> float:

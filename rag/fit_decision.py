@@ -12,6 +12,8 @@ and rejection runs fall in one fold); the threshold is chosen on those out-of-fo
 `--max-false-refusals` of the right replies are refused. A second regression without the judge, the screen, gets the
 bounds that settle the most tune replies while deciding each one it settles as the full decision does (both
 out-of-fold), so that clear replies skip the judge's pass. The fitted model is written as JSON (rag.decision).
+`--states` and `--boosting` only report a study (linear probes on the recorded hidden states; gradient boosting in
+the regression's place) and write nothing.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,13 +121,16 @@ def matrix(rows: list[Reply], features: list[str]) -> tuple[np.ndarray, np.ndarr
     return x, np.array([r.label for r in rows]), np.array([r.group for r in rows])
 
 
-def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float) -> np.ndarray:
-    """Each reply's probability from a model fitted on the folds that do not hold its question."""
+def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float,
+                make: Callable[[], Any] | None = None) -> np.ndarray:
+    """Each reply's probability from a model (the regression, or what `make` makes) fitted on the folds that do not
+    hold its question."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     probabilities = np.zeros(len(y))
     for train, held in StratifiedGroupKFold(FOLDS, shuffle=True, random_state=0).split(x, y, groups):
-        probabilities[held] = _model(c).fit(x[train], y[train]).predict_proba(x[held])[:, 1]
+        model = make() if make else _model(c)
+        probabilities[held] = model.fit(x[train], y[train]).predict_proba(x[held])[:, 1]
     return probabilities
 
 
@@ -199,14 +204,12 @@ def fit(replies: list[Reply], max_false_refusals: float, features: list[str] | N
     from sklearn.metrics import roc_auc_score
 
     features = list(features or DEFAULT_FEATURES)
-    rows = [r for r in replies if r.label is not None]
-    y = np.array([r.label for r in rows])
-    if min((y == 0).sum(), (y == 1).sum()) < 2 * FOLDS:
-        raise FitError(f"too few replies of one label to fit ({(y == 1).sum()} right, {(y == 0).sum()} unanswerable)")
+    _check_labels(replies)
     probe, states = None, None
     if STATE_FEATURE in features:
         features = [f for f in features if f != STATE_FEATURE] + [STATE_FEATURE]  # stacked: its column last
-        probe, states = fit_state_probe(replies, rows, state_c)
+        probe, states, replies = fit_state_probe(replies, state_c)
+    rows = [r for r in replies if r.label is not None]
     candidates = [f for f in FEATURES if f != STATE_FEATURE or probe is not None]
     x, y, groups = matrix(rows, candidates)
     alone = {f: round(float(roc_auc_score(y, out_of_fold(x[:, [i]], y, groups, c))), 4)
@@ -232,26 +235,39 @@ def fit(replies: list[Reply], max_false_refusals: float, features: list[str] | N
     return decision, decision.report
 
 
-def fit_state_probe(replies: list[Reply], rows: list[Reply], state_c: float) -> tuple[StateProbe, np.ndarray]:
-    """The state probe fitted on every labelled reply's hidden state; each labelled reply's judge_state is its
-    out-of-fold logit (what the decision's regression is fitted on, as stacking does) and every other probed reply's
-    the fitted probe's logit. Returns the probe and the labelled replies' states."""
+def fit_state_probe(replies: list[Reply], state_c: float) -> tuple[StateProbe, np.ndarray, list[Reply]]:
+    """The state probe fitted on every labelled reply's hidden state. Returns the probe, the labelled replies' states
+    and the replies with judge_state added: each labelled reply's out-of-fold logit (what the decision's regression
+    is fitted on, as stacking does) and every other probed reply's logit from the fitted probe."""
     missing = [r.group for r in replies if r.features is not None and not r.states.get(STATE_KIND)]
     if missing:
         raise FitError(f"{len(missing)} probed replies carry no {STATE_KIND} hidden state (collect the runs with "
                        "RAG_ALL_PROBES=true)")
+    rows = [r for r in replies if r.label is not None]
     states = np.array([r.states[STATE_KIND] for r in rows], dtype=float)
     y, groups = np.array([r.label for r in rows]), np.array([r.group for r in rows])
-    held_out = _logit(out_of_fold(states, y, groups, state_c))
+    held_out = iter(_logit(out_of_fold(states, y, groups, state_c)))
     model = _model(state_c).fit(states, y)
     probe = StateProbe(STATE_KIND, [float(v) for v in model[0].mean_], [float(v) for v in model[0].scale_],
                        [float(v) for v in model[1].coef_[0]], float(model[1].intercept_[0]))
-    for reply, value in zip(rows, held_out, strict=True):
-        reply.features[STATE_FEATURE] = float(value)
-    for reply in replies:
-        if reply.label is None and reply.features is not None:
-            reply.features[STATE_FEATURE] = probe.logit(reply.states[STATE_KIND])
-    return probe, states
+
+    def with_state(reply: Reply) -> Reply:
+        if reply.features is None:
+            return reply
+        value = next(held_out) if reply.label is not None else probe.logit(reply.states[STATE_KIND])
+        return replace(reply, features={**reply.features, STATE_FEATURE: float(value)})
+
+    return probe, states, [with_state(r) for r in replies]
+
+
+def _check_labels(replies: list[Reply]) -> None:
+    labels = [r.label for r in replies if r.label is not None]
+    right, unanswerable = labels.count(1), labels.count(0)
+    if min(right, unanswerable) < 2 * FOLDS:
+        probed = sum(r.features is not None for r in replies)
+        raise FitError(f"too few replies of one label to fit ({right} right, {unanswerable} unanswerable; "
+                       f"{len(replies) - probed} of {len(replies)} replies carry no usable probes: a run must record "
+                       f"every probe in {', '.join(f for f in FEATURES if f != STATE_FEATURE)})")
 
 
 def fit_screen(replies: list[Reply], rows: list[Reply], probabilities: list[float | None], features: list[str],
@@ -318,18 +334,55 @@ def state_study(replies: list[Reply], features: list[str], c: float, state_cs: t
 
 
 def _stacked(x: np.ndarray, states: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float, state_c: float,
-             ) -> np.ndarray:
-    """Out-of-fold probabilities of the regression over `x` and the state probe's logit, nested (state_study)."""
+             final: Callable[[], Any] | None = None) -> np.ndarray:
+    """Out-of-fold probabilities of the regression over `x` and the state probe's logit, nested (state_study);
+    `final` makes another model in the regression's place (boosting_study)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     probabilities = np.zeros(len(y))
     for train, held in StratifiedGroupKFold(FOLDS, shuffle=True, random_state=0).split(x, y, groups):
         inner = out_of_fold(states[train], y[train], groups[train], state_c)
         probe = _model(state_c).fit(states[train], y[train])
-        model = _model(c).fit(np.column_stack([x[train], _logit(inner)]), y[train])
+        model = (final() if final else _model(c)).fit(np.column_stack([x[train], _logit(inner)]), y[train])
         held_score = _logit(probe.predict_proba(states[held])[:, 1])
         probabilities[held] = model.predict_proba(np.column_stack([x[held], held_score]))[:, 1]
     return probabilities
+
+
+# Gradient boosting settings the model study tries against the regression: (depth, learning rate, trees, leaf size)
+BOOSTING = ((2, 0.05, 100, 20), (3, 0.05, 100, 20), (2, 0.1, 200, 20), (None, 0.05, 100, 20), (2, 0.03, 300, 10))
+
+
+def boosting_study(replies: list[Reply], features: list[str], c: float, state_c: float = STATE_C,
+                   max_false_refusals: float = 0.05, settings: tuple[tuple, ...] = BOOSTING) -> dict[str, Any]:
+    """The decision's regression against gradient boosting (scikit-learn's HistGradientBoostingClassifier) on the
+    same probes and the same nested folds: each model's out-of-fold AUC and what thresholds chosen on its out-of-fold
+    probabilities do to the tune questions at the false-refusal cap."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+
+    _check_labels(replies)
+    states = None
+    if STATE_FEATURE in features:  # stacked as fit() does: its column last
+        features = [f for f in features if f != STATE_FEATURE] + [STATE_FEATURE]
+        _, states, replies = fit_state_probe(replies, state_c)
+    rows = [r for r in replies if r.label is not None]
+    x, y, groups = matrix(rows, features)
+
+    def outcome(make: Callable[[], Any]) -> dict[str, Any]:
+        held_out = (_stacked(x[:, :-1], states, y, groups, c, state_c, make) if states is not None
+                    else out_of_fold(x, y, groups, c, make))
+        probabilities = _probabilities(replies, iter(held_out), make().fit(x, y), features)
+        passed, override, rates = choose_thresholds(replies, probabilities, max_false_refusals)
+        return {"auc": round(float(roc_auc_score(y, held_out)), 4), "thresholds": [passed, override], **rates}
+
+    report: dict[str, Any] = {"rows": len(y), "features": features, "max_false_refusals": max_false_refusals,
+                              "logistic regression": outcome(lambda: _model(c))}
+    for depth, rate, trees, leaf in settings:
+        report[f"boosting: depth {depth}, rate {rate}, {trees} trees, leaves of {leaf}+"] = outcome(
+            lambda d=depth, r=rate, t=trees, m=leaf: HistGradientBoostingClassifier(
+                max_depth=d, learning_rate=r, max_iter=t, min_samples_leaf=m, random_state=0))
+    return report
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -350,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write the decision (default: the packaged file)")
     parser.add_argument("--states", action="store_true", help="only report how well linear probes on the recorded "
                         "hidden states separate (alone and stacked with the probes); write nothing")
+    parser.add_argument("--boosting", action="store_true", help="only compare the regression with gradient boosting "
+                        "on the same probes and folds (out-of-fold AUC and outcome at the cap); write nothing")
     args = parser.parse_args(argv)
     settings = load_settings()
     try:
@@ -363,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.states:
             probes = [f for f in chosen or DEFAULT_FEATURES if f != STATE_FEATURE]
             print(json.dumps(state_study(rows, probes, args.c), indent=2))
+            return 0
+        if args.boosting:
+            print(json.dumps(boosting_study(rows, chosen or list(DEFAULT_FEATURES), args.c,
+                                            max_false_refusals=args.max_false_refusals), indent=2))
             return 0
         decision, report = fit(rows, args.max_false_refusals, chosen, args.c)
         report["sources"] = {"project": [str(f) for f in args.project], "rgb": [str(f) for f in args.rgb],

@@ -16,7 +16,7 @@ import math
 import os
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag.errors import Unavailable
 from rag.generator_types import (
@@ -32,6 +32,9 @@ from rag.generator_types import (
 )
 from rag.models import ModelError
 from rag.settings import Settings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CHARS_PER_TOKEN = 3.0  # no standard endpoint counts tokens: a conservative estimate (English runs ~4 per token)
 TOP_LOGPROBS = 20
@@ -122,7 +125,7 @@ class OpenAIServerGenerator:
         """A chat server scores only the tokens it samples: the probes that need a given text's tokens do not run."""
         raise NotImplementedError("an OpenAI-compatible server does not score a given continuation")
 
-    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None) -> Any:
+    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None) -> tuple[np.ndarray, Usage]:
         raise NotImplementedError("an OpenAI-compatible server does not return hidden states")
 
     def _pieces(self, chunks: Any, usage: Usage) -> Iterator[str]:

@@ -42,6 +42,20 @@ def test_the_closest_sentence_is_the_one_a_refused_reply_drew_on_even_with_a_fig
     assert closest_sentence(question, found, "Chip exports grew 66.7% [1].").span_text.startswith("The Oscars 2020")
 
 
+def test_the_closest_sentence_holds_what_the_reply_adds_only_where_the_question_is_talked_about():
+    nobel = ("The 2022 Nobel Prize in Literature was announced in Stockholm on Thursday. "
+             "Annie Ernaux took the prize for her memoirs. Peter Handke spoke at the ceremony.")
+    found = [Passage(0, "nobel.txt", "Nobel", nobel, 0, len(nobel), (1, 1), 1, {"dense_similarity": 0.6})]
+    question = "Who won the 2022 Nobel Prize in Literature?"
+    # The reply restates the question: by its share of terms the announcement wins; what it adds (the name) is in
+    # the sentence that shares "prize" with the question.
+    reply = "The 2022 Nobel Prize in Literature was won by Annie Ernaux [1]."
+    assert closest_sentence(question, found, reply).span_text == "Annie Ernaux took the prize for her memoirs."
+    # An invented name in a sentence about something else does not pull the refusal's sentence there.
+    invented = "The 2022 Nobel Prize in Literature was won by Peter Handke [1]."
+    assert closest_sentence(question, found, invented).span_text.startswith("The 2022 Nobel Prize")
+
+
 def test_support_needs_every_number():
     assert support("It is 1.02 trillion won.", P2) == 1.0
     assert support("It is 1.5 trillion won.", P2) == 0.0

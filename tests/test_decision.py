@@ -26,7 +26,17 @@ from rag.decision import (
     load_decision,
     quote_probes,
 )
-from rag.fit_decision import DEFAULT_FEATURES, FitError, Reply, fit, main, project_rows, rgb_rows, state_study
+from rag.fit_decision import (
+    DEFAULT_FEATURES,
+    FitError,
+    Reply,
+    boosting_study,
+    fit,
+    main,
+    project_rows,
+    rgb_rows,
+    state_study,
+)
 from rag.generation import get_generator
 from rag.models import GENERATORS
 from rag.retrieval import Passage
@@ -314,6 +324,29 @@ def test_a_fitted_state_probe_is_stacked_last_and_saved_with_the_decision():
     with pytest.raises(FitError, match="carry no judge hidden state"):
         fit([Reply(r.group, r.unanswerable, r.right, True, False, r.features) for r in rows], 0.05,
             features=["judge_yes", STATE_FEATURE])
+
+
+def test_the_model_study_scores_boosting_and_the_regression_out_of_fold_on_the_same_folds():
+    """A label that is an interaction of two probes (either high, not both) defeats a linear regression and not
+    boosting; a label that no probe carries leaves both near chance (nothing is scored by a model that saw it); with
+    the state among the probes it is stacked last, as the decision does."""
+    import random
+
+    one = ((2, 0.1, 100, 10),)  # one boosting setting: the study's loop is the same for five
+    rng = random.Random(4)
+    probes = [{f: rng.gauss(0.0, 1.0) for f in RECORDED} for _ in range(200)]
+    labels = [int((features["judge_yes"] > 0) != (features["focus"] > 0)) for features in probes]
+    crossed = [Reply(f"q{n}", label == 0, label == 1, True, False, features)
+               for n, (features, label) in enumerate(zip(probes, labels, strict=True))]
+    report = boosting_study(crossed, ["judge_yes", "focus"], 0.1, settings=one)
+    (boosted,) = [v for k, v in report.items() if k.startswith("boosting")]
+    assert report["logistic regression"]["auc"] < 0.65 < 0.8 < boosted["auc"]
+    assert report["logistic regression"]["false_refusals"] <= 0.05 and boosted["false_refusals"] <= 0.05
+    chance = [Reply(r.group, n % 2 == 0, n % 2 == 1, True, False, r.features) for n, r in enumerate(crossed)]
+    assert all(v["auc"] < 0.65 for v in boosting_study(chance, ["judge_yes", "focus"], 0.1, settings=one).values()
+               if isinstance(v, dict))
+    stacked = boosting_study(replies_with_states(5, 0.0, 16), ["judge_yes", STATE_FEATURE, "focus"], 0.1, settings=one)
+    assert stacked["features"] == ["judge_yes", "focus", STATE_FEATURE] and stacked["logistic regression"]["auc"] > 0.8
 
 
 # ---------------------------------------------------------------- with the real generator

@@ -375,13 +375,20 @@ def test_min_relevance_separates_off_topic_from_answerable_questions(seed_settin
     assert ranges["off-topic"]["max"] < calibration(seed_settings).min_relevance <= ranges["answerable"]["min"]
 
 
-def test_the_default_embedders_floor_separates_them_too(tmp_path):
+@pytest.fixture(scope="module")
+def default_seed(tmp_path_factory):
+    """The default configuration (the default embedder included) over a copy of the seed article, indexed once
+    for the floor test and the quality gate."""
     import shutil
 
-    shutil.copytree(SEED_CORPUS, tmp_path / "corpus", ignore=shutil.ignore_patterns("eval"))
-    settings = make_settings(tmp_path, embedder=DEFAULT_EMBEDDER)
-    ranges = relevance_ranges(load_questions(QUESTIONS), settings)
-    assert ranges["off-topic"]["max"] < calibration(settings).min_relevance <= ranges["answerable"]["min"]
+    tmp = tmp_path_factory.mktemp("default-seed")
+    shutil.copytree(SEED_CORPUS, tmp / "corpus", ignore=shutil.ignore_patterns("eval"))
+    return make_settings(tmp, embedder=DEFAULT_EMBEDDER)
+
+
+def test_the_default_embedders_floor_separates_them_too(default_seed):
+    ranges = relevance_ranges(load_questions(QUESTIONS), default_seed)
+    assert ranges["off-topic"]["max"] < calibration(default_seed).min_relevance <= ranges["answerable"]["min"]
 
 
 @pytest.mark.slow
@@ -415,13 +422,9 @@ def test_rgb_smoke(seed_env, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # 93 questions: about 6 minutes on an idle machine, far more on a shared one
-def test_quality_gate(tmp_path):
+def test_quality_gate(default_seed, tmp_path):
     """The default configuration (the default embedder included) over a copy of the seed article."""
-    import shutil
-
-    shutil.copytree(SEED_CORPUS, tmp_path / "corpus", ignore=shutil.ignore_patterns("eval"))
-    seed_settings = make_settings(tmp_path, embedder=DEFAULT_EMBEDDER)
-    evaluator = QAEvaluator(select_split(load_questions(QUESTIONS), "test"), seed_settings)
+    evaluator = QAEvaluator(select_split(load_questions(QUESTIONS), "test"), default_seed)
     metrics = evaluator(tmp_path / "gate")
     print(json.dumps({"test split": metrics}, indent=2))
     assert {r.answer.verdict.get("decided_by") for r in evaluator.results if r.answer.verdict} == {"decision"}
