@@ -203,12 +203,8 @@ def fit(replies: list[Reply], max_false_refusals: float, features: list[str] | N
     every tune question). With judge_state among them, the state probe is fitted first and stacked (`_stacked`)."""
     from sklearn.metrics import roc_auc_score
 
-    features = list(features or DEFAULT_FEATURES)
     _check_labels(replies)
-    probe, states = None, None
-    if STATE_FEATURE in features:
-        features = [f for f in features if f != STATE_FEATURE] + [STATE_FEATURE]  # stacked: its column last
-        probe, states, replies = fit_state_probe(replies, state_c)
+    features, probe, states, replies = _with_state(list(features or DEFAULT_FEATURES), replies, state_c)
     rows = [r for r in replies if r.label is not None]
     candidates = [f for f in FEATURES if f != STATE_FEATURE or probe is not None]
     x, y, groups = matrix(rows, candidates)
@@ -258,6 +254,16 @@ def fit_state_probe(replies: list[Reply], state_c: float) -> tuple[StateProbe, n
         return replace(reply, features={**reply.features, STATE_FEATURE: float(value)})
 
     return probe, states, [with_state(r) for r in replies]
+
+
+def _with_state(features: list[str], replies: list[Reply], state_c: float,
+                ) -> tuple[list[str], StateProbe | None, np.ndarray | None, list[Reply]]:
+    """With judge_state among `features`: its column moved last (it is stacked), the state probe fitted and the
+    replies carrying its logit (fit_state_probe); otherwise everything as it was, without a probe or states."""
+    if STATE_FEATURE not in features:
+        return features, None, None, replies
+    probe, states, replies = fit_state_probe(replies, state_c)
+    return [f for f in features if f != STATE_FEATURE] + [STATE_FEATURE], probe, states, replies
 
 
 def _check_labels(replies: list[Reply]) -> None:
@@ -362,10 +368,7 @@ def boosting_study(replies: list[Reply], features: list[str], c: float, state_c:
     from sklearn.metrics import roc_auc_score
 
     _check_labels(replies)
-    states = None
-    if STATE_FEATURE in features:  # stacked as fit() does: its column last
-        features = [f for f in features if f != STATE_FEATURE] + [STATE_FEATURE]
-        _, states, replies = fit_state_probe(replies, state_c)
+    features, _, states, replies = _with_state(features, replies, state_c)
     rows = [r for r in replies if r.label is not None]
     x, y, groups = matrix(rows, features)
 

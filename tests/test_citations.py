@@ -27,12 +27,16 @@ def passages() -> list[Passage]:
     return out
 
 
+def one_passage(doc: str, title: str, text: str) -> list[Passage]:
+    return [Passage(0, doc, title, text, 0, len(text), (1, 1), 1, {"dense_similarity": 0.6})]
+
+
 
 
 def test_the_closest_sentence_is_the_one_a_refused_reply_drew_on_even_with_a_figure_more():
     oscars = ("The Oscars 2020 Animated Feature Film nominations have been announced! "
               "Toy Story 4 won Best Animated Feature.")
-    found = [Passage(0, "oscars.txt", "Oscars", oscars, 0, len(oscars), (1, 1), 1, {"dense_similarity": 0.6})]
+    found = one_passage("oscars.txt", "Oscars", oscars)
     question = "What movie won the Oscar for Best Animated Film in 2020?"
     # A right reply with a date the passage lacks: `support` gives it 0 everywhere, its share of terms does not.
     reply = "Toy Story 4 won Best Animated Feature at the ceremony on February 9, 2020 [1]."
@@ -45,7 +49,7 @@ def test_the_closest_sentence_is_the_one_a_refused_reply_drew_on_even_with_a_fig
 def test_the_closest_sentence_holds_what_the_reply_adds_only_where_the_question_is_talked_about():
     nobel = ("The 2022 Nobel Prize in Literature was announced in Stockholm on Thursday. "
              "Annie Ernaux took the prize for her memoirs. Peter Handke spoke at the ceremony.")
-    found = [Passage(0, "nobel.txt", "Nobel", nobel, 0, len(nobel), (1, 1), 1, {"dense_similarity": 0.6})]
+    found = one_passage("nobel.txt", "Nobel", nobel)
     question = "Who won the 2022 Nobel Prize in Literature?"
     # The reply restates the question: by its share of terms the announcement wins; what it adds (the name) is in
     # the sentence that shares "prize" with the question.
