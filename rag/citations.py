@@ -61,21 +61,26 @@ def closest_sentence(question: str, passages: list[Passage], reply: str = "") ->
     """What the articles say nearest a question they do not answer, shown with a refusal so the user can rephrase
     (marker 0: it is a source, not an answer): the sentence of the passages that best supports the question, that
     holds the most of the refused reply's figures and words (the sentence the generator drew on: it holds the answer
-    when the refusal was a mistake), or, among the sentences sharing a key word with the question, the most of what
-    the reply adds to the question, the more relevant passage first on a tie.
+    when the refusal was a mistake), or, among the sentences about the question, the most of what the reply adds to
+    the question, the more relevant passage first on a tie.
 
     The reply counts by its share of terms, not by `support`, which is 0 as soon as one figure is missing: a right
     reply that adds a date ("Toy Story 4 won … on February 9, 2020") must still find its sentence. What the reply adds
-    counts only in a sentence about the question, so that an invented answer cannot pull the sentence elsewhere.
-    Chosen on the tune data's answerable replies only (RGB 50-99, the project's tune split; README)."""
+    counts only in a sentence about the question (one sharing a key word with it, and giving no figures but the
+    question's own), so that an invented answer cannot pull the sentence elsewhere: "London" for the 2004 Olympics
+    stays out of the sentence on London's 2012 Games. Chosen on the tune data's answerable replies only (RGB 50-99,
+    the project's tune split; README)."""
     claim = strip_markers(reply)
     asked = key_terms(question)
     said = key_terms(claim)
     added = (said[0] - asked[0]) | (said[1] - asked[1])
 
+    def about_question(numbers: set[str], words: set[str]) -> bool:
+        return bool(asked[1] & words) and (not numbers or asked[0] <= numbers)
+
     def score(text: str) -> float:
         numbers, words = key_terms(text)
-        adds = len(added & (numbers | words)) / len(added) if added and asked[1] & words else 0.0
+        adds = len(added & (numbers | words)) / len(added) if added and about_question(numbers, words) else 0.0
         return max(support(question, text), term_share(claim, text), adds)
 
     scored = [((score(text), p.relevance), p, start, end)

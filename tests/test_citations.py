@@ -60,6 +60,16 @@ def test_the_closest_sentence_holds_what_the_reply_adds_only_where_the_question_
     assert closest_sentence(question, found, invented).span_text.startswith("The 2022 Nobel Prize")
 
 
+def test_what_a_reply_adds_does_not_count_in_a_sentence_about_other_figures():
+    olympics = ("Athens hosted the Summer Olympic Games in 2004. On 6 July 2005 the IOC chose London as the host "
+                "city for the 2012 Olympic Games.")
+    found = one_passage("olympics.txt", "Olympics", olympics)
+    # A wrong reply's name sits in a sentence that shares "Olympic" with the question but gives other years.
+    shown = closest_sentence("Which city hosted the Olympic Games in 2004?", found,
+                             "London hosted the Olympic Games in 2004 [1].")
+    assert shown.span_text == "Athens hosted the Summer Olympic Games in 2004."
+
+
 def test_support_needs_every_number():
     assert support("It is 1.02 trillion won.", P2) == 1.0
     assert support("It is 1.5 trillion won.", P2) == 0.0
