@@ -31,8 +31,6 @@ def one_passage(doc: str, title: str, text: str) -> list[Passage]:
     return [Passage(0, doc, title, text, 0, len(text), (1, 1), 1, {"dense_similarity": 0.6})]
 
 
-
-
 def test_the_closest_sentence_is_the_one_a_refused_reply_drew_on_even_with_a_figure_more():
     oscars = ("The Oscars 2020 Animated Feature Film nominations have been announced! "
               "Toy Story 4 won Best Animated Feature.")
