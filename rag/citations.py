@@ -66,10 +66,10 @@ def closest_sentence(question: str, passages: list[Passage], reply: str = "") ->
 
     The reply counts by its share of terms, not by `support`, which is 0 as soon as one figure is missing: a right
     reply that adds a date ("Toy Story 4 won … on February 9, 2020") must still find its sentence. What the reply adds
-    counts only in a sentence about the question (one sharing a key word with it, and giving no figures but the
-    question's own), so that an invented answer cannot pull the sentence elsewhere: "London" for the 2004 Olympics
-    stays out of the sentence on London's 2012 Games. Chosen on the tune data's answerable replies only (RGB 50-99,
-    the project's tune split; README)."""
+    counts only in a sentence about the question (one sharing a key word with it, and holding every figure the question
+    gives or giving no figure at all), so that an invented answer cannot pull the sentence elsewhere: "London" for the
+    2004 Olympics stays out of the sentence on London's 2012 Games. Chosen on the tune data's answerable replies only
+    (RGB 50-99, the project's tune split; README)."""
     claim = strip_markers(reply)
     asked = key_terms(question)
     said = key_terms(claim)
