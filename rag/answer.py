@@ -21,12 +21,16 @@ from rag.citations import (
     supporting_span,
 )
 from rag.decision import (
+    ANSWER_FEATURE,
     GENERATOR_PROBES,
     QUOTE_FEATURES,
     STATE_FEATURE,
+    STATE_FEATURES,
     STATE_KIND,
+    STUDY_LAYERS,
     Decision,
     adds_information,
+    answer_kind,
     decision_file,
     lexical_probes,
     load_decision,
@@ -376,15 +380,16 @@ def _answer_part(part: str, whole: str, context: Context, generator: Generator, 
         return PART_RULE.format(whole=whole) + text if whole and not whole.startswith(part[:-1]) else text
 
     first = OR_REFUSE_RULE if settings.offer_refusal else ANSWER_RULE
-    raw = yield from _reply(generator, *build_prompt(part, context, settings, rule(first)), settings, timings,
-                            started, calls)
+    layers = reply_layers(generator, settings)
+    raw, usage = yield from _reply(generator, *build_prompt(part, context, settings, rule(first)), settings, timings,
+                                   started, calls, layers=layers)
     looked_twice = settings.offer_refusal and settings.second_look and is_refusal(raw, settings.refusal_text)
     if looked_twice:
         # Small generators often refuse although a passage holds the answer; asked again without the refusal
         # option they answer, and the citation and answer checks below decide whether that answer stands.
         # The second look differs only in the question part, so the passages are not processed again.
         prompt = build_prompt(part, context, settings, rule(ANSWER_RULE))
-        raw = yield from _reply(generator, *prompt, settings, timings, started, calls, "second-look")
+        raw, usage = yield from _reply(generator, *prompt, settings, timings, started, calls, "second-look", layers)
     if raw and _held_back(raw, settings):
         yield raw  # a refusal held back by _reply: show it now that no second look will replace it
     reason, checked = check_reply(raw, part, context.passages, settings)
@@ -392,7 +397,7 @@ def _answer_part(part: str, whole: str, context: Context, generator: Generator, 
     threshold = threshold_for(generator.name, settings.verify_threshold)
     if reason != "generator" and settings.verify and threshold is not None and not (checked and checked.declined):
         t0 = time.perf_counter()
-        verdict = verify(raw, part, context, generator, settings, rule(""), threshold, checked, not reason, calls[-1])
+        verdict = verify(raw, part, context, generator, settings, rule(""), threshold, checked, not reason, usage)
         calls.append({"purpose": "verify", **verdict.usage.to_json()})
         timings["verify_s"] = timings.get("verify_s", 0.0) + time.perf_counter() - t0
         reason, checked = _decided(reason, verdict, raw, context.passages, checked, settings)
@@ -454,17 +459,19 @@ def combine_parts(parts: list[str], outcomes: list[Outcome], settings: Settings)
 
 def _reply(generator: Generator, messages: list[dict[str, str]], prefix: Prefix, settings: Settings,
            timings: dict[str, float], started: float, calls: list[dict[str, Any]], purpose: str = "answer",
-           ) -> collections.abc.Generator[str, None, str]:
-    """Stream one reply and return its text. Pieces that may still become the refusal sentence are held back,
-    so a refusal that a second look replaces is never shown. The engine's usage is appended to `calls`."""
+           layers: tuple[int, ...] = ()) -> collections.abc.Generator[str, None, tuple[str, Usage]]:
+    """Stream one reply and return its text and the engine's Usage (with the outputs of `layers` where the prompt
+    ends). Pieces that may still become the refusal sentence are held back, so a refusal that a second look replaces
+    is never shown. The engine's usage is appended to `calls`."""
     pieces: list[str] = []
     showing = False
-    stream = generator.stream(messages, settings.max_new_tokens, prefix=prefix)
+    stream = generator.stream(messages, settings.max_new_tokens, prefix=prefix, layers=layers)
     while True:
         try:
             piece = next(stream)
         except StopIteration as done:
-            calls.append({"purpose": purpose, **(done.value.to_json() if done.value else {})})
+            usage = done.value or Usage()
+            calls.append({"purpose": purpose, **usage.to_json()})
             break
         timings.setdefault("ttft_s", time.perf_counter() - started)
         pieces.append(piece)
@@ -474,7 +481,7 @@ def _reply(generator: Generator, messages: list[dict[str, str]], prefix: Prefix,
             showing = True
             yield "".join(pieces)
     timings.setdefault("ttft_s", time.perf_counter() - started)
-    return "".join(pieces).strip()
+    return "".join(pieces).strip(), usage
 
 
 def _held_back(text: str, settings: Settings) -> bool:
@@ -505,38 +512,89 @@ def check_reply(raw: str, question: str, passages: list[Passage], settings: Sett
     return "", checked
 
 
+def reply_layers(generator: Generator, settings: Settings) -> tuple[int, ...]:
+    """The layers whose outputs the reply's prompt gives as it is processed: the fitted decision's answer-state
+    layer, and every studied layer when the probes are recorded for fitting."""
+    decision, _ = fitted_decision(generator, settings)
+    probe = decision.state_probe if decision is not None else None
+    wanted = set(STUDY_LAYERS) if _recording(settings) else set()
+    return tuple(sorted(wanted | ({probe.layer} if probe is not None and probe.layer is not None else set())))
+
+
+def _recording(settings: Settings) -> bool:
+    return settings.all_probes or settings.record_states
+
+
 def verify(raw: str, question: str, context: Context, generator: Generator, settings: Settings,
            lead: str = "", threshold: float | None = None, checked: CheckResult | None = None,
-           lexically_passed: bool = True, reply_usage: dict[str, Any] | None = None) -> Verdict:
-    """Probe a reply (the judge after the kept document, its token log-probabilities, lexical and retrieval probes)
-    and decide: by the fitted decision for this generator when there is a usable one (its screen first, which
-    settles a clear reply before the generator's probes run), else by the checks and `threshold` (default: the
-    generator's calibrated one). `lead` opens each probe's rule (the note that a question is a second part)."""
+           lexically_passed: bool = True, reply_usage: Usage | None = None) -> Verdict:
+    """Probe a reply (its token log-probabilities and the answer prompt's layer output, read while it was generated;
+    lexical and retrieval probes; the judge after the kept document) and decide: by the fitted decision for this
+    generator when there is a usable one (its screen first, which settles a clear reply before the judge runs),
+    else by the checks and `threshold` (default: the generator's calibrated one). `lead` opens each probe's rule
+    (the note that a question is a second part). Without the reply's Usage (a reply written elsewhere) the answer
+    prompt's layer outputs are read in a pass over its question part."""
     if threshold is None:
         threshold = threshold_for(generator.name, settings.verify_threshold) or 0.0
+    reply = reply_usage or Usage()
     features = {**lexical_probes(raw, question, context.passages, checked),
                 **retrieval_probes(context.passages),  # a whole document's chunks keep their retrieval scores
-                **{k: (reply_usage or {}).get(k) for k in ("logprob_min", "logprob_mean", "logprob_key_min")}}
+                "logprob_min": reply.logprob_min, "logprob_mean": reply.logprob_mean,
+                "logprob_key_min": reply.logprob_key_min}
     decision, note = fitted_decision(generator, settings)
+    probe = decision.state_probe if decision is not None else None
+    answer_states, spent = ({}, 0) if decision is not None and _lacks_probes(decision, features) else (
+        answer_layer_states(question, context, generator, settings, lead, reply))
+    if probe is not None and probe.feature == ANSWER_FEATURE:
+        state = answer_states.get(probe.layer)
+        features[ANSWER_FEATURE] = probe.logit(state) if state is not None else None
+    recorded = {answer_kind(n): s for n, s in answer_states.items()} if _recording(settings) else {}
     screened = settled(features, decision.screen) if decision is not None and decision.screen else None
     if screened is not None:
+        screened.usage.evaluated_tokens += spent
+        screened.states = recorded
         return screened
     judge_prompt = build_prompt(question, context, settings, lead + JUDGE_RULE)
     wanted = set(GENERATOR_PROBES if settings.all_probes else decision.features if decision is not None else ())
+    wanted |= {"judge_yes", STATE_FEATURE} if settings.record_states else set()
     states: dict[str, list[float] | None] = {}
     if STATE_FEATURE in wanted:  # the state the judge's P(Yes) is read from: one more token after the judge
         answerable, state, usage = judge_with_state(generator, *judge_prompt)
         states[STATE_KIND] = state
-        probe = decision.state_probe if decision is not None else None
-        features[STATE_FEATURE] = probe.logit(state) if probe is not None and state is not None else None
+        judge_probe = probe if probe is not None and probe.feature == STATE_FEATURE else None
+        features[STATE_FEATURE] = judge_probe.logit(state) if judge_probe is not None and state is not None else None
     else:
         answerable, usage = judge(generator, *judge_prompt)
     features |= generator_probes(raw, question, context, generator, settings, lead, wanted, usage,
                                  features["logprob_mean"], states)
+    usage.evaluated_tokens += spent
     verdict = decide({"judge_yes": answerable, **features}, usage, decision, threshold, lexically_passed, note)
-    if settings.all_probes:  # recorded for fitting (rag.fit_decision); never part of an everyday verdict
-        verdict.states = {k: v for k, v in states.items() if v is not None}
+    if _recording(settings):  # recorded for fitting (rag.fit_decision); never part of an everyday verdict
+        verdict.states = {k: v for k, v in states.items() if v is not None} | recorded
     return verdict
+
+
+def _lacks_probes(decision: Decision, features: dict[str, float | None]) -> bool:
+    """Whether a probe the decision reads before its generator probes is missing (a reply written elsewhere carries no
+    log-probabilities): the checks decide then, so no pass is spent on the answer prompt's layers (a pass that would
+    also shift the judge's numbers, its prompt being read after a different context)."""
+    return any(features.get(f) is None for f in decision.features if f not in GENERATOR_PROBES + STATE_FEATURES)
+
+
+def answer_layer_states(question: str, context: Context, generator: Generator, settings: Settings, lead: str,
+                        reply_usage: Usage) -> tuple[dict[int, list[float]], int]:
+    """The outputs of the layers `reply_layers` names where the answer prompt ends, and the tokens evaluated for
+    them: those read while the reply was generated cost none; for a reply without them (written elsewhere) a pass
+    over the prompt's question part reads them; ({}, 0) where the engine cannot tell."""
+    layers = reply_layers(generator, settings)
+    if all(n in reply_usage.layer_states for n in layers):
+        return dict(reply_usage.layer_states), 0
+    answer_rule = lead + (OR_REFUSE_RULE if settings.offer_refusal else ANSWER_RULE)
+    try:
+        _, spent = generator.hidden_state(*build_prompt(question, context, settings, answer_rule), layers=layers)
+    except NotImplementedError:
+        return {}, 0
+    return spent.layer_states, spent.evaluated_tokens
 
 
 def generator_probes(raw: str, question: str, context: Context, generator: Generator, settings: Settings, lead: str,

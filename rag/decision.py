@@ -1,14 +1,15 @@
 """Answer or refuse: cheap probes of a reply and the fitted model that weighs them into one decision.
 
 Every probe rides on work already done: the judge's P(Yes) costs only the question's tokens after the kept
-document, the reply's token log-probabilities are read from the engine's logits while it generates, and the
-lexical and retrieval probes are arithmetic on the passages. A logistic regression (scikit-learn) fitted on
-labelled replies (the tune split and RGB positions 50-99 only) weighs them; it is saved as JSON with the hash of
-the generator it was fitted for, and any other generator, engine or embedder falls back to the lexical checks
-with the threshold rule (`rag.verification`), saying so in the answer's verdict. The judge, with a fitted probe on
-the hidden state its P(Yes) is read from, costs a pass of the generator over the question's tokens (as do the
-measured-only probes that read the reply, the refusal sentence or a decoded quote), so a second regression without
-them (the screen) settles the clear replies first.
+document, the reply's token log-probabilities are read from the engine's logits while it generates, a middle
+layer's output where the answer prompt ends is read while that prompt is processed (a fitted linear probe scores
+it: `answer_state`), and the lexical and retrieval probes are arithmetic on the passages. A logistic regression
+(scikit-learn) fitted on labelled replies (the tune split and RGB positions 50-99 only) weighs them; it is saved as
+JSON with the hash of the generator it was fitted for, and any other generator, engine or embedder falls back to
+the lexical checks with the threshold rule (`rag.verification`), saying so in the answer's verdict. The judge costs
+a pass of the generator over the question's tokens (as do the measured-only probes that read the reply, the
+refusal sentence or a decoded quote, and the judge's own hidden state), so a second regression without them (the
+screen) settles the clear replies first.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ FEATURES = {
     "quote_joint": "joint support of the quoted sentence: the smaller share of the question's key words and of the "
                    "reply's new terms it holds (the quote must carry both what is asked and the answer)",
     "judge_state": "a linear probe on the generator's last hidden state where the judge answers (its logit)",
+    "answer_state": "a linear probe on a middle layer's output at the answer prompt's last position, where the reply "
+                    "begins (its logit; read while the prompt is processed, so it costs no pass)",
     "best_relevance": "the best passage's similarity to the question",
     "relevance_gap": "the first passage's similarity minus the second's",
 }
@@ -62,7 +65,18 @@ RETRIEVAL_FEATURES = ("best_relevance", "relevance_gap")  # their scale is the e
 GENERATOR_PROBES = ("judge_yes", "reply_judge_yes", "refusal_logprob", "refusal_margin", "contrastive", "judge_state",
                     "quote_found", "quote_question", "quote_joint")
 QUOTE_FEATURES = ("quote_found", "quote_question", "quote_joint")  # read from one decoded quote
-STATE_FEATURE, STATE_KIND = "judge_state", "judge"  # the probe read from a hidden state, and which state
+STATE_FEATURE, STATE_KIND = "judge_state", "judge"  # the probe read from the judge's hidden state, and that state
+# The probe read from a middle layer where the reply begins, and its layer (of 28, from 0): chosen out-of-fold on the
+# tune data among STUDY_LAYERS, the layers whose outputs there and at the judge are recorded for fitting (README)
+ANSWER_FEATURE, ANSWER_LAYER = "answer_state", 18
+STUDY_LAYERS = (10, 14, 16, 18, 20, 22)
+STATE_FEATURES = (STATE_FEATURE, ANSWER_FEATURE)  # a decision stacks at most one of them
+_ANSWER_KIND = re.compile(r"answer@(\d{1,3})")
+
+
+def answer_kind(layer: int) -> str:
+    """The name of the state a probe on `layer`'s output at the answer prompt's last position reads."""
+    return f"answer@{layer}"
 _WHEN = re.compile(r"^\s*(?:when|in what year|what year|what date|since when|by when|which year|"
                    r"in which (?:year|month)|what month)\b", re.IGNORECASE)
 _QUANTITY_QUESTION = re.compile(  # the quantity questions a reply must bring a new number to
@@ -260,15 +274,27 @@ class Screen:
 
 @dataclass
 class StateProbe:
-    """A logistic regression over the generator's last hidden state where the judge answers (after the kept
-    document and the judge's question), each value standardised: its logit is the decision's `judge_state` probe.
-    Fitted with the decision (rag.fit_decision)."""
+    """A logistic regression over one of the generator's states, each value standardised: the last hidden state
+    where the judge answers (kind "judge", after the kept document and the judge's question; its logit is the
+    decision's `judge_state`), or a layer's output at the answer prompt's last position (kind "answer@18": the
+    decision's `answer_state`). Fitted with the decision (rag.fit_decision)."""
 
     kind: str
     mean: list[float]
     scale: list[float]
     coef: list[float]
     intercept: float
+
+    @property
+    def feature(self) -> str:
+        """The decision's probe this state probe gives."""
+        return STATE_FEATURE if self.kind == STATE_KIND else ANSWER_FEATURE
+
+    @property
+    def layer(self) -> int | None:
+        """The layer an answer-state probe reads (None for the judge's last hidden state)."""
+        matched = _ANSWER_KIND.fullmatch(self.kind)
+        return int(matched.group(1)) if matched else None
 
     def logit(self, state: list[float]) -> float:
         if len(state) != len(self.coef):
@@ -277,10 +303,12 @@ class StateProbe:
 
     @classmethod
     def from_json(cls, data: Any) -> StateProbe:
-        if not isinstance(data, dict) or data.get("kind") != STATE_KIND:
-            raise DecisionError(f"the state probe must be an object of kind {STATE_KIND}")
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if not isinstance(kind, str) or not (kind == STATE_KIND or _ANSWER_KIND.fullmatch(kind)):
+            raise DecisionError(f"the state probe must be an object of kind {STATE_KIND} or "
+                                f"{answer_kind(ANSWER_LAYER)} (another layer's number in place of {ANSWER_LAYER})")
         model = _checked_model({**data, "features": [STATE_FEATURE] * len(data.get("coef") or [])}, ())
-        return cls(STATE_KIND, model["mean"], model["scale"], model["coef"], model["intercept"])
+        return cls(kind, model["mean"], model["scale"], model["coef"], model["intercept"])
 
 
 @dataclass
@@ -303,7 +331,7 @@ class Decision:
     override_threshold: float = 1.0
     report: dict[str, Any] = field(default_factory=dict)  # how it was fitted and how it scored (cross-validated)
     screen: Screen | None = None
-    state_probe: StateProbe | None = None  # present when `features` reads judge_state
+    state_probe: StateProbe | None = None  # present when `features` reads judge_state or answer_state (its kind)
 
     def threshold_for(self, checks_passed: bool) -> float:
         return self.threshold if checks_passed else self.override_threshold
@@ -325,8 +353,13 @@ class Decision:
             raise DecisionError("generator, generator_sha256, engine and embedder must be named")
         screen = Screen.from_json(data["screen"]) if data.get("screen") is not None else None
         probe = StateProbe.from_json(data["state_probe"]) if data.get("state_probe") is not None else None
-        if STATE_FEATURE in model["features"] and probe is None:
-            raise DecisionError(f"the decision reads {STATE_FEATURE} but carries no state probe")
+        stacked = [f for f in STATE_FEATURES if f in model["features"]]
+        if len(stacked) > 1:
+            raise DecisionError(f"the decision reads {' and '.join(stacked)}: one state probe at most")
+        if stacked and probe is None:
+            raise DecisionError(f"the decision reads {stacked[0]} but carries no state probe")
+        if stacked and probe.feature != stacked[0]:
+            raise DecisionError(f"the decision reads {stacked[0]} but its state probe is of kind {probe.kind}")
         return cls(**model, **texts, report=data.get("report") if isinstance(data.get("report"), dict) else {},
                    screen=screen, state_probe=probe)
 
@@ -354,7 +387,8 @@ def load_decision(path: Path, generator: str, generator_sha256: str, engine: str
     return decision, ""
 
 
-__all__ = ["FEATURES", "GENERATOR_PROBES", "QUOTE_FEATURES", "RETRIEVAL_FEATURES", "STATE_FEATURE", "STATE_KIND",
+__all__ = ["ANSWER_FEATURE", "ANSWER_LAYER", "FEATURES", "GENERATOR_PROBES", "QUOTE_FEATURES", "RETRIEVAL_FEATURES",
+           "STATE_FEATURE", "STATE_FEATURES", "STATE_KIND", "STUDY_LAYERS",
            "Decision", "DecisionError", "Screen", "StateProbe",
-           "adds_information", "banded", "decision_file", "holds_focus", "lexical_probes", "load_decision",
-           "quote_probes", "retrieval_probes"]
+           "adds_information", "answer_kind", "banded", "decision_file", "holds_focus", "lexical_probes",
+           "load_decision", "quote_probes", "retrieval_probes"]

@@ -29,13 +29,17 @@ from typing import Any
 import numpy as np
 
 from rag.decision import (
+    ANSWER_FEATURE,
+    ANSWER_LAYER,
     FEATURES,
     GENERATOR_PROBES,
     STATE_FEATURE,
+    STATE_FEATURES,
     STATE_KIND,
     Decision,
     Screen,
     StateProbe,
+    answer_kind,
     banded,
     decision_file,
 )
@@ -45,15 +49,19 @@ from rag.models import resolve_generator
 from rag.settings import load_settings
 from rag.text import strip_markers
 
+# The probes every collection records (RAG_RECORD_STATES=true, or RAG_ALL_PROBES=true which adds the rest)
+ALWAYS_RECORDED = tuple(f for f in FEATURES
+                        if f not in STATE_FEATURES and (f == "judge_yes" or f not in GENERATOR_PROBES))
 RESERVED_RGB = range(0, 50)  # RGB positions kept for an outside check: never fitted on
 FOLDS = 5
 C = 0.1  # the regularisation, chosen by the same grouped cross-validation on the tune data (README)
 # The probes the decision combines by default, chosen out-of-fold on the tune data (README): the reply judge, the
 # refusal sentence and the contrastive probe were measured and left out (no gain in refusals at the cap), as were the
-# retrieval probes (they tie the decision to one embedder's scale).
+# retrieval probes (they tie the decision to one embedder's scale); the answer prompt's layer output (answer_state)
+# took the judge's hidden state's place (it separates better and is read while the prompt is processed).
 DEFAULT_FEATURES = ("judge_yes", "sentence_support", "supported_share", "names_found", "adds_information", "focus",
                     "question_coverage", "joint_support", "logprob_min", "logprob_mean", "logprob_key_min",
-                    STATE_FEATURE)
+                    ANSWER_FEATURE)
 STATE_C = 0.1  # the state probe's: the best refusal accuracy at the false-refusal cap, out-of-fold (README)
 TRADE_OFF = (0.05, 0.10, 0.15, 0.20)  # false-refusal caps the report shows the thresholds' outcome at
 
@@ -108,15 +116,20 @@ def _results(folder: Path) -> list[dict[str, Any]]:
 
 
 def _reply(group: str, result: dict[str, Any], right: bool) -> Reply:
+    """A result as the decision meets it: probed when its verdict carries every probe a run always records (those
+    only `all_probes` runs may be there too); a state probe's logit is made from the recorded state when fitting."""
     features = (result.get("verdict") or {}).get("features") or {}
-    recorded = [f for f in FEATURES if f != STATE_FEATURE]  # judge_state is the fitted probe's, made from the state
-    usable = bool(features) and all(features.get(f) is not None for f in recorded)
+    recorded = {f: float(v) for f, v in features.items() if f in FEATURES and f not in STATE_FEATURES and v is not None}
+    usable = bool(features) and all(f in recorded for f in ALWAYS_RECORDED)
     return Reply(group, bool(result["unanswerable"]), right, result.get("refusal_reason") in ("", "verifier"),
-                 bool(result["refused"]), {f: float(features[f]) for f in recorded} if usable else None,
+                 bool(result["refused"]), recorded if usable else None,
                  (result.get("verdict") or {}).get("states") or {})
 
 
 def matrix(rows: list[Reply], features: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    missing = sorted({f for r in rows for f in features if f not in r.features})
+    if missing:
+        raise FitError(f"the runs do not record {', '.join(missing)} (collect them with RAG_ALL_PROBES=true)")
     x = np.array([[r.features[f] for f in features] for r in rows], dtype=float)
     return x, np.array([r.label for r in rows]), np.array([r.group for r in rows])
 
@@ -197,16 +210,18 @@ def choose_thresholds(replies: list[Reply], probabilities: list[float | None], m
 
 
 def fit(replies: list[Reply], max_false_refusals: float, features: list[str] | None = None, c: float = C,
-        state_c: float = STATE_C) -> tuple[Decision, dict[str, Any]]:
+        state_c: float = STATE_C, layer: int = ANSWER_LAYER) -> tuple[Decision, dict[str, Any]]:
     """The decision over `features` (default: DEFAULT_FEATURES) fitted on every labelled reply,
     and its out-of-fold report (each probe alone, the chosen ones together, and what the chosen thresholds do to
-    every tune question). With judge_state among them, the state probe is fitted first and stacked (`_stacked`)."""
+    every tune question). With judge_state or answer_state (on `layer`) among them, the state probe is fitted first
+    and stacked (`_stacked`)."""
     from sklearn.metrics import roc_auc_score
 
     _check_labels(replies)
-    features, probe, states, replies = _with_state(list(features or DEFAULT_FEATURES), replies, state_c)
+    features, probe, states, replies = _with_state(list(features or DEFAULT_FEATURES), replies, state_c, layer)
     rows = [r for r in replies if r.label is not None]
-    candidates = [f for f in FEATURES if f != STATE_FEATURE or probe is not None]
+    candidates = [f for f in FEATURES if (f in ALWAYS_RECORDED or all(f in r.features for r in rows)) and
+                  (f not in STATE_FEATURES or (probe is not None and f == probe.feature))]
     x, y, groups = matrix(rows, candidates)
     alone = {f: round(float(roc_auc_score(y, out_of_fold(x[:, [i]], y, groups, c))), 4)
              for i, f in enumerate(candidates)}
@@ -231,39 +246,45 @@ def fit(replies: list[Reply], max_false_refusals: float, features: list[str] | N
     return decision, decision.report
 
 
-def fit_state_probe(replies: list[Reply], state_c: float) -> tuple[StateProbe, np.ndarray, list[Reply]]:
-    """The state probe fitted on every labelled reply's hidden state. Returns the probe, the labelled replies' states
-    and the replies with judge_state added: each labelled reply's out-of-fold logit (what the decision's regression
-    is fitted on, as stacking does) and every other probed reply's logit from the fitted probe."""
-    missing = [r.group for r in replies if r.features is not None and not r.states.get(STATE_KIND)]
+def fit_state_probe(replies: list[Reply], state_c: float, kind: str = STATE_KIND,
+                    ) -> tuple[StateProbe, np.ndarray, list[Reply]]:
+    """The state probe on the recorded state `kind`, fitted on every labelled reply. Returns the probe, the labelled
+    replies' states and the replies with the probe's feature added: each labelled reply's out-of-fold logit (what the
+    decision's regression is fitted on, as stacking does) and every other probed reply's logit from the fitted probe."""
+    missing = [r.group for r in replies if r.features is not None and not r.states.get(kind)]
     if missing:
-        raise FitError(f"{len(missing)} probed replies carry no {STATE_KIND} hidden state (collect the runs with "
-                       "RAG_ALL_PROBES=true)")
+        raise FitError(f"{len(missing)} probed replies carry no {kind} state (collect the runs with "
+                       "RAG_RECORD_STATES=true or RAG_ALL_PROBES=true)")
     rows = [r for r in replies if r.label is not None]
-    states = np.array([r.states[STATE_KIND] for r in rows], dtype=float)
+    states = np.array([r.states[kind] for r in rows], dtype=float)
     y, groups = np.array([r.label for r in rows]), np.array([r.group for r in rows])
     held_out = iter(_logit(out_of_fold(states, y, groups, state_c)))
     model = _model(state_c).fit(states, y)
-    probe = StateProbe(STATE_KIND, [float(v) for v in model[0].mean_], [float(v) for v in model[0].scale_],
+    probe = StateProbe(kind, [float(v) for v in model[0].mean_], [float(v) for v in model[0].scale_],
                        [float(v) for v in model[1].coef_[0]], float(model[1].intercept_[0]))
 
     def with_state(reply: Reply) -> Reply:
         if reply.features is None:
             return reply
-        value = next(held_out) if reply.label is not None else probe.logit(reply.states[STATE_KIND])
-        return replace(reply, features={**reply.features, STATE_FEATURE: float(value)})
+        value = next(held_out) if reply.label is not None else probe.logit(reply.states[kind])
+        return replace(reply, features={**reply.features, probe.feature: float(value)})
 
     return probe, states, [with_state(r) for r in replies]
 
 
-def _with_state(features: list[str], replies: list[Reply], state_c: float,
+def _with_state(features: list[str], replies: list[Reply], state_c: float, layer: int = ANSWER_LAYER,
                 ) -> tuple[list[str], StateProbe | None, np.ndarray | None, list[Reply]]:
-    """With judge_state among `features`: its column moved last (it is stacked), the state probe fitted and the
-    replies carrying its logit (fit_state_probe); otherwise everything as it was, without a probe or states."""
-    if STATE_FEATURE not in features:
+    """With judge_state or answer_state (on `layer`) among `features`: its column moved last (it is stacked), the
+    state probe fitted and the replies carrying its logit (fit_state_probe); otherwise everything as it was, without
+    a probe or states."""
+    stacked = [f for f in STATE_FEATURES if f in features]
+    if len(stacked) > 1:
+        raise FitError(f"--features: {' and '.join(stacked)} are both state probes; a decision stacks one")
+    if not stacked:
         return features, None, None, replies
-    probe, states, replies = fit_state_probe(replies, state_c)
-    return [f for f in features if f != STATE_FEATURE] + [STATE_FEATURE], probe, states, replies
+    kind = STATE_KIND if stacked[0] == STATE_FEATURE else answer_kind(layer)
+    probe, states, replies = fit_state_probe(replies, state_c, kind)
+    return [f for f in features if f != stacked[0]] + stacked, probe, states, replies
 
 
 def _check_labels(replies: list[Reply]) -> None:
@@ -273,7 +294,7 @@ def _check_labels(replies: list[Reply]) -> None:
         probed = sum(r.features is not None for r in replies)
         raise FitError(f"too few replies of one label to fit ({right} right, {unanswerable} unanswerable; "
                        f"{len(replies) - probed} of {len(replies)} replies carry no usable probes: a run must record "
-                       f"every probe in {', '.join(f for f in FEATURES if f != STATE_FEATURE)})")
+                       f"every probe in {', '.join(ALWAYS_RECORDED)})")
 
 
 def fit_screen(replies: list[Reply], rows: list[Reply], probabilities: list[float | None], features: list[str],
@@ -419,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise FitError(f"--features: unknown probe(s) {', '.join(unknown)}")
         if args.states:
-            probes = [f for f in chosen or DEFAULT_FEATURES if f != STATE_FEATURE]
+            probes = [f for f in chosen or DEFAULT_FEATURES if f not in STATE_FEATURES]
             print(json.dumps(state_study(rows, probes, args.c), indent=2))
             return 0
         if args.boosting:

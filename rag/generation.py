@@ -4,6 +4,7 @@ keeping the processed state of a prompt's fixed prefix so that the next prompt p
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import ctypes
 import dataclasses
@@ -76,6 +77,8 @@ def _counting_llama():  # noqa: ANN202 - a Llama subclass, made on first use so 
         prompt_evaluated = 0
         sampled = 0
         _first_eval = False
+        layer_capture: LayerCapture | None = None  # set by LlamaCppGenerator.warm_up
+        prompt_layers: tuple[int, ...] = ()  # the layers the next generation's prompt evaluation reads
 
         def generate(self, tokens, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - llama-cpp's signature
             import llama_cpp
@@ -92,9 +95,84 @@ def _counting_llama():  # noqa: ANN202 - a Llama subclass, made on first use so 
         def eval(self, tokens) -> None:  # noqa: ANN001 - llama-cpp's signature
             if self._first_eval:
                 self.prompt_evaluated, self._first_eval = len(tokens), False
+                if self.prompt_layers and self.layer_capture is not None:
+                    with self.layer_capture.reading(self.prompt_layers):
+                        super().eval(tokens)
+                    return
             super().eval(tokens)
 
     return CountingLlama
+
+
+class LayerCapture:
+    """Reads the outputs of chosen layers (llama.cpp's tensors `l_out-N`, N from 0) at the last position of an
+    evaluation, through the context's eval callback: the scheduler asks before computing each node whether its
+    data is wanted, so an unarmed capture costs one call per node and copies nothing."""
+
+    def __init__(self, n_embd: int) -> None:
+        import llama_cpp
+
+        self.n_embd = n_embd
+        self.rows: dict[int, np.ndarray] = {}
+        self._wanted: dict[bytes, int] = {}
+        self._ggml = _ggml_base()
+        self.callback = llama_cpp.ggml_backend_sched_eval_callback(self._on_tensor)
+
+    @contextlib.contextmanager
+    def reading(self, layers: tuple[int, ...]) -> Iterator[dict[int, np.ndarray]]:
+        """Armed for `layers` within the block; the rows read (the last evaluated position's) fill the dict."""
+        self.rows = {}
+        self._wanted = {f"l_out-{n}".encode(): n for n in layers}
+        try:
+            yield self.rows
+        finally:
+            self._wanted = {}
+
+    def _on_tensor(self, tensor: int, ask: bool, _user_data: int) -> bool:
+        layer = self._wanted.get(self._ggml.ggml_get_name(tensor)) if self._wanted else None
+        if ask or layer is None:
+            return layer is not None  # when computed (ask false) a node must answer true for the graph to go on
+        size, count = self._ggml.ggml_nbytes(tensor), self._ggml.ggml_nelements(tensor)
+        if size == 4 * count and count % self.n_embd == 0:  # float32 rows of n_embd, one per position
+            row = np.empty(self.n_embd, dtype=np.float32)
+            self._ggml.ggml_backend_tensor_get(tensor, row.ctypes.data, size - 4 * self.n_embd, 4 * self.n_embd)
+            self.rows[layer] = row
+        return True
+
+
+def _rounded_rows(rows: dict[int, np.ndarray]) -> dict[int, list[float]]:
+    """Layer outputs as plain lists, rounded as recorded for fitting (a probe scores what it was fitted on)."""
+    return {n: [round(float(v), 4) for v in row] for n, row in sorted(rows.items())}
+
+
+@functools.cache
+def _ggml_base() -> ctypes.CDLL:
+    """ggml's base library as llama-cpp-python ships it, with the few tensor functions LayerCapture calls."""
+    import llama_cpp
+
+    folder = Path(llama_cpp.__file__).parent / "lib"
+    library = ctypes.CDLL(str(next(iter(sorted(folder.glob("*ggml-base.*"))), folder / "libggml-base.so")))
+    library.ggml_get_name.restype, library.ggml_get_name.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
+    library.ggml_nelements.restype, library.ggml_nelements.argtypes = ctypes.c_int64, [ctypes.c_void_p]
+    library.ggml_nbytes.restype, library.ggml_nbytes.argtypes = ctypes.c_size_t, [ctypes.c_void_p]
+    library.ggml_backend_tensor_get.restype = None
+    library.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
+    return library
+
+
+def _with_layer_capture(llm) -> LayerCapture:  # noqa: ANN001 - a CountingLlama
+    """Give `llm` a context whose eval callback is a LayerCapture (llama-cpp-python takes the callback only when a
+    context is made, so the context made with the model is replaced by an equal one carrying it)."""
+    from llama_cpp import _internals
+
+    capture = LayerCapture(llm.n_embd())
+    params = llm.context_params
+    params.cb_eval, params.cb_eval_user_data = capture.callback, None
+    made = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+    previous, llm._ctx = llm._ctx, llm._stack.enter_context(contextlib.closing(made))
+    previous.close()
+    llm.layer_capture = capture
+    return capture
 
 
 class LlamaCppGenerator:
@@ -135,6 +213,7 @@ class LlamaCppGenerator:
                     seed=self.settings.seed,
                     verbose=False,
                 )
+                _with_layer_capture(llm)
                 eos = llm._model.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
                 self._template = Jinja2ChatFormatter(llm.metadata.get("tokenizer.chat_template") or CHATML,
                                                      eos_token=eos, bos_token="")
@@ -175,10 +254,11 @@ class LlamaCppGenerator:
         return self._template(messages=messages).prompt
 
     def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
-               prefix: Prefix | None = None) -> Stream:
+               prefix: Prefix | None = None, layers: tuple[int, ...] = ()) -> Stream:
         prompt = self.render(messages)
         with self._lock:
             tokens, usage = self._begin(prompt, prefix)
+            self._llm.prompt_layers = layers  # read while the prompt's last tokens are evaluated (CountingLlama)
             chunks = self._llm.create_completion(
                 tokens,
                 max_tokens=max_tokens,
@@ -193,6 +273,9 @@ class LlamaCppGenerator:
             usage.evaluated_tokens += self._llm.prompt_evaluated
             usage.completion_tokens = self._llm.sampled
             logprob_summary(self._llm.sampled_logprobs, usage)
+            if layers:
+                usage.layer_states = _rounded_rows(self._llm.layer_capture.rows)
+                self._llm.prompt_layers = ()
             self.usage = usage
             return usage
 
@@ -222,7 +305,8 @@ class LlamaCppGenerator:
             usage.evaluated_tokens += evaluated
             return [log_softmax_at(row, t) for row, t in zip(rows, following, strict=True)], usage
 
-    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None) -> tuple[np.ndarray, Usage]:
+    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None, layers: tuple[int, ...] = (),
+                     ) -> tuple[np.ndarray, Usage]:
         import llama_cpp
 
         prompt = self.render(messages)
@@ -232,12 +316,14 @@ class LlamaCppGenerator:
             # With embeddings on, llama.cpp outputs every position of a batch: only the last token goes through so
             llama_cpp.llama_set_embeddings(llm.ctx, True)
             try:
-                llm.eval(tokens[-1:])
+                with llm.layer_capture.reading(layers) as rows:
+                    llm.eval(tokens[-1:])
                 state = np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_ith(llm.ctx, -1), shape=(llm.n_embd(),))
                 state = state.copy()
             finally:
                 llama_cpp.llama_set_embeddings(llm.ctx, False)
             usage.evaluated_tokens += len(tokens) - keep
+            usage.layer_states = _rounded_rows(rows)
             return state, usage
 
     def _evaluate_all_but_last(self, tokens: list[int]) -> int:
@@ -475,10 +561,14 @@ class TransformersGenerator:
             rows = output.logits[0, -following.shape[1] - 1:-1].float().cpu().numpy()
             return [log_softmax_at(row, int(t)) for row, t in zip(rows, following[0].tolist(), strict=True)], usage
 
-    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None) -> tuple[np.ndarray, Usage]:
+    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None, layers: tuple[int, ...] = (),
+                     ) -> tuple[np.ndarray, Usage]:
         prompt = self.render(messages)
         with self._lock:
             output, usage = self._forward(prompt, prefix, output_hidden_states=True)
+            # hidden_states[0] is the embeddings' output, so layer n's (llama.cpp's l_out-n) is at n + 1
+            usage.layer_states = _rounded_rows({n: output.hidden_states[n + 1][0, -1].float().cpu().numpy()
+                                                for n in layers if n + 1 < len(output.hidden_states)})
             return output.hidden_states[-1][0, -1].float().cpu().numpy(), usage
 
     def _forward(self, prompt: str, prefix: Prefix | None, following=None, **options):  # noqa: ANN001, ANN003, ANN202
@@ -495,7 +585,8 @@ class TransformersGenerator:
             return self._model(input_ids=ids[:, kept:], use_cache=cache is not None, **extra, **options), usage
 
     def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
-               prefix: Prefix | None = None) -> Stream:
+               prefix: Prefix | None = None, layers: tuple[int, ...] = ()) -> Stream:
+        """As the Generator protocol says; `layers` are not read here (verification reads them in a pass of its own)."""
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 

@@ -8,7 +8,7 @@ import collections.abc
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -50,9 +50,12 @@ class Usage:
     logprob_min: float | None = None
     logprob_mean: float | None = None
     logprob_key_min: float | None = None
+    # The outputs of the layers asked for (`layers`), at the prompt's last position: read while the prompt is
+    # processed, so they cost nothing more (rag.decision's state probes). Not part of the usage record.
+    layer_states: dict[int, list[float]] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "layer_states"}
 
 
 class Generator(Protocol):
@@ -65,8 +68,9 @@ class Generator(Protocol):
     def warm_up(self) -> None: ...
 
     def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
-               prefix: Prefix | None = None) -> Stream:
-        """Text pieces as they are generated; the stream's return value is the call's Usage."""
+               prefix: Prefix | None = None, layers: tuple[int, ...] = ()) -> Stream:
+        """Text pieces as they are generated; the stream's return value is the call's Usage, with the outputs of
+        `layers` at the prompt's last position where the engine can read them (else none)."""
         ...
 
     def prefill(self, messages: list[Message], prefix: Prefix) -> Usage: ...
@@ -82,9 +86,11 @@ class Generator(Protocol):
         of one evaluation (no sampling); NotImplementedError where the engine cannot tell."""
         ...
 
-    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None) -> tuple[np.ndarray, Usage]:
+    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None, layers: tuple[int, ...] = (),
+                     ) -> tuple[np.ndarray, Usage]:
         """The model's last hidden state (after its final norm: what its next-token logits are read from) at the
-        prompt's last position; NotImplementedError where the engine cannot tell."""
+        prompt's last position, and the outputs of `layers` there in the Usage; NotImplementedError where the
+        engine cannot tell."""
         ...
 
     def count_tokens(self, text: str) -> int: ...

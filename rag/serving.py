@@ -81,7 +81,7 @@ class OpenAIServerGenerator:
         return math.ceil(len(text) / CHARS_PER_TOKEN)
 
     def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
-               prefix: Prefix | None = None) -> Stream:
+               prefix: Prefix | None = None, layers: tuple[int, ...] = ()) -> Stream:  # a server shows no layers
         self.warm_up()
         usage = Usage(prompt_tokens=self.count_tokens("".join(m["content"] for m in messages)), state="server")
         with self._lock:
@@ -125,7 +125,8 @@ class OpenAIServerGenerator:
         """A chat server scores only the tokens it samples: the probes that need a given text's tokens do not run."""
         raise NotImplementedError("an OpenAI-compatible server does not score a given continuation")
 
-    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None) -> tuple[np.ndarray, Usage]:
+    def hidden_state(self, messages: list[Message], prefix: Prefix | None = None, layers: tuple[int, ...] = (),
+                     ) -> tuple[np.ndarray, Usage]:
         raise NotImplementedError("an OpenAI-compatible server does not return hidden states")
 
     def _pieces(self, chunks: Any, usage: Usage) -> Iterator[str]:

@@ -96,6 +96,9 @@ class Settings:
     # "none" = the lexical checks and verify_threshold decide, as in the previous release
     decision_file: str = ""
     all_probes: bool = False  # run every generator probe, not only those the decision reads (to collect tune data)
+    # run the judge on every reply and record its hidden state and the studied layers' outputs where the answer
+    # prompt ends, without the measured-only probes (a quicker collection of what the default decision reads)
+    record_states: bool = False
     offer_refusal: bool = False  # let the first ask reply with refusal_text (off: it always answers; checks decide)
     second_look: bool = True  # with offer_refusal: when the generator refuses, ask again without that option
     max_question_chars: int = 2000

@@ -49,7 +49,8 @@ class Verdict:
     note: str = ""  # why the checks decided although a decision was expected (a missing, corrupt or foreign file)
     features: dict[str, float] = field(default_factory=dict)  # every probe's value (rag.decision.FEATURES)
     judged: bool = True  # whether the judge ran (the decision's screen settles clear replies without it)
-    # with `all_probes`: the generator's last hidden state at the judge's and the reply judge's answer position
+    # recorded for fitting (`all_probes`, `record_states`): the generator's last hidden state at the judge's (and with
+    # all_probes the reply judge's) answer position, and the studied layers' outputs where the answer prompt ends
     states: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> dict:

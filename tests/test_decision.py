@@ -11,15 +11,19 @@ import pytest
 
 from rag.answer import Context, answer, verify
 from rag.decision import (
+    ANSWER_FEATURE,
+    ANSWER_LAYER,
     FEATURES,
     GENERATOR_PROBES,
     RETRIEVAL_FEATURES,
     STATE_FEATURE,
+    STATE_FEATURES,
     STATE_KIND,
     Decision,
     DecisionError,
     Screen,
     StateProbe,
+    answer_kind,
     decision_file,
     holds_focus,
     lexical_probes,
@@ -38,6 +42,7 @@ from rag.fit_decision import (
     state_study,
 )
 from rag.generation import get_generator
+from rag.generator_types import Usage
 from rag.models import GENERATORS
 from rag.retrieval import Passage
 from rag.settings import Settings
@@ -101,7 +106,7 @@ def test_a_quote_must_be_a_passage_sentence_carrying_the_question_and_the_answer
 # ---------------------------------------------------------------- the file
 
 
-RECORDED = [f for f in FEATURES if f != STATE_FEATURE]  # judge_state needs a state probe in the file
+RECORDED = [f for f in FEATURES if f not in STATE_FEATURES]  # a state probe's feature needs the probe in the file
 
 
 def decision_json(**changes) -> dict:
@@ -125,6 +130,13 @@ def state_probe_json(**changes) -> dict:
     ({"scale": [0.0] * len(RECORDED)}, "scale must be positive"),
     ({"features": RECORDED[:-1] + [STATE_FEATURE]}, "carries no state probe"),
     ({"state_probe": state_probe_json(kind="reply_judge")}, "state probe must be an object of kind"),
+    ({"state_probe": state_probe_json(kind="answer@x")}, "state probe must be an object of kind"),
+    ({"features": RECORDED[:-1] + [ANSWER_FEATURE], "state_probe": state_probe_json()},
+     "reads answer_state but its state probe is of kind judge"),
+    ({"features": RECORDED[:-1] + [STATE_FEATURE], "state_probe": state_probe_json(kind="answer@18")},
+     "reads judge_state but its state probe is of kind answer@18"),
+    ({"features": RECORDED[:-2] + [STATE_FEATURE, ANSWER_FEATURE], "state_probe": state_probe_json()},
+     "one state probe at most"),
     ({"state_probe": state_probe_json(coef=[1.0])}, "lists of one length"),
     ({"state_probe": state_probe_json(scale=[1.0, 1.0, 1.0, -1.0])}, "scale must be positive"),
     ({"override_threshold": 0.1}, "0 <= threshold <= override_threshold <= 1"),
@@ -147,6 +159,14 @@ def test_the_state_probe_is_read_back_and_scores_a_hidden_state_of_its_size_only
     with pytest.raises(DecisionError, match="a hidden state of 3 values for a probe of 4"):
         decision.state_probe.logit([1.0, 1.0, 1.0])
     assert Decision.from_json(decision.to_json()).state_probe == decision.state_probe
+    assert (decision.state_probe.feature, decision.state_probe.layer) == (STATE_FEATURE, None)
+
+
+def test_an_answer_state_probe_names_the_layer_it_reads():
+    data = decision_json(features=RECORDED[:-1] + [ANSWER_FEATURE], state_probe=state_probe_json(kind="answer@18"))
+    probe = Decision.from_json(json.loads(json.dumps(data))).state_probe
+    assert (probe.kind, probe.feature, probe.layer) == ("answer@18", ANSWER_FEATURE, 18)
+    assert probe.logit([2.0, 1.0, 9.0, 9.0]) == pytest.approx(1.5)
 
 
 def screen_json(**changes) -> dict:
@@ -248,7 +268,7 @@ def test_the_threshold_keeps_false_refusals_under_the_cap_out_of_fold():
     rng = random.Random(0)
     rows = [Reply(f"q{n}", label == 0, label == 1, n % 3 > 0, False,
                   {f: rng.gauss(label * (1.0 if f == "judge_yes" else 0.0), 1.0) for f in RECORDED},
-                  {STATE_KIND: [rng.gauss(0.0, 1.0) for _ in range(8)]})
+                  {answer_kind(ANSWER_LAYER): [rng.gauss(0.0, 1.0) for _ in range(8)]})
             for n in range(200) for label in (n % 2,)]
     decision, report = fit(rows, max_false_refusals=0.05)
     assert report["out_of_fold_at_thresholds"]["false_refusals"] <= 0.05
@@ -279,8 +299,9 @@ def test_the_screen_decides_every_tune_reply_it_settles_as_the_full_decision_doe
     assert nothing_else["screen"]["settled_without_judge"] < screen["settled_without_judge"]
 
 
-def replies_with_states(seed: int, judge_lean: float, dimensions: int, noise_dimensions: int = 0) -> list[Reply]:
-    """200 labelled replies whose judge state's first value leans with the label (the rest noise), their probes
+def replies_with_states(seed: int, judge_lean: float, dimensions: int, noise_dimensions: int = 0,
+                        kind: str = STATE_KIND) -> list[Reply]:
+    """200 labelled replies whose state `kind`'s first value leans with the label (the rest noise), their probes
     noise but for `judge_lean` on judge_yes, and optionally a second state of pure noise."""
     import random
 
@@ -292,7 +313,7 @@ def replies_with_states(seed: int, judge_lean: float, dimensions: int, noise_dim
         label = n % 2
         telling = noise.normal(size=dimensions)
         telling[0] += 2.0 * label
-        states = {STATE_KIND: telling.tolist()} | ({"noise": noise.normal(size=noise_dimensions).tolist()}
+        states = {kind: telling.tolist()} | ({"noise": noise.normal(size=noise_dimensions).tolist()}
                                                    if noise_dimensions else {})
         rows.append(Reply(f"q{n}", label == 0, label == 1, True, False,
                           {f: rng.gauss(judge_lean * label if f == "judge_yes" else 0.0, 1.0) for f in RECORDED},
@@ -311,19 +332,24 @@ def test_a_hidden_state_probe_is_scored_only_on_questions_it_was_not_fitted_on()
         state_study([Reply(r.group, r.unanswerable, r.right, True, False, r.features) for r in rows], ["focus"], 0.1)
 
 
-def test_a_fitted_state_probe_is_stacked_last_and_saved_with_the_decision():
-    rows = replies_with_states(3, 0.0, 16)
-    decision, report = fit(rows, 0.05, features=["judge_yes", STATE_FEATURE, "focus"])
-    assert decision.features == ["judge_yes", "focus", STATE_FEATURE] and len(decision.state_probe.coef) == 16
-    assert report["auc_alone"][STATE_FEATURE] > 0.8 and report["auc_combined"] > 0.8  # out-of-fold, nested
-    assert decision.screen is None or STATE_FEATURE not in decision.screen.features
+@pytest.mark.parametrize(("feature", "kind"), [(STATE_FEATURE, STATE_KIND), (ANSWER_FEATURE, "answer@18")])
+def test_a_fitted_state_probe_is_stacked_last_and_saved_with_the_decision(feature, kind):
+    rows = replies_with_states(3, 0.0, 16, kind=kind)
+    decision, report = fit(rows, 0.05, features=["judge_yes", feature, "focus"])
+    assert decision.features == ["judge_yes", "focus", feature] and len(decision.state_probe.coef) == 16
+    assert decision.state_probe.kind == kind and report["auc_alone"][feature] > 0.8
+    assert report["auc_combined"] > 0.8  # out-of-fold, nested
+    # the judge's state costs a pass, so only the full decision reads it; the answer prompt's is free
+    assert decision.screen is None or (feature in decision.screen.features) == (feature == ANSWER_FEATURE)
     decision.generator, decision.generator_sha256, decision.engine, decision.embedder = "g", "abc", "llama-cpp", "e"
     reread = Decision.from_json(json.loads(json.dumps(decision.to_json())))
-    assert reread.state_probe.logit(rows[1].states[STATE_KIND]) == pytest.approx(
-        decision.state_probe.logit(rows[1].states[STATE_KIND]))
-    with pytest.raises(FitError, match="carry no judge hidden state"):
+    state = rows[1].states[kind]
+    assert reread.state_probe.logit(state) == pytest.approx(decision.state_probe.logit(state))
+    with pytest.raises(FitError, match=f"carry no {kind} state"):
         fit([Reply(r.group, r.unanswerable, r.right, True, False, r.features) for r in rows], 0.05,
-            features=["judge_yes", STATE_FEATURE])
+            features=["judge_yes", feature])
+    with pytest.raises(FitError, match="are both state probes"):
+        fit(rows, 0.05, features=["judge_yes", STATE_FEATURE, ANSWER_FEATURE])
 
 
 def test_the_model_study_scores_boosting_and_the_regression_out_of_fold_on_the_same_folds():
@@ -374,8 +400,8 @@ def test_a_right_answer_worded_differently_from_the_passage_stands(default_seed,
     context = Context([passage(text, 0)])
     reply = "Beijing, China hosted the 2008 Summer Olympics [1]."
     judged = verify(reply, "Which city hosted the Olympic Games in 2008?", context, generator, settings,
-                    checked=None, lexically_passed=False, reply_usage={"logprob_min": -0.3, "logprob_mean": -0.05,
-                                                                       "logprob_key_min": -0.3})
+                    checked=None, lexically_passed=False,
+                    reply_usage=Usage(logprob_min=-0.3, logprob_mean=-0.05, logprob_key_min=-0.3))
     assert judged.decided_by == "decision" and judged.passed, judged
 
 

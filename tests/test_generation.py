@@ -133,6 +133,46 @@ def test_a_given_reply_is_scored_as_the_engine_scored_it_while_generating(fresh_
     assert again == reply
 
 
+def drained(stream) -> tuple[str, Usage]:
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as done:
+            return "".join(pieces), done.value
+
+
+@pytest.mark.slow
+def test_layer_outputs_where_the_prompt_ends_are_read_while_generating_at_no_cost(fresh_llama, engines):
+    """The layers asked of a stream give their outputs at the prompt's last position, read while the prompt is
+    processed (llama.cpp's eval callback): the reply and the tokens evaluated are those of a stream that asks none,
+    the values are those a pass over the prompt gives (`hidden_state`), and the transformers engine gives the same
+    layers of the same model alike."""
+    generator = fresh_llama()
+    question = "How many croissants were sold on Sunday?"
+    varying = f"Question: {question}\nAnswer in a few words."
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": DOCUMENT + varying}]
+    prefix = Prefix(varying, persist=True, label="bakery")
+    drained(generator.stream(messages, 16, prefix=prefix))  # the document's state is computed and kept
+    plain, plain_usage = drained(generator.stream(messages, 16, prefix=prefix))
+    read, usage = drained(generator.stream(messages, 16, prefix=prefix, layers=(3, 12)))
+    assert read == plain and usage.evaluated_tokens == plain_usage.evaluated_tokens and plain_usage.layer_states == {}
+    assert sorted(usage.layer_states) == [3, 12] and all(len(v) == 896 for v in usage.layer_states.values())
+    assert "layer_states" not in usage.to_json()  # a usage record stays small
+    _, passed = generator.hidden_state(messages, prefix, layers=(12,))
+    assert cosine(passed.layer_states[12], usage.layer_states[12]) > 0.999
+    assert cosine(usage.layer_states[3], usage.layer_states[12]) < 0.99  # two layers, two outputs
+    alike = [g.hidden_state(PROMPT, layers=(12,))[1].layer_states[12] for g in engines.values()]
+    assert cosine(*alike) > 0.9  # a quantised GGUF and its bfloat16 weights
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    import numpy as np
+
+    a, b = np.asarray(a), np.asarray(b)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
 OTHER_DOCUMENT = ("Passages:\n\n[1] (Harbour news)\nThe Busan ferry carried 910 passengers on Monday. "
                   "Its captain is Park Min-ho.\n\n")
 

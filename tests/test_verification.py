@@ -5,8 +5,17 @@ the generator's judgement."""
 import pytest
 
 from rag.answer import Context, answer, check_reply, verify
-from rag.decision import GENERATOR_PROBES, STATE_FEATURE, sentence_support
+from rag.decision import (
+    ANSWER_FEATURE,
+    ANSWER_LAYER,
+    GENERATOR_PROBES,
+    STATE_FEATURE,
+    STUDY_LAYERS,
+    answer_kind,
+    sentence_support,
+)
 from rag.generation import get_generator
+from rag.generator_types import Usage
 from rag.retrieval import get_retriever
 from rag.verification import threshold_for
 
@@ -101,7 +110,8 @@ def test_every_generator_probe_rides_on_the_kept_document_and_leaves_the_answer_
     features, usage = probed.verdict["features"], probed.verdict["usage"]
     assert all(isinstance(features[f], float) for f in GENERATOR_PROBES if f != STATE_FEATURE), features
     assert features[STATE_FEATURE] is None  # no fitted state probe with decision_file none: the state is recorded
-    assert {k: len(v) for k, v in probed.verdict["states"].items()} == {"judge": 1536, "reply_judge": 1536}
+    assert {k: len(v) for k, v in probed.verdict["states"].items()} == {
+        "judge": 1536, "reply_judge": 1536, **{answer_kind(n): 1536 for n in STUDY_LAYERS}}
     assert 0 <= features["reply_judge_yes"] <= 1 and features["refusal_logprob"] < 0
     assert usage["state"] in ("context", "memory", "disk") and usage["evaluated_tokens"] < usage["prompt_tokens"] / 3
     after = answer(follow_up, settings=settings)
@@ -111,25 +121,35 @@ def test_every_generator_probe_rides_on_the_kept_document_and_leaves_the_answer_
 
 
 @pytest.mark.slow
-def test_the_fitted_decision_reads_the_judges_hidden_state_through_its_probe(seed, tmp_path):
-    """Where the judge runs, the packaged decision's state probe scores the generator's hidden state at the judge's
-    answer position; an everyday verdict carries the probe's logit, not the state itself."""
+def test_the_fitted_decision_reads_the_answer_prompts_middle_layer_through_its_probe(seed, tmp_path):
+    """The packaged decision's state probe scores a middle layer's output where the answer prompt ends: read while
+    the reply's prompt is processed in an everyday answer (no pass of its own), and, for a reply written elsewhere,
+    in a pass over the question part. A verdict carries the probe's logit, not the state itself."""
     import json
 
     from rag.decision import decision_file
 
     settings, context, generator = seed
     data = json.loads(decision_file(generator.name).read_text())
-    assert STATE_FEATURE in data["features"] and len(data["state_probe"]["coef"]) == 1536
+    assert ANSWER_FEATURE in data["features"] and data["state_probe"]["kind"] == answer_kind(ANSWER_LAYER)
+    assert len(data["state_probe"]["coef"]) == 1536 and ANSWER_FEATURE in data["screen"]["features"]
     path = tmp_path / "no-screen.json"
-    path.write_text(json.dumps({**data, "screen": None}))  # the judge on every reply
+    path.write_text(json.dumps({**data, "screen": None}))  # the full decision on every reply
     settings = settings.replace(decision_file=str(path))
-    stated = verify("Yoon met Zuckerberg at the Yongsan Presidential Palace [1].", "Where did Yoon meet Zuckerberg?",
-                    context, generator, settings, reply_usage={"logprob_min": -0.2, "logprob_mean": -0.05,
-                                                               "logprob_key_min": -0.2})
-    assert stated.decided_by == "decision" and stated.judged and isinstance(stated.features[STATE_FEATURE], float)
-    assert stated.states == {} and "states" in stated.to_json()
-    near_miss = verify("The South Korean government chairs the Metaverse Alliance [3].",
-                       "Who chairs the Metaverse Alliance?", context, generator, settings,
-                       reply_usage={"logprob_min": -0.2, "logprob_mean": -0.05, "logprob_key_min": -0.2})
-    assert near_miss.features[STATE_FEATURE] < stated.features[STATE_FEATURE]
+
+    def given(reply: str, question: str):  # a reply with its log-probabilities but no layer outputs
+        usage = Usage(logprob_min=-0.2, logprob_mean=-0.05, logprob_key_min=-0.2)
+        return verify(reply, question, context, generator, settings, reply_usage=usage)
+
+    stated = given("Yoon met Zuckerberg at the Yongsan Presidential Palace [1].", "Where did Yoon meet Zuckerberg?")
+    assert stated.decided_by == "decision" and isinstance(stated.features[ANSWER_FEATURE], float)
+    assert stated.usage.evaluated_tokens > 0 and stated.states == {} and "states" in stated.to_json()
+    unscored = verify("Yoon met Zuckerberg at the Yongsan Presidential Palace [1].", "Where did Yoon meet Zuckerberg?",
+                      context, generator, settings)  # no log-probabilities: the checks decide, no pass for the layer
+    assert unscored.decided_by == "checks" and unscored.features[ANSWER_FEATURE] is None
+    near_miss = given("The South Korean government chairs the Metaverse Alliance [3].",
+                      "Who chairs the Metaverse Alliance?")
+    assert near_miss.features[ANSWER_FEATURE] < stated.features[ANSWER_FEATURE]
+    answered = answer("Where did Yoon meet Zuckerberg?", settings=settings)
+    assert answered.verdict["decided_by"] == "decision" and STATE_FEATURE not in answered.verdict["features"]
+    assert answered.verdict["features"][ANSWER_FEATURE] == pytest.approx(stated.features[ANSWER_FEATURE], abs=0.3)
