@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import rag  # noqa: F401  - offline environment first
-from rag.answer import Context, answer, build_prompt, prepare_document_states, reading_context
+from rag.answer import answer, prepare_document_states, reading_context
 from rag.evaluation import (
     DEFAULT_RGB_PATH,
     load_questions,
@@ -36,6 +36,7 @@ from rag.generation import LlamaCppGenerator, get_generator, make_generator
 from rag.generator_types import Generator, Prefix, complete
 from rag.index import build_index, index_folder, load_index
 from rag.models import GENERATORS, Embedder, embedder_location, get_embedder
+from rag.prompts import Context, build_prompt
 from rag.retrieval import calibration, get_retriever, retrieve
 from rag.settings import Settings, load_settings
 

@@ -10,18 +10,39 @@ split of the project's question set (README, "What the verifier bought").
 
 Where a fitted decision exists for the generator (rag.decision), the judge's P(Yes) is one probe among several and
 the fitted model decides, the lexical checks included as probes; otherwise the checks and this threshold decide.
+`verify` gathers one reply's probes (the cheap ones first, the judge only when the decision's screen cannot settle it)
+and returns the Verdict.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from rag.decision import Decision, Screen
-from rag.generator_types import Generator, Message, Prefix, Usage
+from rag.citations import CheckResult
+from rag.decision import (
+    ANSWER_FEATURE,
+    GENERATOR_PROBES,
+    QUOTE_FEATURES,
+    STATE_FEATURE,
+    STATE_FEATURES,
+    STATE_KIND,
+    STUDY_LAYERS,
+    Decision,
+    Screen,
+    StateProbe,
+    answer_kind,
+    decision_file,
+    lexical_probes,
+    load_decision,
+    quote_probes,
+    retrieval_probes,
+)
+from rag.generator_types import Generator, Message, Prefix, Usage, complete
+from rag.prompts import JUDGE_RULE, QUOTE_RULE, REPLY_JUDGE_RULE, Context, answer_rule, build_prompt
+from rag.settings import Settings
 
-JUDGE_RULE = "Do the passages state the answer to this question? Reply Yes or No."
-REPLY_JUDGE_RULE = "Proposed answer: {reply}\nDoes a passage state this answer to the question? Reply Yes or No."
-QUOTE_RULE = "Copy, word for word, the one sentence of the passages that answers this question."
 QUOTE_TOKENS = 32  # enough of a sentence to tell which one it is; the probe reads the sentence, not the quote
 SENTENCE_WEIGHT = 0.1  # chosen on the tune split: the judge alone separates worse (README)
 # Chosen on the tune split, per generator. The 0.5B model's judge barely separates (AUC 0.63 on the tune split,
@@ -115,3 +136,145 @@ def settled(features: dict[str, float | None], screen: Screen) -> Verdict | None
 
 def _rounded(features: dict[str, float | None]) -> dict[str, float | None]:
     return {k: None if v is None else round(v, 4) for k, v in features.items()}
+
+
+def reply_layers(generator: Generator, settings: Settings) -> tuple[int, ...]:
+    """The layers whose outputs the reply's prompt gives as it is processed: the fitted decision's answer-state
+    layer, and every studied layer when the probes are recorded for fitting."""
+    decision, _ = fitted_decision(generator, settings)
+    probe = decision.state_probe if decision is not None else None
+    wanted = set(STUDY_LAYERS) if _recording(settings) else set()
+    return tuple(sorted(wanted | ({probe.layer} if probe is not None and probe.layer is not None else set())))
+
+
+def _recording(settings: Settings) -> bool:
+    return settings.all_probes or settings.record_states
+
+
+def verify(raw: str, question: str, context: Context, generator: Generator, settings: Settings,
+           lead: str = "", threshold: float | None = None, checked: CheckResult | None = None,
+           lexically_passed: bool = True, reply_usage: Usage | None = None) -> Verdict:
+    """Probe a reply (its token log-probabilities and the answer prompt's layer output, read while it was generated;
+    lexical and retrieval probes; the judge after the kept document) and decide: by the fitted decision for this
+    generator when there is a usable one (its screen first, which settles a clear reply before the judge runs),
+    else by the checks and `threshold` (default: the generator's calibrated one). `lead` opens each probe's rule
+    (the note that a question is a second part). Without the reply's Usage (a reply written elsewhere) the answer
+    prompt's layer outputs are read in a pass over its question part, when the decision can decide it at all."""
+    if threshold is None:
+        threshold = threshold_for(generator.name, settings.verify_threshold) or 0.0
+    reply = reply_usage or Usage()
+    features = {**lexical_probes(raw, question, context.passages, checked),
+                **retrieval_probes(context.passages),  # a whole document's chunks keep their retrieval scores
+                "logprob_min": reply.logprob_min, "logprob_mean": reply.logprob_mean,
+                "logprob_key_min": reply.logprob_key_min}
+    decision, note = fitted_decision(generator, settings)
+    probe = decision.state_probe if decision is not None else None
+    answer_states, spent = ({}, 0) if decision is not None and _lacks_probes(decision, features) else (
+        answer_layer_states(question, context, generator, settings, lead, reply))
+    if probe is not None and probe.feature == ANSWER_FEATURE:
+        features[ANSWER_FEATURE] = _state_logit(probe, ANSWER_FEATURE, answer_states.get(probe.layer))
+    recorded = {answer_kind(n): s for n, s in answer_states.items()} if _recording(settings) else {}
+    screened = settled(features, decision.screen) if decision is not None and decision.screen else None
+    if screened is not None:
+        screened.usage.evaluated_tokens += spent
+        screened.states = recorded
+        return screened
+    judge_prompt = build_prompt(question, context, settings, lead + JUDGE_RULE)
+    wanted = set(GENERATOR_PROBES if settings.all_probes else decision.features if decision is not None else ())
+    wanted |= {"judge_yes", STATE_FEATURE} if settings.record_states else set()
+    states: dict[str, list[float] | None] = {}
+    if STATE_FEATURE in wanted:  # the state the judge's P(Yes) is read from: one more token after the judge
+        answerable, state, usage = judge_with_state(generator, *judge_prompt)
+        states[STATE_KIND] = state
+        features[STATE_FEATURE] = _state_logit(probe, STATE_FEATURE, state)
+    else:
+        answerable, usage = judge(generator, *judge_prompt)
+    features |= generator_probes(raw, question, context, generator, settings, lead, wanted, usage,
+                                 features["logprob_mean"], states)
+    usage.evaluated_tokens += spent
+    verdict = decide({"judge_yes": answerable, **features}, usage, decision, threshold, lexically_passed, note)
+    if _recording(settings):  # recorded for fitting (rag.fit_decision); never part of an everyday verdict
+        verdict.states = {k: v for k, v in states.items() if v is not None} | recorded
+    return verdict
+
+
+def _state_logit(probe: StateProbe | None, feature: str, state: list[float] | None) -> float | None:
+    """The logit of the decision's state probe for `state` when that probe gives `feature` (else None)."""
+    return probe.logit(state) if probe is not None and probe.feature == feature and state is not None else None
+
+
+def _lacks_probes(decision: Decision, features: dict[str, float | None]) -> bool:
+    """Whether a probe the decision reads before its generator probes is missing (a reply written elsewhere carries no
+    log-probabilities): the checks decide then, so no pass is spent on the answer prompt's layers (a pass that would
+    also shift the judge's numbers, its prompt being read after a different context)."""
+    return any(features.get(f) is None for f in decision.features if f not in GENERATOR_PROBES + STATE_FEATURES)
+
+
+def answer_layer_states(question: str, context: Context, generator: Generator, settings: Settings, lead: str,
+                        reply_usage: Usage) -> tuple[dict[int, list[float]], int]:
+    """The outputs of the layers `reply_layers` names where the answer prompt ends, and the tokens evaluated for
+    them: those read while the reply was generated cost none; for a reply without them (written elsewhere) a pass
+    over the prompt's question part reads them; ({}, 0) where the engine cannot tell."""
+    layers = reply_layers(generator, settings)
+    if all(n in reply_usage.layer_states for n in layers):
+        return dict(reply_usage.layer_states), 0
+    rule = answer_rule(settings, lead)
+    try:
+        _, spent = generator.hidden_state(*build_prompt(question, context, settings, rule), layers=layers)
+    except NotImplementedError:
+        return {}, 0
+    return spent.layer_states, spent.evaluated_tokens
+
+
+def generator_probes(raw: str, question: str, context: Context, generator: Generator, settings: Settings, lead: str,
+                     wanted: set[str], usage: Usage, reply_mean: float | None, states: dict[str, list[float] | None],
+                     ) -> dict[str, float | None]:
+    """The probes beside the judge that cost the generator a pass over their own tokens, those in `wanted` only
+    (None where the engine cannot score a given text); their cost is added to `usage` and the reply judge's hidden
+    state to `states`. The reply judge, the refusal sentence and the quote (up to QUOTE_TOKENS decoded) ride on the
+    kept passages' state; the contrastive probe reads the reply after the question alone, so it runs last and the
+    next question restores the passages' state from memory. Measured and not kept in the fitted decision (README)."""
+    rule = answer_rule(settings, lead)
+    probes: dict[str, float | None] = {}
+    try:
+        if "reply_judge_yes" in wanted:
+            shown = raw.replace("{", "{{").replace("}", "}}")  # build_prompt formats the rule
+            rule = lead + REPLY_JUDGE_RULE.format(reply=shown)
+            probes["reply_judge_yes"], states["reply_judge"], spent = judge_with_state(
+                generator, *build_prompt(question, context, settings, rule))
+            usage.evaluated_tokens += spent.evaluated_tokens
+        if wanted & {"refusal_logprob", "refusal_margin"}:
+            messages, prefix = build_prompt(question, context, settings, rule)
+            refusal, spent = generator.continuation_logprobs(messages, settings.refusal_text, prefix)
+            usage.evaluated_tokens += spent.evaluated_tokens
+            probes["refusal_logprob"] = sum(refusal)
+            probes["refusal_margin"] = None if reply_mean is None else sum(refusal) / len(refusal) - reply_mean
+        if wanted & set(QUOTE_FEATURES):
+            messages, prefix = build_prompt(question, context, settings, lead + QUOTE_RULE)
+            quote, spent = complete(generator, messages, QUOTE_TOKENS, ["\n"], prefix)
+            usage.evaluated_tokens += spent.evaluated_tokens + spent.completion_tokens
+            probes |= quote_probes(quote, question, raw, context.passages)
+        if "contrastive" in wanted and reply_mean is not None:
+            alone, _ = build_prompt(question, Context([]), settings, rule)
+            without, spent = generator.continuation_logprobs(alone, raw)
+            usage.evaluated_tokens += spent.evaluated_tokens
+            probes["contrastive"] = reply_mean - sum(without) / len(without)
+    except NotImplementedError:
+        pass  # the decision then lacks a probe and the checks decide, saying so
+    return probes
+
+
+def fitted_decision(generator: Generator, settings: Settings) -> tuple[Decision | None, str]:
+    """The fitted decision for the generator (`decision_file`, default the packaged one), or None and why not."""
+    if settings.decision_file == "none":
+        return None, "decision_file is none: the checks decide"
+    path = Path(settings.decision_file) if settings.decision_file else decision_file(generator.name)
+    changed = path.stat().st_mtime_ns if path.is_file() else 0  # a file written anew is read anew
+    return _load_decision(path, changed, generator.name, getattr(generator, "model_sha256", ""), generator.engine,
+                          settings.embedder)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_decision(path: Path, changed: int, name: str, sha256: str, engine: str, embedder: str,
+                   ) -> tuple[Decision | None, str]:
+    return load_decision(path, name, sha256, engine, embedder)

@@ -136,7 +136,7 @@ def hostile_settings(tmp_path_factory):
 
 def test_the_generator_never_reads_a_planted_instruction(hostile_settings):
     """Every article read whole, and all passages at once: the planted sentences and PDF title are left out."""
-    from rag.answer import Context, build_prompt
+    from rag.prompts import Context, build_prompt
     from rag.retrieval import get_retriever
 
     retriever = get_retriever(hostile_settings)

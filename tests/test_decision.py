@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from rag.answer import Context, answer, verify
+from rag.answer import answer
 from rag.decision import (
     ANSWER_FEATURE,
     ANSWER_LAYER,
@@ -44,9 +44,10 @@ from rag.fit_decision import (
 from rag.generation import get_generator
 from rag.generator_types import Usage
 from rag.models import GENERATORS
+from rag.prompts import Context
 from rag.retrieval import Passage
 from rag.settings import Settings
-from rag.verification import settled
+from rag.verification import settled, verify
 from tests.conftest import write
 
 PACKAGED = decision_file(Settings().generator)

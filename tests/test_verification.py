@@ -4,7 +4,7 @@ the generator's judgement."""
 
 import pytest
 
-from rag.answer import Context, answer, check_reply, verify
+from rag.answer import answer, check_reply
 from rag.decision import (
     ANSWER_FEATURE,
     ANSWER_LAYER,
@@ -16,8 +16,9 @@ from rag.decision import (
 )
 from rag.generation import get_generator
 from rag.generator_types import Usage
+from rag.prompts import Context
 from rag.retrieval import get_retriever
-from rag.verification import threshold_for
+from rag.verification import threshold_for, verify
 
 SEED = "south-korea-ai-investment.txt"
 
