@@ -109,10 +109,11 @@ def generate(generator: Generator, messages: list[Message], max_tokens: int, sto
 
 
 def complete(generator: Generator, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
-             prefix: Prefix | None = None) -> tuple[str, Usage]:
-    """The whole reply and what it cost the engine (a stream returns its Usage when it ends)."""
+             prefix: Prefix | None = None, layers: tuple[int, ...] = ()) -> tuple[str, Usage]:
+    """The whole reply and what it cost the engine (a stream returns its Usage when it ends, with `layers`' outputs
+    where the prompt ends)."""
     pieces: list[str] = []
-    stream = generator.stream(messages, max_tokens, stop, prefix)
+    stream = generator.stream(messages, max_tokens, stop, prefix, layers)
     while True:
         try:
             pieces.append(next(stream))

@@ -141,7 +141,10 @@ def _rounded(features: dict[str, float | None]) -> dict[str, float | None]:
 def reply_layers(generator: Generator, settings: Settings) -> tuple[int, ...]:
     """The layers whose outputs the reply's prompt gives as it is processed: the fitted decision's answer-state
     layer, and every studied layer when the probes are recorded for fitting."""
-    decision, _ = fitted_decision(generator, settings)
+    return _layers_read(fitted_decision(generator, settings)[0], settings)
+
+
+def _layers_read(decision: Decision | None, settings: Settings) -> tuple[int, ...]:
     probe = decision.state_probe if decision is not None else None
     wanted = set(STUDY_LAYERS) if _recording(settings) else set()
     return tuple(sorted(wanted | ({probe.layer} if probe is not None and probe.layer is not None else set())))
@@ -170,7 +173,7 @@ def verify(raw: str, question: str, context: Context, generator: Generator, sett
     decision, note = fitted_decision(generator, settings)
     probe = decision.state_probe if decision is not None else None
     answer_states, spent = ({}, 0) if decision is not None and _lacks_probes(decision, features) else (
-        answer_layer_states(question, context, generator, settings, lead, reply))
+        answer_layer_states(question, context, generator, settings, lead, reply, _layers_read(decision, settings)))
     if probe is not None and probe.feature == ANSWER_FEATURE:
         features[ANSWER_FEATURE] = _state_logit(probe, ANSWER_FEATURE, answer_states.get(probe.layer))
     recorded = {answer_kind(n): s for n, s in answer_states.items()} if _recording(settings) else {}
@@ -211,11 +214,10 @@ def _lacks_probes(decision: Decision, features: dict[str, float | None]) -> bool
 
 
 def answer_layer_states(question: str, context: Context, generator: Generator, settings: Settings, lead: str,
-                        reply_usage: Usage) -> tuple[dict[int, list[float]], int]:
-    """The outputs of the layers `reply_layers` names where the answer prompt ends, and the tokens evaluated for
+                        reply_usage: Usage, layers: tuple[int, ...]) -> tuple[dict[int, list[float]], int]:
+    """The outputs of `layers` (those `reply_layers` names) where the answer prompt ends, and the tokens evaluated for
     them: those read while the reply was generated cost none; for a reply without them (written elsewhere) a pass
     over the prompt's question part reads them; ({}, 0) where the engine cannot tell."""
-    layers = reply_layers(generator, settings)
     if all(n in reply_usage.layer_states for n in layers):
         return dict(reply_usage.layer_states), 0
     rule = answer_rule(settings, lead)
@@ -239,9 +241,8 @@ def generator_probes(raw: str, question: str, context: Context, generator: Gener
     try:
         if "reply_judge_yes" in wanted:
             shown = raw.replace("{", "{{").replace("}", "}}")  # build_prompt formats the rule
-            rule = lead + REPLY_JUDGE_RULE.format(reply=shown)
             probes["reply_judge_yes"], states["reply_judge"], spent = judge_with_state(
-                generator, *build_prompt(question, context, settings, rule))
+                generator, *build_prompt(question, context, settings, lead + REPLY_JUDGE_RULE.format(reply=shown)))
             usage.evaluated_tokens += spent.evaluated_tokens
         if wanted & {"refusal_logprob", "refusal_margin"}:
             messages, prefix = build_prompt(question, context, settings, rule)

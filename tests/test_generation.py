@@ -133,15 +133,6 @@ def test_a_given_reply_is_scored_as_the_engine_scored_it_while_generating(fresh_
     assert again == reply
 
 
-def drained(stream) -> tuple[str, Usage]:
-    pieces = []
-    while True:
-        try:
-            pieces.append(next(stream))
-        except StopIteration as done:
-            return "".join(pieces), done.value
-
-
 @pytest.mark.slow
 def test_layer_outputs_where_the_prompt_ends_are_read_while_generating_at_no_cost(fresh_llama, engines):
     """The layers asked of a stream give their outputs at the prompt's last position, read while the prompt is
@@ -153,9 +144,9 @@ def test_layer_outputs_where_the_prompt_ends_are_read_while_generating_at_no_cos
     varying = f"Question: {question}\nAnswer in a few words."
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": DOCUMENT + varying}]
     prefix = Prefix(varying, persist=True, label="bakery")
-    drained(generator.stream(messages, 16, prefix=prefix))  # the document's state is computed and kept
-    plain, plain_usage = drained(generator.stream(messages, 16, prefix=prefix))
-    read, usage = drained(generator.stream(messages, 16, prefix=prefix, layers=(3, 12)))
+    complete(generator, messages, 16, prefix=prefix)  # the document's state is computed and kept
+    plain, plain_usage = complete(generator, messages, 16, prefix=prefix)
+    read, usage = complete(generator, messages, 16, prefix=prefix, layers=(3, 12))
     assert read == plain and usage.evaluated_tokens == plain_usage.evaluated_tokens and plain_usage.layer_states == {}
     assert sorted(usage.layer_states) == [3, 12] and all(len(v) == 896 for v in usage.layer_states.values())
     assert "layer_states" not in usage.to_json()  # a usage record stays small
