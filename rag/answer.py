@@ -37,7 +37,7 @@ from rag.prompts import (
 from rag.retrieval import Passage, Retriever, get_retriever
 from rag.settings import Settings, load_settings
 from rag.text import is_instruction, key_terms, normalize_text, split_sentences, strip_markers
-from rag.verification import Verdict, reply_layers, threshold_for, verify
+from rag.verification import Verdict, layout_of, reply_layers, threshold_for, verify
 
 NOT_IN_ARTICLES = "The articles do not say: {part}"
 _PART_BREAK = re.compile(r",?\s+and\s+(?=(?:how|what|when|where|who|whom|which|why|whose|did|does|do|is|are|was|were|"
@@ -261,7 +261,7 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
         return
 
     context = reading_context(search_query, passages, retriever, generator, settings)
-    usage["context"] = "document" if context.whole_document else "passages"
+    usage["context"] = layout_of(context)
     t0 = time.perf_counter()
     parts = question_parts(search_query) if settings.partial_answers else [search_query]
     outcomes = []

@@ -71,6 +71,9 @@ STATE_FEATURE, STATE_KIND = "judge_state", "judge"  # the probe read from the ju
 ANSWER_FEATURE, ANSWER_LAYER = "answer_state", 18
 STUDY_LAYERS = (10, 14, 16, 18, 20, 22)
 STATE_FEATURES = (STATE_FEATURE, ANSWER_FEATURE)  # a decision stacks at most one of them
+# What the generator reads (rag.prompts.Context): the seed article's whole document from its kept state, or retrieved
+# passages from many articles. A decision may hold a threshold pair of its own for each (`layout_thresholds`).
+LAYOUTS = ("document", "passages")
 _ANSWER_KIND = re.compile(r"answer@(\d{1,3})")
 
 
@@ -233,6 +236,21 @@ def _checked_model(data: dict[str, Any], thresholds: tuple[str, str]) -> dict[st
     return {**fields, "intercept": float(data["intercept"]), **{k: float(data[k]) for k in thresholds}}
 
 
+def _checked_layouts(data: Any) -> dict[str, list[float]]:
+    """`layout_thresholds`: each named layout's pair [threshold, override_threshold], checked as the pooled pair."""
+    if not isinstance(data, dict) or not set(data) <= set(LAYOUTS):
+        raise DecisionError(f"layout_thresholds must be an object keyed by {' or '.join(LAYOUTS)}")
+    pairs = {}
+    for layout, pair in data.items():
+        if not (isinstance(pair, list) and len(pair) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+                and 0 <= pair[0] <= pair[1] <= 1):
+            raise DecisionError(f"layout_thresholds[{layout!r}] must be [threshold, override_threshold] with "
+                                "0 <= threshold <= override_threshold <= 1")
+        pairs[layout] = [float(v) for v in pair]
+    return pairs
+
+
 def banded(probability: float, refuse_below: float, answer_from: float) -> bool | None:
     """A screen's call on a reply: True (answer) from `answer_from`, False (refuse) under `refuse_below`, None (the
     judge decides) in between."""
@@ -315,8 +333,9 @@ class StateProbe:
 class Decision:
     """A logistic regression over standardised probes: P(the reply answers from the passages). A reply stands at
     `threshold` or above when the lexical checks passed it, and only at `override_threshold` or above when they
-    refused it (a name worded differently from the passage, a reply that repeats the question). An optional
-    `screen` settles the clear cases before the judge runs."""
+    refused it (a name worded differently from the passage, a reply that repeats the question); a layout named in
+    `layout_thresholds` (the whole document, or retrieved passages) has a pair of its own, each chosen on its own
+    tune questions. An optional `screen` settles the clear cases before the judge runs."""
 
     features: list[str]
     mean: list[float]
@@ -332,9 +351,12 @@ class Decision:
     report: dict[str, Any] = field(default_factory=dict)  # how it was fitted and how it scored (cross-validated)
     screen: Screen | None = None
     state_probe: StateProbe | None = None  # present when `features` reads judge_state or answer_state (its kind)
+    layout_thresholds: dict[str, list[float]] = field(default_factory=dict)  # layout -> [threshold, override]
 
-    def threshold_for(self, checks_passed: bool) -> float:
-        return self.threshold if checks_passed else self.override_threshold
+    def threshold_for(self, checks_passed: bool, layout: str = "") -> float:
+        """What the probability must reach for a reply read in `layout` (the pooled pair for a layout without one)."""
+        passed, override = self.layout_thresholds.get(layout, (self.threshold, self.override_threshold))
+        return passed if checks_passed else override
 
     def probability(self, values: dict[str, float]) -> float:
         return _logistic(self, values)
@@ -360,8 +382,9 @@ class Decision:
             raise DecisionError(f"the decision reads {stacked[0]} but carries no state probe")
         if stacked and probe.feature != stacked[0]:
             raise DecisionError(f"the decision reads {stacked[0]} but its state probe is of kind {probe.kind}")
+        layouts = _checked_layouts(data.get("layout_thresholds") or {})
         return cls(**model, **texts, report=data.get("report") if isinstance(data.get("report"), dict) else {},
-                   screen=screen, state_probe=probe)
+                   screen=screen, state_probe=probe, layout_thresholds=layouts)
 
 
 def decision_file(generator: str) -> Path:
@@ -387,7 +410,8 @@ def load_decision(path: Path, generator: str, generator_sha256: str, engine: str
     return decision, ""
 
 
-__all__ = ["ANSWER_FEATURE", "ANSWER_LAYER", "FEATURES", "GENERATOR_PROBES", "QUOTE_FEATURES", "RETRIEVAL_FEATURES",
+__all__ = ["ANSWER_FEATURE", "ANSWER_LAYER", "FEATURES", "GENERATOR_PROBES", "LAYOUTS", "QUOTE_FEATURES",
+           "RETRIEVAL_FEATURES",
            "STATE_FEATURE", "STATE_FEATURES", "STATE_KIND", "STUDY_LAYERS",
            "Decision", "DecisionError", "Screen", "StateProbe",
            "adds_information", "answer_kind", "banded", "decision_file", "holds_focus", "lexical_probes",

@@ -8,12 +8,13 @@ tune split and RGB queries at positions 50 and above only (positions 0-49 are re
 are refused here), labels each reply (1: an answerable question's reply holding its gold answer; 0: any reply to
 an unanswerable one; wrong replies to answerable questions are left out), and fits a logistic regression over the
 standardised probes. Every figure it reports is out-of-fold, from folds grouped by question (an RGB query's normal
-and rejection runs fall in one fold); the threshold is chosen on those out-of-fold probabilities so that at most
-`--max-false-refusals` of the right replies are refused. A second regression without the judge, the screen, gets the
-bounds that settle the most tune replies while deciding each one it settles as the full decision does (both
-out-of-fold), so that clear replies skip the judge's pass. The fitted model is written as JSON (rag.decision).
-`--states` and `--boosting` only report a study (linear probes on the recorded hidden states; gradient boosting in
-the regression's place) and write nothing.
+and rejection runs fall in one fold); the thresholds are chosen on those out-of-fold probabilities so that at most
+`--max-false-refusals` of the right replies are refused, over all tune questions and again over each prompt layout's
+own (the seed article's whole document, RGB's retrieved passages), so that the cap holds for each. A second regression
+without the judge, the screen, gets the bounds that settle the most tune replies while deciding each one it settles as
+the full decision does (both out-of-fold), so that clear replies skip the judge's pass. The fitted model is written
+as JSON (rag.decision). `--states` and `--boosting` only report a study (linear probes on the recorded hidden states;
+gradient boosting in the regression's place) and write nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rag.decision import (
     ANSWER_LAYER,
     FEATURES,
     GENERATOR_PROBES,
+    LAYOUTS,
     STATE_FEATURE,
     STATE_FEATURES,
     STATE_KIND,
@@ -64,6 +66,10 @@ DEFAULT_FEATURES = ("judge_yes", "sentence_support", "supported_share", "names_f
                     ANSWER_FEATURE)
 STATE_C = 0.1  # the state probe's: the best refusal accuracy at the false-refusal cap, out-of-fold (README)
 TRADE_OFF = (0.05, 0.10, 0.15, 0.20)  # false-refusal caps the report shows the thresholds' outcome at
+# A layout gets a threshold pair of its own with at least this many answerable tune questions (at 40 the 0.05 cap is
+# two refusals); one with fewer uses the pair chosen over all tune questions.
+MIN_LAYOUT_ANSWERABLE = 40
+Thresholds = dict[str, tuple[float, float]]  # layout ("" for every other) -> (passed, override)
 
 
 class FitError(BadInput, ValueError):
@@ -81,6 +87,7 @@ class Reply:
     refused: bool  # what the evaluated run did (kept for a reply no probe ran on)
     features: dict[str, float] | None  # None: refused before any probe ran, or not verified (a partial answer)
     states: dict[str, list[float]] = field(default_factory=dict)  # hidden states recorded with `all_probes`
+    layout: str = ""  # what the generator read (rag.decision.LAYOUTS, or "none"), as the run recorded it
 
     @property
     def label(self) -> int | None:
@@ -123,7 +130,7 @@ def _reply(group: str, result: dict[str, Any], right: bool) -> Reply:
     usable = bool(features) and all(f in recorded for f in ALWAYS_RECORDED)
     return Reply(group, bool(result["unanswerable"]), right, result.get("refusal_reason") in ("", "verifier"),
                  bool(result["refused"]), recorded if usable else None,
-                 (result.get("verdict") or {}).get("states") or {})
+                 (result.get("verdict") or {}).get("states") or {}, (result.get("usage") or {}).get("context", ""))
 
 
 def matrix(rows: list[Reply], features: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,24 +162,24 @@ def _model(c: float):  # noqa: ANN202 - a scikit-learn Pipeline
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
 
 
-def outcomes(replies: list[Reply], probabilities: list[float | None], passed: float, override: float,
-             ) -> dict[str, float]:
-    """What the decision does to every reply: a reply the checks passed stands at `passed` or above, one they
-    refused only at `override` or above; a reply without probes keeps what the run did. Rates over all the
-    answerable and unanswerable questions, as `rag eval` counts them."""
+def outcomes(replies: list[Reply], probabilities: list[float | None], thresholds: Thresholds) -> dict[str, float]:
+    """What the decision does to every reply at its layout's thresholds (`stands`); a reply without probes keeps what
+    the run did. Rates over all the answerable and unanswerable questions, as `rag eval` counts them."""
     answerable = [(r, p) for r, p in zip(replies, probabilities, strict=True) if not r.unanswerable]
     unanswerable = [(r, p) for r, p in zip(replies, probabilities, strict=True) if r.unanswerable]
 
     def refused(reply: Reply, probability: float | None) -> bool:
-        return reply.refused if probability is None else not stands(reply, probability, passed, override)
+        return reply.refused if probability is None else not stands(reply, probability, thresholds)
 
     return {"answer_accuracy": round(sum(r.right and not refused(r, p) for r, p in answerable) / len(answerable), 4),
             "false_refusals": round(sum(refused(r, p) for r, p in answerable) / len(answerable), 4),
             "refusal_accuracy": round(sum(refused(r, p) for r, p in unanswerable) / len(unanswerable), 4)}
 
 
-def stands(reply: Reply, probability: float, passed: float, override: float) -> bool:
-    """Whether the decision lets a reply through: `passed` when the checks passed it, `override` when they refused."""
+def stands(reply: Reply, probability: float, thresholds: Thresholds) -> bool:
+    """Whether the decision lets a reply through: at its layout's pair (else the pair under ""), the first when the
+    checks passed it, the second when they refused it."""
+    passed, override = thresholds.get(reply.layout, thresholds[""])
     return probability >= (passed if reply.checks_passed else override)
 
 
@@ -199,7 +206,7 @@ def choose_thresholds(replies: list[Reply], probabilities: list[float | None], m
     best = None
     for passed in grid:
         for override in grid[grid >= passed]:
-            rates = outcomes(replies, probabilities, float(passed), float(override))
+            rates = outcomes(replies, probabilities, {"": (float(passed), float(override))})
             if rates["false_refusals"] <= max_false_refusals:
                 key = (rates["refusal_accuracy"], rates["answer_accuracy"], -override, -passed)
                 if best is None or key > best[0]:
@@ -209,12 +216,40 @@ def choose_thresholds(replies: list[Reply], probabilities: list[float | None], m
     return best[1], best[2], best[3]
 
 
+def choose_layout_thresholds(replies: list[Reply], probabilities: list[float | None], max_false_refusals: float,
+                             by_layout: bool = True) -> tuple[Thresholds, dict[str, float]]:
+    """The pair chosen over all replies (under "") and, with `by_layout`, one chosen over each layout's own replies
+    that has MIN_LAYOUT_ANSWERABLE answerable questions, each at the cap; and what they do to all the replies."""
+    thresholds: Thresholds = {"": choose_thresholds(replies, probabilities, max_false_refusals)[:2]}
+    for layout in LAYOUTS if by_layout else ():
+        own = [(r, p) for r, p in zip(replies, probabilities, strict=True) if r.layout == layout]
+        if sum(not r.unanswerable for r, _ in own) >= MIN_LAYOUT_ANSWERABLE:
+            chosen = choose_thresholds([r for r, _ in own], [p for _, p in own], max_false_refusals)
+            thresholds[layout] = chosen[:2]
+    return thresholds, outcomes(replies, probabilities, thresholds)
+
+
+def layout_report(replies: list[Reply], probabilities: list[float | None], thresholds: Thresholds,
+                  ) -> dict[str, Any]:
+    """Each layout's tune outcome at its own pair and at the pair chosen over all replies (out-of-fold)."""
+    report = {}
+    for layout in LAYOUTS:
+        own = [(r, p) for r, p in zip(replies, probabilities, strict=True) if r.layout == layout]
+        if own:
+            rows, values = [r for r, _ in own], [p for _, p in own]
+            report[layout] = {"questions": len(rows), "thresholds": list(thresholds.get(layout, thresholds[""])),
+                              "out_of_fold": outcomes(rows, values, thresholds),
+                              "at_the_pooled_pair": outcomes(rows, values, {"": thresholds[""]})}
+    return report
+
+
 def fit(replies: list[Reply], max_false_refusals: float, features: list[str] | None = None, c: float = C,
-        state_c: float = STATE_C, layer: int = ANSWER_LAYER) -> tuple[Decision, dict[str, Any]]:
+        state_c: float = STATE_C, layer: int = ANSWER_LAYER, by_layout: bool = True,
+        ) -> tuple[Decision, dict[str, Any]]:
     """The decision over `features` (default: DEFAULT_FEATURES) fitted on every labelled reply,
     and its out-of-fold report (each probe alone, the chosen ones together, and what the chosen thresholds do to
-    every tune question). With judge_state or answer_state (on `layer`) among them, the state probe is fitted first
-    and stacked (`_stacked`)."""
+    every tune question and to each layout's). With judge_state or answer_state (on `layer`) among them, the state
+    probe is fitted first and stacked (`_stacked`). `by_layout=False` keeps one threshold pair for every layout."""
     from sklearn.metrics import roc_auc_score
 
     _check_labels(replies)
@@ -229,21 +264,29 @@ def fit(replies: list[Reply], max_false_refusals: float, features: list[str] | N
     combined = _stacked(x[:, :-1], states, y, groups, c, state_c) if probe else out_of_fold(x, y, groups, c)
     model = _model(c).fit(x, y)
     probabilities = _probabilities(replies, iter(combined), model, features)
-    passed, override, rates = choose_thresholds(replies, probabilities, max_false_refusals)
-    screen, screened = fit_screen(replies, rows, probabilities, features, (passed, override, rates), c)
+    thresholds, rates = choose_layout_thresholds(replies, probabilities, max_false_refusals, by_layout)
+    screen, screened = fit_screen(replies, rows, probabilities, features, thresholds, c)
     scaler, regression = model[0], model[1]
     report = {"rows": len(y), "right": int(y.sum()), "unanswerable": int((y == 0).sum()), "folds": FOLDS,
               "grouped_by": "question", "auc_alone": alone, "auc_combined": round(float(roc_auc_score(y, combined)), 4),
               "max_false_refusals": max_false_refusals, "questions": len(replies),
               "out_of_fold_at_thresholds": rates,
-              "trade_off": {str(cap): choose_thresholds(replies, probabilities, cap) for cap in TRADE_OFF},
+              "layouts": layout_report(replies, probabilities, thresholds),
+              "trade_off": {str(cap): _trade(*choose_layout_thresholds(replies, probabilities, cap, by_layout))
+                            for cap in TRADE_OFF},
               "combined": features,
               "coefficients": dict(zip(features, map(float, np.round(regression.coef_[0], 4)), strict=True))}
+    passed, override = thresholds[""]
     decision = Decision(list(features), [float(v) for v in scaler.mean_], [float(v) for v in scaler.scale_],
                         [float(v) for v in regression.coef_[0]], float(regression.intercept_[0]), passed,
                         generator="", generator_sha256="", engine="", embedder="", override_threshold=override,
-                        report={**report, "screen": screened}, screen=screen, state_probe=probe)
+                        report={**report, "screen": screened}, screen=screen, state_probe=probe,
+                        layout_thresholds={k: list(v) for k, v in thresholds.items() if k})
     return decision, decision.report
+
+
+def _trade(thresholds: Thresholds, rates: dict[str, float]) -> dict[str, Any]:
+    return {"thresholds": {k or "pooled": list(v) for k, v in thresholds.items()}, **rates}
 
 
 def fit_state_probe(replies: list[Reply], state_c: float, kind: str = STATE_KIND,
@@ -298,7 +341,7 @@ def _check_labels(replies: list[Reply]) -> None:
 
 
 def fit_screen(replies: list[Reply], rows: list[Reply], probabilities: list[float | None], features: list[str],
-               chosen: tuple[float, float, dict[str, float]], c: float) -> tuple[Screen | None, dict[str, Any]]:
+               thresholds: Thresholds, c: float) -> tuple[Screen | None, dict[str, Any]]:
     """The decision without the judge (rag.decision.Screen) and the bounds that let it settle the most tune
     replies without the judge while deciding every one it settles as the full decision does (both out-of-fold);
     None when the judge is not among the features."""
@@ -311,8 +354,7 @@ def fit_screen(replies: list[Reply], rows: list[Reply], probabilities: list[floa
     model = _model(c).fit(x, y)
     held_out = out_of_fold(x, y, groups, c)
     screened = _probabilities(replies, iter(held_out), model, cheap)
-    passed, override, rates = chosen
-    full = [None if p is None else stands(r, p, passed, override) for r, p in zip(replies, probabilities, strict=True)]
+    full = [None if p is None else stands(r, p, thresholds) for r, p in zip(replies, probabilities, strict=True)]
     grid = [float(v) for v in np.round(np.arange(0.0, 1.0001, 0.02), 2)]
     best = None
     for below in grid:
@@ -322,7 +364,7 @@ def fit_screen(replies: list[Reply], rows: list[Reply], probabilities: list[floa
                 share = sum(s is not None for s in settled) / sum(s is not None for s in screened)
                 if best is None or share > best[0]:
                     effective = [p if s is None else float(s) for p, s in zip(probabilities, settled, strict=True)]
-                    best = (share, below, above, outcomes(replies, effective, passed, override))
+                    best = (share, below, above, outcomes(replies, effective, thresholds))
     if best is None:  # every band disagrees somewhere: the judge runs on every reply
         return None, {"settled_without_judge": 0.0}
     share, below, above, outcome = best
@@ -427,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write the decision (default: the packaged file)")
     parser.add_argument("--states", action="store_true", help="only report how well linear probes on the recorded "
                         "hidden states separate (alone and stacked with the probes); write nothing")
+    parser.add_argument("--one-pair", action="store_true", help="one threshold pair for every prompt layout (the "
+                        "default also chooses one per layout with enough tune questions)")
     parser.add_argument("--boosting", action="store_true", help="only compare the regression with gradient boosting "
                         "on the same probes and folds (out-of-fold AUC and outcome at the cap); write nothing")
     args = parser.parse_args(argv)
@@ -447,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(boosting_study(rows, chosen or list(DEFAULT_FEATURES), args.c,
                                             max_false_refusals=args.max_false_refusals), indent=2))
             return 0
-        decision, report = fit(rows, args.max_false_refusals, chosen, args.c)
+        decision, report = fit(rows, args.max_false_refusals, chosen, args.c, by_layout=not args.one_pair)
         report["sources"] = {"project": [str(f) for f in args.project], "rgb": [str(f) for f in args.rgb],
                              "project_splits": ["tune"] if args.project else [],
                              "rgb_positions": sorted({int(r.group.split(":")[1]) for r in rows
@@ -471,17 +515,25 @@ def render(report: dict[str, Any], decision: Decision) -> str:
              f"{report['folds']} folds grouped by {report['grouped_by']}", "", "| probe | AUC alone (out-of-fold) |",
              "| --- | --- |"]
     lines += [f"| {f} | {auc:.3f} |" for f, auc in report["auc_alone"].items()]
-    at = report["out_of_fold_at_thresholds"]
     lines += [f"| **combined: {', '.join(report['combined'])}** | **{report['auc_combined']:.3f}** |", "",
-              f"thresholds {decision.threshold:.2f} (replies the checks passed) and {decision.override_threshold:.2f} "
-              f"(replies they refused), out-of-fold over the {report['questions']} tune questions: answer accuracy "
-              f"{at['answer_accuracy']:.3f}, refusal accuracy {at['refusal_accuracy']:.3f}, false refusals "
-              f"{at['false_refusals']:.3f}", *_screen_line(report.get("screen") or {}), "",
-              "| false refusals at most | thresholds | answer accuracy | refusal "
-              "accuracy | false refusals |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {cap} | {t} / {o} | {r['answer_accuracy']:.3f} | {r['refusal_accuracy']:.3f} | "
-              f"{r['false_refusals']:.3f} |" for cap, (t, o, r) in report["trade_off"].items()]
+              f"thresholds over all tune questions {decision.threshold:.2f} (replies the checks passed) and "
+              f"{decision.override_threshold:.2f} (replies they refused); out-of-fold over the {report['questions']} "
+              f"tune questions at the decision's thresholds: {_rates(report['out_of_fold_at_thresholds'])}", ""]
+    lines += [f"{layout} ({at['questions']} questions): thresholds {at['thresholds'][0]:.2f} / "
+              f"{at['thresholds'][1]:.2f}: {_rates(at['out_of_fold'])}; at the pair over all: "
+              f"{_rates(at['at_the_pooled_pair'])}" for layout, at in report.get("layouts", {}).items()]
+    lines += [*_screen_line(report.get("screen") or {}), "",
+              "| false refusals at most | thresholds | answer accuracy | refusal accuracy | false refusals |",
+              "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {cap} | {', '.join(f'{k} {t} / {o}' for k, (t, o) in r['thresholds'].items())} | "
+              f"{r['answer_accuracy']:.3f} | {r['refusal_accuracy']:.3f} | {r['false_refusals']:.3f} |"
+              for cap, r in report["trade_off"].items()]
     return "\n".join(lines)
+
+
+def _rates(rates: dict[str, float]) -> str:
+    return (f"answer accuracy {rates['answer_accuracy']:.3f}, refusal accuracy {rates['refusal_accuracy']:.3f}, "
+            f"false refusals {rates['false_refusals']:.3f}")
 
 
 def _screen_line(screen: dict[str, Any]) -> list[str]:

@@ -106,13 +106,14 @@ def verdict(answerable: float, support: float, threshold: float, usage: Usage) -
 
 
 def decide(features: dict[str, float], usage: Usage, decision: Decision | None, threshold: float | None,
-           lexically_passed: bool, note: str = "") -> Verdict:
-    """The verdict on a reply from its probes: the fitted decision's when there is one, else the checks' (a reply
-    the lexical checks refused stays refused; one they passed must reach the threshold rule's score)."""
+           lexically_passed: bool, note: str = "", layout: str = "") -> Verdict:
+    """The verdict on a reply from its probes: the fitted decision's when there is one (at its thresholds for the
+    reply's `layout`), else the checks' (a reply the lexical checks refused stays refused; one they passed must reach
+    the threshold rule's score)."""
     judged = verdict(features["judge_yes"], features["sentence_support"], threshold or 0.0, usage)
     judged.features = _rounded(features)
     if decision is not None and all(features.get(f) is not None for f in decision.features):
-        probability, needed = decision.probability(features), decision.threshold_for(lexically_passed)
+        probability, needed = decision.probability(features), decision.threshold_for(lexically_passed, layout)
         judged.passed, judged.decided_by = probability >= needed, "decision"
         judged.probability, judged.threshold = round(probability, 4), needed
         return judged
@@ -195,10 +196,16 @@ def verify(raw: str, question: str, context: Context, generator: Generator, sett
     features |= generator_probes(raw, question, context, generator, settings, lead, wanted, usage,
                                  features["logprob_mean"], states)
     usage.evaluated_tokens += spent
-    verdict = decide({"judge_yes": answerable, **features}, usage, decision, threshold, lexically_passed, note)
+    verdict = decide({"judge_yes": answerable, **features}, usage, decision, threshold, lexically_passed, note,
+                     layout_of(context))
     if _recording(settings):  # recorded for fitting (rag.fit_decision); never part of an everyday verdict
         verdict.states = {k: v for k, v in states.items() if v is not None} | recorded
     return verdict
+
+
+def layout_of(context: Context) -> str:
+    """The prompt layout a reply was read in (rag.decision.LAYOUTS), as `rag eval` records it."""
+    return "document" if context.whole_document else "passages"
 
 
 def _state_logit(probe: StateProbe | None, feature: str, state: list[float] | None) -> float | None:

@@ -47,7 +47,7 @@ from rag.models import GENERATORS
 from rag.prompts import Context
 from rag.retrieval import Passage
 from rag.settings import Settings
-from rag.verification import settled, verify
+from rag.verification import decide, layout_of, settled, verify
 from tests.conftest import write
 
 PACKAGED = decision_file(Settings().generator)
@@ -142,6 +142,11 @@ def state_probe_json(**changes) -> dict:
     ({"state_probe": state_probe_json(scale=[1.0, 1.0, 1.0, -1.0])}, "scale must be positive"),
     ({"override_threshold": 0.1}, "0 <= threshold <= override_threshold <= 1"),
     ({"generator_sha256": ""}, "must be named"),
+    ({"layout_thresholds": {"pdf": [0.1, 0.2]}}, "keyed by document or passages"),
+    ({"layout_thresholds": [[0.1, 0.2]]}, "keyed by document or passages"),
+    ({"layout_thresholds": {"passages": [0.3, 0.2]}}, r"layout_thresholds\['passages'\] must be \[threshold"),
+    ({"layout_thresholds": {"document": [0.3]}}, r"layout_thresholds\['document'\] must be \[threshold"),
+    ({"layout_thresholds": {"document": [0.1, math.inf]}}, r"layout_thresholds\['document'\] must be"),
 ])
 def test_a_malformed_decision_file_is_refused_whole(changes, message):
     with pytest.raises(DecisionError, match=message):
@@ -203,6 +208,21 @@ def test_the_screen_settles_clear_replies_without_the_judge_and_leaves_the_rest_
     assert settled({**clear, "focus": None}, decision.screen) is None  # a probe missing: the judge runs
 
 
+def test_each_prompt_layout_is_held_to_its_own_thresholds():
+    data = decision_json(threshold=0.4, override_threshold=0.5, layout_thresholds={"passages": [0.1, 0.2]})
+    decision = Decision.from_json(json.loads(json.dumps(data)))
+    assert [decision.threshold_for(passed, "passages") for passed in (True, False)] == [0.1, 0.2]
+    assert [decision.threshold_for(passed, "document") for passed in (True, False)] == [0.4, 0.5]  # the pooled pair
+    values = {f: 0.0 for f in RECORDED} | {"judge_yes": 1.1}  # P = 1 / (1 + e^0.45) = 0.39: between the pairs
+    assert 0.2 < decision.probability(values) < 0.4
+    for layout, stands in (("passages", True), ("document", False)):
+        verdict = decide(values, Usage(), decision, None, lexically_passed=False, layout=layout)
+        assert verdict.decided_by == "decision" and verdict.passed is stands
+        assert verdict.threshold == (0.2 if layout == "passages" else 0.5)
+    assert layout_of(Context([passage("x")], whole_document=True)) == "document"
+    assert layout_of(Context([passage("x")])) == "passages"
+
+
 def test_loading_says_why_the_checks_decide_instead(tmp_path):
     path = tmp_path / "decision.json"
     assert load_decision(path, "g", "abc", "llama-cpp", "e") == (None, "no fitted decision for g (decision.json): "
@@ -236,9 +256,9 @@ def results_file(folder, rows) -> None:
     write(folder / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def result(qid, unanswerable, raw, answers, features=None, reason="") -> dict:
+def result(qid, unanswerable, raw, answers, features=None, reason="", context="document") -> dict:
     return {"id": qid, "unanswerable": unanswerable, "raw_text": raw, "answers": answers, "refused": bool(reason),
-            "refusal_reason": reason,
+            "refusal_reason": reason, "usage": {"context": context},
             "verdict": {"features": features if features is not None else dict.fromkeys(FEATURES, 0.5)}}
 
 
@@ -255,12 +275,13 @@ def test_labels_leave_out_test_questions_wrong_replies_and_replies_without_probe
         result("q1", False, "It was 2014 [1].", ["2014"]),  # right: 1
         result("q2", False, "It was 2015 [1].", ["2014"]),  # wrong reply to an answerable question: no label
         result("q3", True, "Lee chairs it [1].", [], reason="unsupported"),  # any reply to an unanswerable one: 0
-        result("q4", True, "x", [], features={}, reason="low-relevance"),  # refused before the probes: no label
+        result("q4", True, "x", [], features={}, reason="low-relevance", context="none"),  # refused before the probes
         result("q5", False, "It was 2014 [1].", ["2014"]),  # in the test split: never read
     ])
     rows = project_rows(tmp_path / "p", {"q5"})
-    assert [(r.group, r.label, r.checks_passed) for r in rows] == [
-        ("project:q1", 1, True), ("project:q2", None, True), ("project:q3", 0, False), ("project:q4", None, False)]
+    assert [(r.group, r.label, r.checks_passed, r.layout) for r in rows] == [
+        ("project:q1", 1, True, "document"), ("project:q2", None, True, "document"),
+        ("project:q3", 0, False, "document"), ("project:q4", None, False, "none")]
 
 
 def test_the_threshold_keeps_false_refusals_under_the_cap_out_of_fold():
@@ -277,6 +298,33 @@ def test_the_threshold_keeps_false_refusals_under_the_cap_out_of_fold():
     assert report["auc_alone"]["judge_yes"] > 0.65 > report["auc_alone"]["focus"]
     assert report["auc_combined"] > 0.65 and decision.features == list(DEFAULT_FEATURES)
     assert not set(decision.features) & set(RETRIEVAL_FEATURES)  # by default: no tie to the embedder's scale
+
+
+def test_the_false_refusal_cap_holds_for_each_layout_not_only_over_all_of_them():
+    import random
+
+    rng = random.Random(2)
+
+    def reply(n: int, layout: str, lean: float) -> Reply:  # a passages reply's probes all read `lean` lower
+        label = n % 2
+        return Reply(f"{layout}{n}", label == 0, label == 1, True, False,
+                     {f: rng.gauss(label * (1.5 if f == "judge_yes" else 0.0) + lean, 1.0) for f in RECORDED},
+                     layout=layout)
+
+    rows = [reply(n, "document", 0.0) for n in range(300)] + [reply(n, "passages", -1.0) for n in range(120)]
+    features = ["judge_yes", "sentence_support"]
+    decision, report = fit(rows, max_false_refusals=0.05, features=features)
+    layouts = report["layouts"]
+    assert layouts["passages"]["at_the_pooled_pair"]["false_refusals"] > 0.05  # one pair over all: too many here
+    for layout in ("document", "passages"):
+        assert layouts[layout]["out_of_fold"]["false_refusals"] <= 0.05
+        assert decision.layout_thresholds[layout] == layouts[layout]["thresholds"]
+    assert decision.threshold_for(True, "passages") < decision.threshold_for(True, "document")
+    assert report["out_of_fold_at_thresholds"]["false_refusals"] <= 0.05
+    one_pair, single = fit(rows, max_false_refusals=0.05, features=features, by_layout=False)
+    assert one_pair.layout_thresholds == {} and "passages" not in single["trade_off"]["0.05"]["thresholds"]
+    few = rows[:300] + [reply(n, "passages", -1.0) for n in range(60)]  # 30 answerable: too few for a pair
+    assert "passages" not in fit(few, max_false_refusals=0.05, features=features)[0].layout_thresholds
 
 
 def test_the_screen_decides_every_tune_reply_it_settles_as_the_full_decision_does():

@@ -47,14 +47,14 @@ from tests.conftest import (
 
 # Quality gate: the test split of the project question set (corpus/eval/questions.jsonl: 93 of its 280 questions,
 # never tuned or fitted on) over the seed corpus in the default configuration (qwen2.5-coder-1.5b, EmbeddingGemma,
-# k=4, whole article from its kept state, the fitted decision and its screen). The floors sit just under what
-# `rag eval` measured there (README, "Refusing what the articles do not say"): answer_accuracy 0.854 (35/41),
-# retrieval_hit_at_k 1.000 (41/41), refusal_accuracy 0.481 (25/52). Each floor allows one question less (llama.cpp's
-# greedy output can change with the machine and the thread count). Every reply must keep its words (words_altered
-# 0). Move these when a default changes.
+# k=4, whole article from its kept state, the fitted decision at its whole-document thresholds, and its screen). The
+# floors sit just under what `rag eval` measured there (README, "Refusing what the articles do not say"):
+# answer_accuracy 0.854 (35/41), retrieval_hit_at_k 1.000 (41/41), refusal_accuracy 0.519 (27/52). Each floor allows
+# one question less (llama.cpp's greedy output can change with the machine and the thread count). Every reply must
+# keep its words (words_altered 0). Move these when a default changes.
 MIN_ANSWER_ACCURACY = 0.82
 MIN_RETRIEVAL_HIT_AT_K = 0.97
-MIN_REFUSAL_ACCURACY = 0.46
+MIN_REFUSAL_ACCURACY = 0.50
 
 QUESTIONS = REPO / "corpus" / "eval" / "questions.jsonl"
 RGB_DATA = REPO.parent / "shared" / "benchmarks" / "rgb" / "en_fact.json"
