@@ -36,8 +36,8 @@ REJECT_MODES = ("alternate", "all")
 SPLITS = ("tune", "test")
 RATE_KEYS = ("answer_accuracy", "exact_match", "f1", "retrieval_hit_at_k", "mrr", "retrieval_hit_at_1",
              "retrieval_hit_at_3", "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate",
-             "citation_accuracy", "closest_holds_gold", "closest_if_refused", "unsupported_rate",
-             "partial_answer_rate")
+             "right_replies_refused", "citation_accuracy", "closest_holds_gold", "closest_if_refused",
+             "unsupported_rate", "partial_answer_rate")
 _PARAGRAPH_ID = re.compile(r"^p(\d+)$", re.IGNORECASE)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -228,6 +228,15 @@ class Result:
         return self.refused if self.question.unanswerable else self.found
 
     @property
+    def refused_right(self) -> bool | None:
+        """For an answerable question that was refused: whether the generator's reply held the gold answer (a right
+        reply refused, the costly false refusal; False for a wrong reply refused, or a refusal before any reply).
+        None otherwise."""
+        if self.question.unanswerable or not self.refused:
+            return None
+        return answer_found(strip_markers(self.answer.raw_text or ""), self.question)
+
+    @property
     def rank(self) -> int | None:
         return first_relevant_rank(self.answer.passages, self.question)
 
@@ -298,6 +307,7 @@ class Result:
             "partial": self.answer.partial, "verdict": self.answer.verdict,
             "closest": self.answer.closest.span_text if self.answer.closest else None,
             "closest_gold": self.closest_gold, "closest_if_refused_gold": self.closest_if_refused_gold,
+            "refused_right": self.refused_right,
             "first_source_gold": self.first_source_gold,
             "words_kept": self.words_kept, "latency": self.answer.timings, "usage": self.answer.usage,
         }
@@ -359,6 +369,8 @@ def compute_metrics(results: list[Result], settings: Settings) -> Metrics:
         "first_source_hit": mean(float(r.first_source_gold) for r in answerable),  # cited first, as the page shows
         "refusal_accuracy": mean(float(r.refused) for r in unanswerable),
         "false_refusal_rate": mean(float(r.refused) for r in answerable),
+        # the false refusals whose reply was right (the rest refused a wrong reply, or refused before replying)
+        "right_replies_refused": mean(float(r.refused_right is True) for r in answerable),
         "citation_accuracy": mean(map(float, cited)),
         "closest_holds_gold": mean(map(float, closest)),  # over the answerable questions refused
         "closest_if_refused": mean(map(float, closest_any)),  # the same rule over every answerable question

@@ -60,8 +60,9 @@ QUESTIONS = REPO / "corpus" / "eval" / "questions.jsonl"
 RGB_DATA = REPO.parent / "shared" / "benchmarks" / "rgb" / "en_fact.json"
 METRIC_KEYS = {
     "answer_accuracy", "exact_match", "f1", "retrieval_hit_at_k", "mrr", "retrieval_hit_at_1", "retrieval_hit_at_3",
-    "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate", "citation_accuracy",
-    "unsupported_rate", "partial_answer_rate", "words_altered", "latency_p50_s", "latency_p95_s", "ttft_p50_s",
+    "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate", "right_replies_refused",
+    "citation_accuracy", "unsupported_rate", "partial_answer_rate", "words_altered", "latency_p50_s", "latency_p95_s",
+    "ttft_p50_s",
     "closest_holds_gold", "closest_if_refused", "first_source_hit", "probes_p50_s", "probes_p95_s",
     "settled_without_judge",
     "questions", "answerable", "unanswerable", "k", "generator", "embedder",
@@ -258,8 +259,23 @@ def test_metrics_from_hand_made_answers():
     # had a1 been refused, its closest sentence (the one its reply drew on) holds 2014; a2 shows none, a3 no gold
     assert metrics["closest_if_refused"] == pytest.approx(1 / 3, abs=1e-4)
     assert [r.closest_if_refused_gold for r in hand_made_results()] == [True, False, False, None, None]
+    assert metrics["right_replies_refused"] == 0.0  # a2's refusal replied nothing that holds Seoul
     assert (metrics["questions"], metrics["answerable"], metrics["unanswerable"]) == (5, 3, 2)
     assert (metrics["latency_p50_s"], metrics["ttft_p50_s"], metrics["generator"]) == (2.0, 1.0, "tiny")
+
+
+def test_a_right_reply_refused_is_told_from_a_wrong_one_refused():
+    on = passage(1, "He came in 2014.", (1, 1), 1)
+    when, again, budget = (Question("a1", "When?", ["2014"]), Question("a2", "When?", ["2014"]),
+                           Question("u1", "Budget?", [], unanswerable=True))
+    replies = [(when, reply(when, "He came in 2014 [1].", [on], refused=True)),
+               (again, reply(again, "He came in 2015 [1].", [on], refused=True)),
+               (budget, reply(budget, "It was 2014 [1].", [on], refused=True))]
+    results = [Result(q, a, True, a.passages) for q, a in replies]
+    assert [r.refused_right for r in results] == [True, False, None]
+    metrics = compute_metrics(results, Settings())
+    assert (metrics["false_refusal_rate"], metrics["right_replies_refused"]) == (1.0, 0.5)
+    assert [r.to_json()["refused_right"] for r in results] == [True, False, None]
 
 
 def test_outputs_are_written(tmp_path):
