@@ -226,7 +226,7 @@ def _checked_model(data: dict[str, Any], thresholds: tuple[str, str]) -> dict[st
     if unknown:
         raise DecisionError(f"unknown feature(s): {', '.join(map(str, unknown))}")
     numbers = fields["mean"] + fields["scale"] + fields["coef"] + [data.get(k) for k in ("intercept", *thresholds)]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+    if not all(map(_finite, numbers)):
         named = ", ".join(("coefficient", "mean", "scale", "intercept", *thresholds))
         raise DecisionError(f"every {named} must be a finite number")
     if thresholds and not 0 <= data[thresholds[0]] <= data[thresholds[1]] <= 1:
@@ -236,15 +236,17 @@ def _checked_model(data: dict[str, Any], thresholds: tuple[str, str]) -> dict[st
     return {**fields, "intercept": float(data["intercept"]), **{k: float(data[k]) for k in thresholds}}
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _checked_layouts(data: Any) -> dict[str, list[float]]:
     """`layout_thresholds`: each named layout's pair [threshold, override_threshold], checked as the pooled pair."""
     if not isinstance(data, dict) or not set(data) <= set(LAYOUTS):
         raise DecisionError(f"layout_thresholds must be an object keyed by {' or '.join(LAYOUTS)}")
     pairs = {}
     for layout, pair in data.items():
-        if not (isinstance(pair, list) and len(pair) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
-                and 0 <= pair[0] <= pair[1] <= 1):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(map(_finite, pair)) and 0 <= pair[0] <= pair[1] <= 1):
             raise DecisionError(f"layout_thresholds[{layout!r}] must be [threshold, override_threshold] with "
                                 "0 <= threshold <= override_threshold <= 1")
         pairs[layout] = [float(v) for v in pair]

@@ -222,11 +222,17 @@ def choose_layout_thresholds(replies: list[Reply], probabilities: list[float | N
     that has MIN_LAYOUT_ANSWERABLE answerable questions, each at the cap; and what they do to all the replies."""
     thresholds: Thresholds = {"": choose_thresholds(replies, probabilities, max_false_refusals)[:2]}
     for layout in LAYOUTS if by_layout else ():
-        own = [(r, p) for r, p in zip(replies, probabilities, strict=True) if r.layout == layout]
-        if sum(not r.unanswerable for r, _ in own) >= MIN_LAYOUT_ANSWERABLE:
-            chosen = choose_thresholds([r for r, _ in own], [p for _, p in own], max_false_refusals)
-            thresholds[layout] = chosen[:2]
+        rows, values = _of_layout(layout, replies, probabilities)
+        if sum(not r.unanswerable for r in rows) >= MIN_LAYOUT_ANSWERABLE:
+            thresholds[layout] = choose_thresholds(rows, values, max_false_refusals)[:2]
     return thresholds, outcomes(replies, probabilities, thresholds)
+
+
+def _of_layout(layout: str, replies: list[Reply], probabilities: list[float | None],
+               ) -> tuple[list[Reply], list[float | None]]:
+    """The replies read in `layout` and their probabilities."""
+    own = [(r, p) for r, p in zip(replies, probabilities, strict=True) if r.layout == layout]
+    return [r for r, _ in own], [p for _, p in own]
 
 
 def layout_report(replies: list[Reply], probabilities: list[float | None], thresholds: Thresholds,
@@ -234,9 +240,8 @@ def layout_report(replies: list[Reply], probabilities: list[float | None], thres
     """Each layout's tune outcome at its own pair and at the pair chosen over all replies (out-of-fold)."""
     report = {}
     for layout in LAYOUTS:
-        own = [(r, p) for r, p in zip(replies, probabilities, strict=True) if r.layout == layout]
-        if own:
-            rows, values = [r for r, _ in own], [p for _, p in own]
+        rows, values = _of_layout(layout, replies, probabilities)
+        if rows:
             report[layout] = {"questions": len(rows), "thresholds": list(thresholds.get(layout, thresholds[""])),
                               "out_of_fold": outcomes(rows, values, thresholds),
                               "at_the_pooled_pair": outcomes(rows, values, {"": thresholds[""]})}
