@@ -37,7 +37,7 @@ from rag.prompts import (
 from rag.retrieval import Passage, Retriever, get_retriever
 from rag.settings import Settings, load_settings
 from rag.text import is_instruction, key_terms, normalize_text, split_sentences, strip_markers
-from rag.verification import Verdict, layout_of, reply_layers, threshold_for, verify
+from rag.verification import Verdict, layout_of, reply_layers, studied_reply_layers, threshold_for, verify
 
 NOT_IN_ARTICLES = "The articles do not say: {part}"
 _PART_BREAK = re.compile(r",?\s+and\s+(?=(?:how|what|when|where|who|whom|which|why|whose|did|does|do|is|are|was|were|"
@@ -383,7 +383,8 @@ def _reply(generator: Generator, messages: list[dict[str, str]], prefix: Prefix,
     is never shown. The engine's usage is appended to `calls`."""
     pieces: list[str] = []
     showing = False
-    stream = generator.stream(messages, settings.max_new_tokens, prefix=prefix, layers=layers)
+    stream = generator.stream(messages, settings.max_new_tokens, prefix=prefix, layers=layers,
+                              reply_layers=studied_reply_layers(settings))
     while True:
         try:
             piece = next(stream)

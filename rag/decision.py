@@ -80,6 +80,12 @@ _ANSWER_KIND = re.compile(r"answer@(\d{1,3})")
 def answer_kind(layer: int) -> str:
     """The name of the state a probe on `layer`'s output at the answer prompt's last position reads."""
     return f"answer@{layer}"
+
+
+def reply_kind(layer: int, mean: bool = False) -> str:
+    """The name of a recorded state read over the reply: `layer`'s output where the reply's last evaluated token is,
+    or its mean over the reply's tokens (studied with `python -m rag.fit_decision --states`; no probe reads them)."""
+    return f"{'replymean' if mean else 'reply'}@{layer}"
 _WHEN = re.compile(r"^\s*(?:when|in what year|what year|what date|since when|by when|which year|"
                    r"in which (?:year|month)|what month)\b", re.IGNORECASE)
 _QUANTITY_QUESTION = re.compile(  # the quantity questions a reply must bring a new number to
@@ -417,4 +423,4 @@ __all__ = ["ANSWER_FEATURE", "ANSWER_LAYER", "FEATURES", "GENERATOR_PROBES", "LA
            "STATE_FEATURE", "STATE_FEATURES", "STATE_KIND", "STUDY_LAYERS",
            "Decision", "DecisionError", "Screen", "StateProbe",
            "adds_information", "answer_kind", "banded", "decision_file", "holds_focus", "lexical_probes",
-           "load_decision", "quote_probes", "retrieval_probes"]
+           "load_decision", "quote_probes", "reply_kind", "retrieval_probes"]

@@ -398,28 +398,41 @@ def state_study(replies: list[Reply], features: list[str], c: float, state_cs: t
     x, y, groups = matrix(rows, features)
     probes_alone = round(float(roc_auc_score(y, out_of_fold(x, y, groups, c))), 4)
     report: dict[str, Any] = {"rows": len(y), "probes_alone": probes_alone}
+    decisions = answer_kind(ANSWER_LAYER)  # the packaged decision's state: what another state must add to
     for kind in kinds:
         states = np.array([r.states[kind] for r in rows], dtype=float)
         alone = {str(sc): round(float(roc_auc_score(y, out_of_fold(states, y, groups, sc))), 4) for sc in state_cs}
         best = max(state_cs, key=lambda sc: alone[str(sc)])
         report[kind] = {"alone": alone, "stacked": round(float(roc_auc_score(y, _stacked(x, states, y, groups, c,
                                                                                       best))), 4)}
+        if kind != decisions and decisions in kinds:  # two probes stacked, and one probe on the two states joined
+            both = [np.array([r.states[decisions] for r in rows], dtype=float), states]
+            report[kind][f"stacked_with_{decisions}"] = round(float(roc_auc_score(
+                y, _stacked(x, both, y, groups, c, (STATE_C, best)))), 4)
+            joined = np.hstack(both)
+            alone = {str(sc): round(float(roc_auc_score(y, out_of_fold(joined, y, groups, sc))), 4) for sc in state_cs}
+            best = max(state_cs, key=lambda sc: alone[str(sc)])
+            report[kind][f"joined_with_{decisions}"] = {"alone": alone, "stacked": round(float(roc_auc_score(
+                y, _stacked(x, joined, y, groups, c, best))), 4)}
     return report
 
 
-def _stacked(x: np.ndarray, states: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float, state_c: float,
-             final: Callable[[], Any] | None = None) -> np.ndarray:
-    """Out-of-fold probabilities of the regression over `x` and the state probe's logit, nested (state_study);
-    `final` makes another model in the regression's place (boosting_study)."""
+def _stacked(x: np.ndarray, states: np.ndarray | list[np.ndarray], y: np.ndarray, groups: np.ndarray, c: float,
+             state_c: float | tuple[float, ...], final: Callable[[], Any] | None = None) -> np.ndarray:
+    """Out-of-fold probabilities of the regression over `x` and the state probe's logit (or each of several states'
+    probes, `state_c` then one regularisation each), nested (state_study); `final` makes another model in the
+    regression's place (boosting_study)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
+    several = list(states) if isinstance(states, list) else [states]
+    cs = state_c if isinstance(state_c, tuple) else (state_c,) * len(several)
     probabilities = np.zeros(len(y))
     for train, held in StratifiedGroupKFold(FOLDS, shuffle=True, random_state=0).split(x, y, groups):
-        inner = out_of_fold(states[train], y[train], groups[train], state_c)
-        probe = _model(state_c).fit(states[train], y[train])
-        model = (final() if final else _model(c)).fit(np.column_stack([x[train], _logit(inner)]), y[train])
-        held_score = _logit(probe.predict_proba(states[held])[:, 1])
-        probabilities[held] = model.predict_proba(np.column_stack([x[held], held_score]))[:, 1]
+        inner = [_logit(out_of_fold(s[train], y[train], groups[train], sc)) for s, sc in zip(several, cs, strict=True)]
+        probes = [_model(sc).fit(s[train], y[train]) for s, sc in zip(several, cs, strict=True)]
+        model = (final() if final else _model(c)).fit(np.column_stack([x[train], *inner]), y[train])
+        held_scores = [_logit(p.predict_proba(s[held])[:, 1]) for p, s in zip(probes, several, strict=True)]
+        probabilities[held] = model.predict_proba(np.column_stack([x[held], *held_scores]))[:, 1]
     return probabilities
 
 

@@ -79,11 +79,13 @@ def _counting_llama():  # noqa: ANN202 - a Llama subclass, made on first use so 
         _first_eval = False
         layer_capture: LayerCapture | None = None  # set by LlamaCppGenerator.warm_up
         prompt_layers: tuple[int, ...] = ()  # the layers the next generation's prompt evaluation reads
+        reply_layers: tuple[int, ...] = ()  # the layers each of its reply tokens' evaluations reads (for fitting)
 
         def generate(self, tokens, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - llama-cpp's signature
             import llama_cpp
 
             self._first_eval, self.sampled, self.sampled_logprobs = True, 0, []
+            self.prompt_rows, self.reply_rows = {}, ReplyRows()
             for token in super().generate(tokens, *args, **kwargs):  # create_completion never sends into it
                 self.sampled += 1
                 if not llama_cpp.llama_vocab_is_eog(self._model.vocab, token):
@@ -93,13 +95,19 @@ def _counting_llama():  # noqa: ANN202 - a Llama subclass, made on first use so 
                 yield token
 
         def eval(self, tokens) -> None:  # noqa: ANN001 - llama-cpp's signature
-            if self._first_eval:
-                self.prompt_evaluated, self._first_eval = len(tokens), False
-                if self.prompt_layers and self.layer_capture is not None:
-                    with self.layer_capture.reading(self.prompt_layers):
-                        super().eval(tokens)
-                    return
-            super().eval(tokens)
+            first, self._first_eval = self._first_eval, False
+            layers = self.prompt_layers if first else self.reply_layers
+            if first:
+                self.prompt_evaluated = len(tokens)
+            if not layers or self.layer_capture is None:
+                super().eval(tokens)
+                return
+            with self.layer_capture.reading(layers) as rows:
+                super().eval(tokens)
+            if first:
+                self.prompt_rows = dict(rows)
+            else:
+                self.reply_rows.add(rows)
 
     return CountingLlama
 
@@ -138,6 +146,24 @@ class LayerCapture:
             self._ggml.ggml_backend_tensor_get(tensor, row.ctypes.data, size - 4 * self.n_embd, 4 * self.n_embd)
             self.rows[layer] = row
         return True
+
+
+class ReplyRows:
+    """Layer outputs read at each reply token's evaluation: the last one (where the reply, all but its final token,
+    has been read) and their mean over the reply."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, np.ndarray] = {}
+        self._sums: dict[int, np.ndarray] = {}
+        self._count = 0
+
+    def add(self, rows: dict[int, np.ndarray]) -> None:
+        self.last, self._count = dict(rows), self._count + 1
+        for layer, row in rows.items():
+            self._sums[layer] = self._sums.get(layer, 0.0) + row.astype(np.float64)
+
+    def mean(self) -> dict[int, np.ndarray]:
+        return {layer: total / self._count for layer, total in self._sums.items()}
 
 
 def _rounded_rows(rows: dict[int, np.ndarray]) -> dict[int, list[float]]:
@@ -254,28 +280,34 @@ class LlamaCppGenerator:
         return self._template(messages=messages).prompt
 
     def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
-               prefix: Prefix | None = None, layers: tuple[int, ...] = ()) -> Stream:
+               prefix: Prefix | None = None, layers: tuple[int, ...] = (), reply_layers: tuple[int, ...] = (),
+               ) -> Stream:
         prompt = self.render(messages)
         with self._lock:
             tokens, usage = self._begin(prompt, prefix)
-            self._llm.prompt_layers = layers  # read while the prompt's last tokens are evaluated (CountingLlama)
-            chunks = self._llm.create_completion(
-                tokens,
-                max_tokens=max_tokens,
-                temperature=self.settings.temperature,
-                top_k=1 if self.settings.temperature <= 0 else 40,
-                seed=self.settings.seed,
-                stop=(stop or []) + END_OF_TURN,
-                stream=True,
-            )
-            self._llm.prompt_evaluated = 0
-            yield from timed_stream(clean_stream((c["choices"][0]["text"] for c in chunks), stop or []), usage)
+            # read while the prompt's last tokens, and then each reply token, are evaluated (CountingLlama)
+            self._llm.prompt_layers, self._llm.reply_layers = layers, reply_layers
+            try:
+                chunks = self._llm.create_completion(
+                    tokens,
+                    max_tokens=max_tokens,
+                    temperature=self.settings.temperature,
+                    top_k=1 if self.settings.temperature <= 0 else 40,
+                    seed=self.settings.seed,
+                    stop=(stop or []) + END_OF_TURN,
+                    stream=True,
+                )
+                self._llm.prompt_evaluated = 0
+                yield from timed_stream(clean_stream((c["choices"][0]["text"] for c in chunks), stop or []), usage)
+            finally:
+                self._llm.prompt_layers = self._llm.reply_layers = ()
             usage.evaluated_tokens += self._llm.prompt_evaluated
             usage.completion_tokens = self._llm.sampled
             logprob_summary(self._llm.sampled_logprobs, usage)
-            if layers:
-                usage.layer_states = _rounded_rows(self._llm.layer_capture.rows)
-                self._llm.prompt_layers = ()
+            usage.layer_states = _rounded_rows(self._llm.prompt_rows) if layers else {}
+            if reply_layers:
+                usage.reply_states = {"last": _rounded_rows(self._llm.reply_rows.last),
+                                      "mean": _rounded_rows(self._llm.reply_rows.mean())}
             self.usage = usage
             return usage
 
@@ -585,8 +617,10 @@ class TransformersGenerator:
             return self._model(input_ids=ids[:, kept:], use_cache=cache is not None, **extra, **options), usage
 
     def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
-               prefix: Prefix | None = None, layers: tuple[int, ...] = ()) -> Stream:
-        """As the Generator protocol says; `layers` are not read here (verification reads them in a pass of its own)."""
+               prefix: Prefix | None = None, layers: tuple[int, ...] = (), reply_layers: tuple[int, ...] = (),
+               ) -> Stream:
+        """As the Generator protocol says; `layers` are not read here (verification reads them in a pass of its own),
+        nor `reply_layers`."""
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 

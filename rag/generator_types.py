@@ -53,9 +53,12 @@ class Usage:
     # The outputs of the layers asked for (`layers`), at the prompt's last position: read while the prompt is
     # processed, so they cost nothing more (rag.decision's state probes). Not part of the usage record.
     layer_states: dict[int, list[float]] = field(default_factory=dict, repr=False)
+    # The outputs of `reply_layers` over the reply: "last" where the reply's last evaluated token is, "mean" over its
+    # tokens (read while it is generated; recorded for fitting). Not part of the usage record either.
+    reply_states: dict[str, dict[int, list[float]]] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "layer_states"}
+        return {k: v for k, v in asdict(self).items() if k not in ("layer_states", "reply_states")}
 
 
 class Generator(Protocol):
@@ -68,9 +71,11 @@ class Generator(Protocol):
     def warm_up(self) -> None: ...
 
     def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
-               prefix: Prefix | None = None, layers: tuple[int, ...] = ()) -> Stream:
+               prefix: Prefix | None = None, layers: tuple[int, ...] = (), reply_layers: tuple[int, ...] = (),
+               ) -> Stream:
         """Text pieces as they are generated; the stream's return value is the call's Usage, with the outputs of
-        `layers` at the prompt's last position where the engine can read them (else none)."""
+        `layers` at the prompt's last position and of `reply_layers` over the reply where the engine can read them
+        (else none)."""
         ...
 
     def prefill(self, messages: list[Message], prefix: Prefix) -> Usage: ...

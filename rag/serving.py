@@ -81,7 +81,8 @@ class OpenAIServerGenerator:
         return math.ceil(len(text) / CHARS_PER_TOKEN)
 
     def stream(self, messages: list[Message], max_tokens: int, stop: list[str] | None = None,
-               prefix: Prefix | None = None, layers: tuple[int, ...] = ()) -> Stream:  # a server shows no layers
+               prefix: Prefix | None = None, layers: tuple[int, ...] = (),
+               reply_layers: tuple[int, ...] = ()) -> Stream:  # a server shows no layers
         self.warm_up()
         usage = Usage(prompt_tokens=self.count_tokens("".join(m["content"] for m in messages)), state="server")
         with self._lock:

@@ -37,6 +37,7 @@ from rag.decision import (
     lexical_probes,
     load_decision,
     quote_probes,
+    reply_kind,
     retrieval_probes,
 )
 from rag.generator_types import Generator, Message, Prefix, Usage, complete
@@ -151,6 +152,12 @@ def _layers_read(decision: Decision | None, settings: Settings) -> tuple[int, ..
     return tuple(sorted(wanted | ({probe.layer} if probe is not None and probe.layer is not None else set())))
 
 
+def studied_reply_layers(settings: Settings) -> tuple[int, ...]:
+    """The layers whose outputs are read over the reply as it is generated: the studied layers when the probes are
+    recorded for fitting, else none (no decision reads them)."""
+    return STUDY_LAYERS if _recording(settings) else ()
+
+
 def _recording(settings: Settings) -> bool:
     return settings.all_probes or settings.record_states
 
@@ -177,7 +184,8 @@ def verify(raw: str, question: str, context: Context, generator: Generator, sett
         answer_layer_states(question, context, generator, settings, lead, reply, _layers_read(decision, settings)))
     if probe is not None and probe.feature == ANSWER_FEATURE:
         features[ANSWER_FEATURE] = _state_logit(probe, ANSWER_FEATURE, answer_states.get(probe.layer))
-    recorded = {answer_kind(n): s for n, s in answer_states.items()} if _recording(settings) else {}
+    recorded = ({answer_kind(n): s for n, s in answer_states.items()} | _reply_states(reply)
+                if _recording(settings) else {})
     screened = settled(features, decision.screen) if decision is not None and decision.screen else None
     if screened is not None:
         screened.usage.evaluated_tokens += spent
@@ -201,6 +209,11 @@ def verify(raw: str, question: str, context: Context, generator: Generator, sett
     if _recording(settings):  # recorded for fitting (rag.fit_decision); never part of an everyday verdict
         verdict.states = {k: v for k, v in states.items() if v is not None} | recorded
     return verdict
+
+
+def _reply_states(reply: Usage) -> dict[str, list[float]]:
+    """The layer outputs read over the reply (`studied_reply_layers`), named by their kind."""
+    return {reply_kind(n, mean=how == "mean"): s for how, rows in reply.reply_states.items() for n, s in rows.items()}
 
 
 def layout_of(context: Context) -> str:

@@ -381,6 +381,26 @@ def test_a_hidden_state_probe_is_scored_only_on_questions_it_was_not_fitted_on()
         state_study([Reply(r.group, r.unanswerable, r.right, True, False, r.features) for r in rows], ["focus"], 0.1)
 
 
+def test_a_second_state_is_measured_by_what_it_adds_to_the_decisions_own():
+    """The state study stacks each other recorded state beside the packaged decision's (answer@18), each with a probe
+    of its own, and fits one probe on the two joined: a state with evidence of its own (noise independent of
+    answer@18's) adds to it either way, pure noise adds nothing."""
+    import numpy as np
+
+    noise = np.random.default_rng(5)
+    rows = replies_with_states(3, 0.0, 16, noise_dimensions=256, kind="answer@18")
+    for n, row in enumerate(rows):
+        own = noise.normal(size=16)
+        own[0] += 1.5 * (n % 2)
+        row.states["reply@18"] = own.tolist()
+    report = state_study(rows, ["judge_yes", "focus"], 0.1)
+    alone = report["answer@18"]["stacked"]
+    assert "stacked_with_answer@18" not in report["answer@18"]
+    assert report["reply@18"]["stacked_with_answer@18"] > max(alone, report["reply@18"]["stacked"]) + 0.02
+    assert report["noise"]["stacked_with_answer@18"] < alone + 0.02
+    assert report["reply@18"]["joined_with_answer@18"]["stacked"] > alone + 0.02  # one probe on the two joined
+
+
 @pytest.mark.parametrize(("feature", "kind"), [(STATE_FEATURE, STATE_KIND), (ANSWER_FEATURE, "answer@18")])
 def test_a_fitted_state_probe_is_stacked_last_and_saved_with_the_decision(feature, kind):
     rows = replies_with_states(3, 0.0, 16, kind=kind)

@@ -157,6 +157,37 @@ def test_layer_outputs_where_the_prompt_ends_are_read_while_generating_at_no_cos
     assert cosine(*alike) > 0.9  # a quantised GGUF and its bfloat16 weights
 
 
+@pytest.mark.slow
+def test_layer_outputs_over_the_reply_are_read_while_generating_for_fitting(fresh_llama):
+    """`reply_layers` give their outputs over the reply as it is generated (the last evaluated token's, and the mean
+    over the reply's tokens), recorded for fitting: the reply, the tokens evaluated and the prompt's own layer outputs
+    are those of a stream that asks none, and a later pass reads its own layers again (nothing stays armed)."""
+    generator = fresh_llama()
+    question = "How many croissants were sold on Sunday?"
+    varying = f"Question: {question}\nAnswer in one sentence."
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": DOCUMENT + varying}]
+    prefix = Prefix(varying, persist=True, label="bakery")
+    complete(generator, messages, 24, prefix=prefix)  # the document's state is computed and kept
+    plain, plain_usage = complete(generator, messages, 24, prefix=prefix, layers=(12,))
+    stream = generator.stream(messages, 24, prefix=prefix, layers=(12,), reply_layers=(3, 12))
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as done:
+            usage = done.value
+            break
+    assert "".join(pieces) == plain and usage.evaluated_tokens == plain_usage.evaluated_tokens
+    assert plain_usage.reply_states == {} and usage.completion_tokens > 3
+    assert usage.layer_states == plain_usage.layer_states  # the prompt's end is read as before
+    last, mean = usage.reply_states["last"], usage.reply_states["mean"]
+    assert sorted(last) == sorted(mean) == [3, 12] and all(len(v) == 896 for v in (*last.values(), *mean.values()))
+    assert cosine(last[12], mean[12]) < 0.999 and cosine(last[12], usage.layer_states[12]) < 0.999
+    assert "reply_states" not in usage.to_json()
+    _, passed = generator.hidden_state(messages, prefix, layers=(12,))  # a pass after it reads its own position
+    assert cosine(passed.layer_states[12], plain_usage.layer_states[12]) > 0.999
+
+
 def cosine(a: list[float], b: list[float]) -> float:
     import numpy as np
 

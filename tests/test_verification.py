@@ -2,6 +2,8 @@
 states pass; claims built from its words in relations it never states are refused, by the lexical checks or by
 the generator's judgement."""
 
+from functools import partial
+
 import pytest
 
 from rag.answer import answer, check_reply
@@ -12,6 +14,7 @@ from rag.decision import (
     STATE_FEATURE,
     STUDY_LAYERS,
     answer_kind,
+    reply_kind,
     sentence_support,
 )
 from rag.generation import get_generator
@@ -112,7 +115,8 @@ def test_every_generator_probe_rides_on_the_kept_document_and_leaves_the_answer_
     assert all(isinstance(features[f], float) for f in GENERATOR_PROBES if f != STATE_FEATURE), features
     assert features[STATE_FEATURE] is None  # no fitted state probe with decision_file none: the state is recorded
     assert {k: len(v) for k, v in probed.verdict["states"].items()} == {
-        "judge": 1536, "reply_judge": 1536, **{answer_kind(n): 1536 for n in STUDY_LAYERS}}
+        "judge": 1536, "reply_judge": 1536, **{kind(n): 1536 for n in STUDY_LAYERS for kind in
+                                               (answer_kind, reply_kind, partial(reply_kind, mean=True))}}
     assert 0 <= features["reply_judge_yes"] <= 1 and features["refusal_logprob"] < 0
     assert usage["state"] in ("context", "memory", "disk") and usage["evaluated_tokens"] < usage["prompt_tokens"] / 3
     after = answer(follow_up, settings=settings)
