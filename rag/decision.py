@@ -86,6 +86,8 @@ def reply_kind(layer: int, mean: bool = False) -> str:
     """The name of a recorded state read over the reply: `layer`'s output where the reply's last evaluated token is,
     or its mean over the reply's tokens (studied with `python -m rag.fit_decision --states`; no probe reads them)."""
     return f"{'replymean' if mean else 'reply'}@{layer}"
+
+
 _WHEN = re.compile(r"^\s*(?:when|in what year|what year|what date|since when|by when|which year|"
                    r"in which (?:year|month)|what month)\b", re.IGNORECASE)
 _QUANTITY_QUESTION = re.compile(  # the quantity questions a reply must bring a new number to

@@ -410,10 +410,11 @@ def state_study(replies: list[Reply], features: list[str], c: float, state_cs: t
             report[kind][f"stacked_with_{decisions}"] = round(float(roc_auc_score(
                 y, _stacked(x, both, y, groups, c, (STATE_C, best)))), 4)
             joined = np.hstack(both)
-            alone = {str(sc): round(float(roc_auc_score(y, out_of_fold(joined, y, groups, sc))), 4) for sc in state_cs}
-            best = max(state_cs, key=lambda sc: alone[str(sc)])
-            report[kind][f"joined_with_{decisions}"] = {"alone": alone, "stacked": round(float(roc_auc_score(
-                y, _stacked(x, joined, y, groups, c, best))), 4)}
+            joined_alone = {str(sc): round(float(roc_auc_score(y, out_of_fold(joined, y, groups, sc))), 4)
+                            for sc in state_cs}
+            joined_c = max(state_cs, key=lambda sc: joined_alone[str(sc)])
+            report[kind][f"joined_with_{decisions}"] = {"alone": joined_alone, "stacked": round(float(roc_auc_score(
+                y, _stacked(x, joined, y, groups, c, joined_c))), 4)}
     return report
 
 

@@ -121,6 +121,7 @@ def test_every_generator_probe_rides_on_the_kept_document_and_leaves_the_answer_
     assert usage["state"] in ("context", "memory", "disk") and usage["evaluated_tokens"] < usage["prompt_tokens"] / 3
     after = answer(follow_up, settings=settings)
     assert after.usage["calls"][0]["state"] == "memory"  # restored, not read afresh
+    assert generator.usage.reply_states == {}  # an everyday answer reads no layer over its reply (recording does)
     assert probed.text == answer(question, settings=settings).text and "Yongsan" in probed.text
     assert after.text == answer(follow_up, settings=settings).text
 
