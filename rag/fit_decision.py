@@ -401,8 +401,7 @@ def state_study(replies: list[Reply], features: list[str], c: float, state_cs: t
     decisions = answer_kind(ANSWER_LAYER)  # the packaged decision's state: what another state must add to
     for kind in kinds:
         states = np.array([r.states[kind] for r in rows], dtype=float)
-        alone = {str(sc): round(float(roc_auc_score(y, out_of_fold(states, y, groups, sc))), 4) for sc in state_cs}
-        best = max(state_cs, key=lambda sc: alone[str(sc)])
+        alone, best = _alone_by_c(states, y, groups, state_cs)
         report[kind] = {"alone": alone, "stacked": round(float(roc_auc_score(y, _stacked(x, states, y, groups, c,
                                                                                       best))), 4)}
         if kind != decisions and decisions in kinds:  # two probes stacked, and one probe on the two states joined
@@ -410,12 +409,19 @@ def state_study(replies: list[Reply], features: list[str], c: float, state_cs: t
             report[kind][f"stacked_with_{decisions}"] = round(float(roc_auc_score(
                 y, _stacked(x, both, y, groups, c, (STATE_C, best)))), 4)
             joined = np.hstack(both)
-            joined_alone = {str(sc): round(float(roc_auc_score(y, out_of_fold(joined, y, groups, sc))), 4)
-                            for sc in state_cs}
-            joined_c = max(state_cs, key=lambda sc: joined_alone[str(sc)])
+            joined_alone, joined_c = _alone_by_c(joined, y, groups, state_cs)
             report[kind][f"joined_with_{decisions}"] = {"alone": joined_alone, "stacked": round(float(roc_auc_score(
                 y, _stacked(x, joined, y, groups, c, joined_c))), 4)}
     return report
+
+
+def _alone_by_c(states: np.ndarray, y: np.ndarray, groups: np.ndarray, state_cs: tuple[float, ...],
+                ) -> tuple[dict[str, float], float]:
+    """Out-of-fold AUC of a probe on `states` alone for each regularisation, and the regularisation that did best."""
+    from sklearn.metrics import roc_auc_score
+
+    alone = {str(sc): round(float(roc_auc_score(y, out_of_fold(states, y, groups, sc))), 4) for sc in state_cs}
+    return alone, max(state_cs, key=lambda sc: alone[str(sc)])
 
 
 def _stacked(x: np.ndarray, states: np.ndarray | list[np.ndarray], y: np.ndarray, groups: np.ndarray, c: float,
