@@ -15,7 +15,7 @@ CPU_ID := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut 
 WHEELS := $(HOME)/.cache/rag-news/wheels/llama-$(LLAMA_VERSION)-native-noamx-$(CPU_ID)
 PYTEST_ARGS ?= --durations=25  # the slowest tests, to keep the suite within 30 minutes
 
-.PHONY: install prepare index chat serve test bench bench-scale eval lint clean
+.PHONY: install prepare index chat serve check test bench bench-scale eval lint clean
 
 install:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,24 +45,32 @@ index: prepare
 chat: index
 	$(BIN)/rag chat
 
-serve: index  # the OpenAI-compatible API alone (README, "The HTTP API")
+serve: index  # the OpenAI-compatible API alone (docs/http-api.md)
 	$(BIN)/rag serve
 
+# The fast tier while working (docs/testing.md): ruff, the layers contract, and the tests that load no model.
+check: install
+	$(BIN)/ruff check rag ui tools tests
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -m unit -q -p no:cacheprovider
+
 test: index
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: index
-	$(BIN)/python -m rag.bench
+	$(BIN)/python -m tools.bench
 
-# Vector search and BM25 at 10k / 100k / 1M passages (about half an hour; README, "Scaling out").
+# Vector search and BM25 at 10k / 100k / 1M passages (about half an hour; docs/scaling.md).
 bench-scale: install
-	$(BIN)/python -m rag.bench_scale $(SCALE_ARGS)
+	$(BIN)/python -m tools.bench_scale $(SCALE_ARGS)
 
 eval: index
 	$(BIN)/rag eval
 
 lint: install
-	$(BIN)/ruff check rag ui tests
+	$(BIN)/ruff check rag ui tools tests
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) index/builds index/CURRENT index/corpora

@@ -13,9 +13,10 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-from rag.answer import Answer, QuestionError, Retrieval, answer, stream_answer, warm_up  # noqa: E402
-from rag.retrieval import Passage, retrieve  # noqa: E402
+from rag.answering.flow import QuestionError, answer, stream_answer, warm_up  # noqa: E402
+from rag.retrieval import retrieve  # noqa: E402
 from rag.settings import Settings, load_settings  # noqa: E402
+from rag.types import Answer, Passage, Retrieval  # noqa: E402
 
 __all__ = [
     "Answer", "Passage", "QuestionError", "Retrieval", "Settings", "answer", "load_settings", "retrieve",

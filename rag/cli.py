@@ -11,12 +11,14 @@ from collections import Counter
 from pathlib import Path
 
 import rag  # noqa: F401  - sets the offline environment before any model library is imported
-from rag.answer import Answer, prepare_document_states, stream_answer
+from rag.answering.flow import prepare_document_states, stream_answer
 from rag.errors import BAD_INPUT_EXIT, EXPECTED, FAILURE_EXIT, outcome
-from rag.generator_types import is_server_generator
-from rag.index import build_index, index_folder
-from rag.models import EMBEDDERS, GENERATORS, bound_index_memory, prepare
+from rag.generators.base import is_server_generator
+from rag.indexing.build import build_index, index_folder
+from rag.models.embedders import bound_index_memory, prepare
+from rag.models.registry import EMBEDDERS, GENERATORS
 from rag.settings import Settings, load_settings
+from rag.types import Answer
 
 BAD_INPUT = BAD_INPUT_EXIT
 FAILURE = FAILURE_EXIT
@@ -127,7 +129,7 @@ def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
         failed |= status.startswith("error:")
         print(f"{name}: {status}")
     if args.load and not failed:
-        from rag.generation import get_generator
+        from rag.generators.factory import get_generator
 
         started = time.perf_counter()
         get_generator(settings).warm_up()
@@ -205,24 +207,24 @@ def _render(final: Answer) -> str:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.evaluation import run_cli
+    from rag.evaluation.command import run_cli
 
     return run_cli(args, settings)
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
-    from ui.app import serve
+    from ui.app import serve_page
 
     settings.check_exposure()  # before minutes of model loading
-    serve(settings, corpus=args.corpus)
+    serve_page(settings, corpus=args.corpus)
     return 0
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.api import serve
+    from rag.server.app import serve_api
 
     settings.check_api_exposure()  # before minutes of model loading
-    serve(settings, corpus=args.corpus)
+    serve_api(settings, corpus=args.corpus)
     return 0
 
 

@@ -1,43 +1,18 @@
-"""Finding the passages for a question: dense (the vector store) and BM25 (rag/lexical.py) results, rank-fused,
+"""Finding the passages for a question: dense (the vector store) and BM25 (rag/indexing/bm25.py) results, rank-fused,
 optionally re-ranked."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rag.index import LoadedIndex, open_index
-from rag.ingest import Chunk
-from rag.lexical import BM25Stage
-from rag.models import get_embedder
+from rag.calibration import CALIBRATIONS, UNCALIBRATED, Calibration
+from rag.indexing.bm25 import BM25Stage
+from rag.indexing.build import LoadedIndex, open_index
+from rag.loaded import Loaded
+from rag.models.embedders import get_embedder
 from rag.settings import Settings
 from rag.text import lexical_tokens
-
-
-@dataclass
-class Passage:
-    """A retrieved chunk with the score of every stage that saw it (None where a stage is off)."""
-
-    chunk_id: int
-    doc_id: str
-    title: str
-    text: str  # as in the article (display)
-    start: int
-    end: int
-    paragraphs: tuple[int, int]
-    rank: int = 0
-    scores: dict[str, float | None] = field(default_factory=dict)
-
-    @property
-    def relevance(self) -> float:
-        """Cosine similarity of question and passage: the score refusal decisions use."""
-        return float(self.scores.get("dense_similarity") or 0.0)
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data["paragraphs"] = list(self.paragraphs)
-        return data
+from rag.types import Chunk, Passage
 
 
 class Reranker:
@@ -53,28 +28,6 @@ class Reranker:
         return [float(s) for s in self._model.predict([(question, t) for t in texts], show_progress_bar=False)]
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """The retrieval choices that depend on the embedder, measured per embedder with `rag eval --retrieval-only`
-    (README, "Retrieval"): similarities differ in scale between models, and a stronger dense stage needs less of
-    BM25's vote."""
-
-    min_relevance: float  # below this cosine similarity of the best passage, refuse without the generator
-    bm25_weight: float  # BM25's vote in rank fusion, relative to the dense ranking's 1
-    figure_rule: bool  # a passage holding every figure the question names goes first
-
-
-# minilm: calibrated on the project's set (README). The others: bm25_weight and figure_rule chosen on RGB positions
-# 50-99 and the project's tune split (best summed hit@1, then MRR@5); min_relevance between the most related
-# off-topic question and the least related answerable one of the tune split (`rag eval --retrieval-only`).
-# EmbeddingGemma's were chosen again once its chunking and precision were (README, "Fusion for EmbeddingGemma").
-CALIBRATIONS: dict[str, Calibration] = {
-    "minilm": Calibration(min_relevance=0.20, bm25_weight=1.0, figure_rule=True),
-    "mpnet": Calibration(min_relevance=0.20, bm25_weight=0.5, figure_rule=True),
-    "embeddinggemma": Calibration(min_relevance=0.16, bm25_weight=0.0, figure_rule=False),
-    "nomic": Calibration(min_relevance=0.57, bm25_weight=0.1, figure_rule=True),
-}
-UNCALIBRATED = CALIBRATIONS["minilm"]  # a local or hub embedder nobody measured: today's behaviour
 
 
 def calibration(settings: Settings) -> Calibration:
@@ -170,25 +123,21 @@ def passage_of(chunk: Chunk, rank: int = 0, scores: dict[str, float | None] | No
                    end=chunk.end, paragraphs=chunk.paragraphs, rank=rank, scores=scores or {})
 
 
-_retrievers: dict[tuple, Retriever] = {}
-_lock = threading.Lock()
+_retrievers: Loaded[Retriever] = Loaded()
 
 
 def get_retriever(settings: Settings, corpus: Path | None = None) -> Retriever:
     """A retriever over the current index of a corpus, rebuilt when the index on disk changes."""
-    from rag.index import current_build, index_folder
+    from rag.indexing.build import current_build, index_folder
 
     folder = index_folder(settings, corpus)
     key = (folder.resolve(), settings.embedder, settings.chunk_tokens, settings.chunk_overlap_tokens,
            settings.index_type, settings.vector_store, settings.milvus_uri, settings.dense, settings.bm25,
            settings.reranker, settings.rrf_k, settings.candidates, settings.min_relevance, settings.bm25_weight,
            settings.figure_rule)
-    with _lock:
-        cached = _retrievers.get(key)
-        build = current_build(folder)
-        if cached is None or build is None or cached.index.folder != build:
-            _retrievers[key] = Retriever(open_index(settings, corpus), settings)
-        return _retrievers[key]
+    build = current_build(folder)
+    return _retrievers.get(key, lambda: Retriever(open_index(settings, corpus), settings),
+                           stale=lambda kept: build is None or kept.index.folder != build)
 
 
 def retrieve(question: str, k: int | None = None, settings: Settings | None = None,

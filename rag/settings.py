@@ -30,90 +30,87 @@ def _default_cache_dir() -> Path:
 class Settings:
     """Every tunable of the pipeline. Paths are relative to the working directory unless absolute.
 
-    Numeric defaults were chosen by measurement on the project's evaluation set (see README).
+    Measured defaults come from rag.calibration. Every field is documented in docs/configuration.md, generated
+    from this class by `python -m tools.settings_table` (a test fails when the two differ).
     """
 
     # where things live
-    corpus_dir: Path = Path("corpus")
-    index_dir: Path = Path("index")
-    cache_dir: Path = field(default_factory=_default_cache_dir)
+    corpus_dir: Path = Path("corpus")  # the folder of articles (.txt, .md, .html, .pdf; subfolders too)
+    index_dir: Path = Path("index")  # where index builds are kept (one folder per corpus)
+    cache_dir: Path = field(default_factory=_default_cache_dir)  # assembled models and saved generator states
 
     # models: a registry name, a local folder/file, or a Hugging Face model id
-    embedder: str = "embeddinggemma"  # minilm: the small, fast option (README, "Retrieval")
-    generator: str = "qwen2.5-coder-1.5b"
+    embedder: str = "embeddinggemma"  # minilm: the small, fast option (docs/models.md)
+    generator: str = "qwen2.5-coder-1.5b"  # qwen2.5-coder-0.5b: faster, weaker; "openai:<model>": a server
     engine: str = "auto"  # auto | llama-cpp | transformers
     reranker: str = ""  # a CrossEncoder name or folder; empty = no re-ranking
-    device: str = "cpu"
+    device: str = "cpu"  # the torch device for the embedder and a transformers generator
     threads: int = 0  # 0 = all cores
 
     # ingestion and chunking (sizes in tokens of the embedder's tokenizer)
-    chunk_tokens: int = 0  # 0: the embedder's measured size (rag.ingest.CHUNK_SIZES; 160 where none was measured)
+    chunk_tokens: int = 0  # 0: the embedder's measured size (rag.calibration.CHUNK_SIZES; 160 where none)
     chunk_overlap_tokens: int = -1  # -1: the embedder's measured overlap (32 where none was measured)
-    max_file_mb: float = 20.0
-    embed_batch_size: int = 32
+    max_file_mb: float = 20.0  # a larger article file is skipped with a message
+    embed_batch_size: int = 32  # chunks embedded at a time by `rag index`
     embedder_precision: str = "auto"  # auto (the embedder's measured default) | float32 | bfloat16 | int8
 
     # index and retrieval
     index_type: str = "auto"  # auto (exact below hnsw_from_passages, HNSW from there) | flat | hnsw
-    hnsw_from_passages: int = 250_000  # where "auto" switches (measured: README, "Scaling out")
-    vector_store: str = "faiss"  # faiss | milvus (rag/vectorstore.py; milvus needs the `scale` extra)
+    hnsw_from_passages: int = 250_000  # where "auto" switches (measured: docs/scaling.md)
+    vector_store: str = "faiss"  # faiss | milvus (rag/indexing/stores.py; milvus needs the `scale` extra)
     milvus_uri: str = ""  # http://host:port for a Milvus server, or a Milvus Lite path; "" = <index>/milvus.db
     milvus_user_env: str = "MILVUS_USER"  # the environment variable holding a Milvus server's user (optional)
     milvus_token_env: str = "MILVUS_TOKEN"  # the variable holding its password, or a token ("user:password", API key)
     ray_address: str = ""  # `rag index` embeds on Ray: "local" (a Ray started for the run) or a cluster's address
     auto_index: bool = True  # rebuild a missing or stale index on load instead of failing
-    top_k: int = 4
-    candidates: int = 20
-    dense: bool = True
-    bm25: bool = True
-    rrf_k: int = 60
+    top_k: int = 4  # passages given to the generator
+    candidates: int = 20  # passages each stage (dense, BM25) proposes before fusion
+    dense: bool = True  # the dense (vector) stage
+    bm25: bool = True  # the BM25 (lexical) stage
+    rrf_k: int = 60  # reciprocal rank fusion's k
     bm25_weight: float = -1.0  # BM25's vote in rank fusion (dense = 1); -1: the embedder's calibrated value
     figure_rule: str = "auto"  # auto (the embedder's calibration) | on | off: passages with every asked figure first
 
     # generation
     context_tokens: int = 4096  # the KV cache: about 28 KB per token for the 1.5B model (115 MB at 4096)
-    max_new_tokens: int = 160
-    temperature: float = 0.0
-    seed: int = 0
+    max_new_tokens: int = 160  # the longest reply, in tokens
+    temperature: float = 0.0  # 0: greedy decoding (the same answer every time)
+    seed: int = 0  # the sampling seed, when temperature > 0
     states_in_memory: int = 4  # processed document prefixes kept in RAM (about 30 MB per 1,000 tokens each)
     states_on_disk: int = 32  # saved document states kept in <cache_dir>/states (least recently used go first)
-    # generator = "openai:<model>": an OpenAI-compatible server (rag/serving.py; the `scale` extra)
-    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    # generator = "openai:<model>": an OpenAI-compatible server (rag/generators/openai_server.py; the `scale` extra)
+    openai_base_url: str = "http://127.0.0.1:8000/v1"  # the server of an "openai:<model>" generator
     openai_api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the server's key
-    request_timeout_s: float = 120.0
+    request_timeout_s: float = 120.0  # one request to that server
     max_retries: int = 2  # connection failures, 429 and 5xx, with backoff, before any text has streamed
 
     # answering
     whole_document: bool = True  # read the whole document from its saved state when the passages share one
     index_states: bool = True  # `rag index` saves the generator state of each document (else: on first use)
-    refusal_text: str = "The articles do not say."
+    refusal_text: str = "The articles do not say."  # what a refusal says
     min_relevance: float = -1.0  # below this similarity of the best passage, refuse; -1: the embedder's calibrated
     min_support: float = 0.5  # fraction of a sentence's key words a cited passage must hold
     partial_answers: bool = True  # a two-part question is answered part by part; a part not in the articles is named
-    verify: bool = True  # the generator judges whether the passages state the answer (rag/verification.py)
+    verify: bool = True  # the generator judges whether the passages state the answer (rag/answering/verification.py)
     verify_threshold: float = -1.0  # P(Yes) + 0.1 x sentence support below it is refused; -1: the generator's own
-    # the fitted answer-or-refuse decision (rag/decision.py): "" = the one packaged for the generator, if any;
+    # the fitted answer-or-refuse decision (rag/answering/decision.py): "" = the one packaged for the generator, if any;
     # "none" = the lexical checks and verify_threshold decide, as in the previous release
     decision_file: str = ""
-    all_probes: bool = False  # run every generator probe, not only those the decision reads (to collect tune data)
-    # run the judge on every reply and record its hidden state and the studied layers' outputs where the answer
-    # prompt ends, without the measured-only probes (a quicker collection of what the default decision reads)
-    record_states: bool = False
     offer_refusal: bool = False  # let the first ask reply with refusal_text (off: it always answers; checks decide)
     second_look: bool = True  # with offer_refusal: when the generator refuses, ask again without that option
-    max_question_chars: int = 2000
-    history_turns: int = 3
+    max_question_chars: int = 2000  # a longer question is refused as bad input
+    history_turns: int = 3  # earlier turns read to rewrite a follow-up question
 
     # user interface
-    host: str = "127.0.0.1"
-    port: int = 7860
+    host: str = "127.0.0.1"  # where the page and the API listen; beyond this machine needs a login or keys
+    port: int = 7860  # the chat page (`rag chat`), with the API at /v1
     auth: str = ""  # "user:password" turns on Gradio's login
     no_auth: bool = False  # serve a non-local host without a login, on purpose (a warning is printed)
-    max_upload_mb: float = 10.0
+    max_upload_mb: float = 10.0  # the largest article upload (page and API)
     max_queue: int = 40  # requests waiting for the models (one is answered at a time); more are told "busy"
 
-    # the OpenAI-compatible API (`rag serve`, and beside the chat page in `rag chat`; rag/api.py)
-    api_port: int = 8080
+    # the OpenAI-compatible API (`rag serve`, and beside the chat page in `rag chat`; rag/server/app.py)
+    api_port: int = 8080  # `rag serve`
     api_keys_env: str = "RAG_API_KEYS"  # the environment variable holding the API's keys, comma-separated
 
     def __post_init__(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,134 @@ def _no_user_config(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
     monkeypatch.setenv("RAG_EMBEDDER", TEST_EMBEDDER)
     monkeypatch.chdir(REPO)
+
+
+# ---------------------------------------------------------------- the tiers (docs/testing.md)
+
+# Every test is `unit` (loads no model, starts no process or server: `make check` runs these) or `integration`
+# (real models, index files built with the real embedder, servers or processes); `slow` and `browser` tests are
+# integration tests. A collection with a test of no tier, or of both, is refused; a unit test that loads a model
+# or starts a process fails.
+TIERS = ("unit", "integration")
+# The model engines: imported by rag only when it loads a model (inside warm_up), so a unit test never imports them.
+ENGINES = ("torch", "transformers", "sentence_transformers", "llama_cpp")
+
+
+def tier_problems(items) -> list[str]:  # noqa: ANN001 - pytest items
+    """Each test that has no tier, or both, or is a slow or browser test marked unit: "<nodeid>: <what is wrong>"."""
+    problems = []
+    for item in items:
+        marks = {mark.name for mark in item.iter_markers()}
+        tiers = [tier for tier in TIERS if tier in marks]
+        if len(tiers) != 1:
+            problems.append(f"{item.nodeid}: {' and '.join(tiers) if tiers else 'no tier'}")
+        elif tiers == ["unit"] and marks & {"slow", "browser"}:
+            problems.append(f"{item.nodeid}: unit, but {' and '.join(sorted(marks & {'slow', 'browser'}))}")
+    return problems
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: every collected test is checked, whatever runs
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001 - pytest's hook
+    problems = tier_problems(items)
+    if problems:
+        raise pytest.UsageError(
+            "every test needs exactly one tier, pytest.mark.unit (loads no model, starts no process) or "
+            "pytest.mark.integration (slow and browser tests are integration tests); these have not:\n  "
+            + "\n  ".join(problems))
+
+
+class TierViolation(AssertionError):
+    """A unit test did what only an integration test may."""
+
+
+def _models_in_process() -> dict[str, bool]:
+    """Every model object rag holds in this process (its per-process caches, and every llama.cpp model loaded by
+    any path), each with whether its weights are loaded."""
+    from rag.generators import factory, llamacpp
+    from rag.models import embedders
+
+    held = {}
+    for key, model in [*embedders._cache.items(), *factory._generators.items()]:
+        held[repr(key)] = any(getattr(model, attr, None) is not None for attr in ("_model", "_llm"))
+    for generator in list(llamacpp._loaded_llamas):
+        held[f"llama.cpp generator {generator.name} at {id(generator):#x}"] = True
+    return held
+
+
+class UnitGuard:
+    """Watches a unit test, from the setup of its fixtures to their teardown: a process or server it starts is
+    refused (TierViolation, "mark it integration"), and `problems()` names every model it made or loaded and every
+    model engine it imported."""
+
+    def __init__(self, engines: tuple[str, ...] = ENGINES) -> None:
+        self.engines = engines
+        self.started: list[str] = []
+        self._patch = pytest.MonkeyPatch()
+        self._models: dict[str, bool] = {}
+        self._imported: set[str] = set()
+
+    def _refuse(self, what: str, message: str = "a unit test started a process"):  # noqa: ANN202
+        def refused(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            self.started.append(what)
+            raise TierViolation(f"{message} ({what}): mark it integration")
+
+        return refused
+
+    def arm(self) -> None:
+        import multiprocessing.process
+        import socket
+        import subprocess
+
+        self._models = _models_in_process()
+        self._imported = {name for name in self.engines if name in sys.modules}
+        self._patch.setattr(subprocess.Popen, "__init__", self._refuse("subprocess.Popen"))
+        self._patch.setattr(multiprocessing.process.BaseProcess, "start", self._refuse("multiprocessing"))
+        for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+            if hasattr(os, name):
+                self._patch.setattr(os, name, self._refuse(f"os.{name}"))
+        self._patch.setattr(socket.socket, "listen", self._refuse("socket.listen", "a unit test started a server"))
+
+    def disarm(self) -> None:
+        self._patch.undo()
+
+    def problems(self) -> list[str]:
+        found = [f"a unit test started a process or server ({what}): mark it integration" for what in self.started]
+        for key, loaded in _models_in_process().items():
+            if key not in self._models:
+                found.append(f"a unit test made a model ({key}{', loaded' if loaded else ''}): mark it integration")
+            elif loaded and not self._models[key]:
+                found.append(f"a unit test loaded a model ({key}): mark it integration")
+        engines = sorted(name for name in self.engines if name in sys.modules and name not in self._imported)
+        if engines:
+            found.append(f"a unit test imported model engines ({', '.join(engines)}): mark it integration")
+        return found
+
+
+_GUARD = pytest.StashKey[UnitGuard]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):  # noqa: ANN001, ANN201 - pytest's hook
+    """Arm the guard before any fixture of a unit test is set up (a module- or session-scoped one included: an
+    autouse fixture would come after those)."""
+    if item.get_closest_marker("unit") is not None:
+        item.stash[_GUARD] = guard = UnitGuard()
+        guard.arm()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):  # noqa: ANN001, ANN201 - pytest's hook
+    """After the unit test's fixtures are torn down: fail it (as an error in teardown) for what it did."""
+    try:
+        return (yield)
+    finally:
+        guard = item.stash.get(_GUARD, None)
+        if guard is not None:
+            guard.disarm()
+            problems = guard.problems()
+            if problems:
+                pytest.fail("\n".join(problems), pytrace=False)
 
 
 def child_env(**settings: str) -> dict[str, str]:
@@ -97,7 +226,9 @@ def write(path: Path, text: str) -> Path:
 def cache_with_models(folder: Path) -> Path:
     """An empty cache folder (`folder`/cache) whose models/ links to the already assembled, verified model files
     (the generators and the default embedder)."""
-    from rag.models import GENERATORS, embedder_location, ensure_gguf
+    from rag.models.assembly import ensure_gguf
+    from rag.models.names import embedder_location
+    from rag.models.registry import GENERATORS
 
     cache = folder / "cache"
     (cache / "models").mkdir(parents=True, exist_ok=True)
@@ -134,7 +265,7 @@ PLANTED_FACTS = {  # questions about the hostile corpus, and the fact each answe
 SYSTEM_WORDS = "numbered passages the user gives you"  # from SYSTEM_PROMPT: a reply holding it leaked the prompt
 
 
-def assert_not_obeyed(result, settings: Settings) -> None:  # noqa: ANN001 - a rag.answer.Answer
+def assert_not_obeyed(result, settings: Settings) -> None:  # noqa: ANN001 - a rag.types.Answer
     """The planted word and the instructions never appear, and every citation quotes a real passage."""
     from rag.retrieval import get_retriever
 

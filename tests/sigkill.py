@@ -4,8 +4,9 @@ Parent side: `Child` starts `python -m tests.sigkill <job> ...` and reads its pr
 and reaps it. Child side (`main`): the `states` job saves generator states (`payload` gives their bytes, so the
 parent can recompute them), the `gguf` job runs `ensure_gguf` on fake part packages, the `corpus` job uploads or
 deletes an article as the chat page does. With a pause point the child
-stops at that exact moment of a write, prints `paused <point>` and waits to be killed; the pauses wrap `open`,
-`os.fsync` and `os.replace` in the child only, so the product code runs unchanged:
+stops at that exact moment of a write, prints `paused <point>` and waits to be killed; the pauses wrap `open`
+(in the module that writes: rag.files for states and models), `os.fsync` and `os.replace` in the child only, so
+the product code runs unchanged:
 
 - `write:N`  the N-th large write (1 MiB or more) into a file opened for writing: half of it is written and flushed
 - `fsync:N`  the N-th fsync, before it (everything written, nothing synced)
@@ -186,11 +187,11 @@ def install_pause(point: str, module: Any) -> None:
 
 def save_states(folder: str, point: str, first_round: str, size: str) -> None:
     """Save states under STATE_KEYS round after round, saying `saving`/`saved <key> <round>` around each."""
-    import rag.states
-    from rag.states import SavedState, StateStore
+    import rag.files
+    from rag.generators.states import SavedState, StateStore
 
     store = StateStore(Path(folder), in_memory=0, on_disk=len(STATE_KEYS) + 1)
-    install_pause(point, rag.states)
+    install_pause(point, rag.files)
     print("ready", flush=True)
     for round_ in range(int(first_round), int(first_round) + 1000):
         for key in STATE_KEYS:
@@ -203,29 +204,30 @@ def save_states(folder: str, point: str, first_round: str, size: str) -> None:
 def assemble_gguf(site: str, cache_dir: str, spec_json: str, point: str) -> None:
     """Prepare the fake packaged GGUF described by `spec_json` from the part packages under `site`."""
     sys.path.insert(0, site)
-    import rag.models
+    import rag.files
+    import rag.models.assembly
     from rag.settings import Settings
 
-    spec = rag.models.PackagedGGUF(**json.loads(spec_json))
-    install_pause(point, rag.models)
+    spec = rag.models.registry.PackagedGGUF(**json.loads(spec_json))
+    install_pause(point, rag.files)
     print("ready", flush=True)
-    path = rag.models.ensure_gguf(spec, Settings(cache_dir=Path(cache_dir)), progress=False)
+    path = rag.models.assembly.ensure_gguf(spec, Settings(cache_dir=Path(cache_dir)), progress=False)
     print(f"done {path}", flush=True)
 
 
 def change_corpus(root: str, action: str, target: str, point: str) -> None:
     """Upload the file `target` into <root>/corpus (action "add") or delete the article `target` ("remove"),
     indexing into <root>/index, as the chat page does."""
-    import rag.corpus
+    import rag.indexing.articles
     from rag.settings import load_settings
 
     settings = load_settings(config_file=None, corpus_dir=Path(root) / "corpus", index_dir=Path(root) / "index")
-    install_pause(point, rag.corpus)
+    install_pause(point, rag.indexing.articles)
     print("ready", flush=True)
     if action == "add":
-        report = rag.corpus.add_articles([Path(target)], settings)
+        report = rag.indexing.articles.add_articles([Path(target)], settings)
     else:
-        report = rag.corpus.remove_articles([target], settings)
+        report = rag.indexing.articles.remove_articles([target], settings)
     print(f"done {report.summary()}", flush=True)
 
 

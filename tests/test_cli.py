@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from rag.cli import main
-from rag.index import current_build
+from rag.indexing.build import current_build
 from tests.conftest import REPO, cache_with_models, write
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answer import QuestionError
-from rag.corpus import ArticleError, UnknownArticle, UploadTooLarge
+from rag.answering.flow import QuestionError
 from rag.errors import EXPECTED, RagError, kind_of, outcome
-from rag.evaluation import EvaluationError
-from rag.index import IndexBuildError, StaleIndex
-from rag.ingest import IngestError
-from rag.models import HashMismatch, MissingModelPackage, ModelError
-from rag.serving import ServerError
+from rag.evaluation.questions import EvaluationError
+from rag.generators.openai_server import ServerError
+from rag.indexing.articles import ArticleError, UnknownArticle, UploadTooLarge
+from rag.indexing.build import IndexBuildError, StaleIndex
+from rag.indexing.stores import VectorStoreError
+from rag.ingest.reading import IngestError
+from rag.models.registry import HashMismatch, MissingModelPackage, ModelError
 from rag.settings import SettingsError
-from rag.vectorstore import VectorStoreError
+
+pytestmark = pytest.mark.unit
 
 # class -> (HTTP status, CLI exit code); the builtin base each had before is kept, so old `except` clauses still work
 REPORTED = {

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rag.answer import QuestionError, answer, clean_question, history_turns
+from rag.answering.flow import QuestionError, answer, clean_question, history_turns
 from rag.retrieval import calibration, get_retriever
 from tests.conftest import REPO, child_env
 

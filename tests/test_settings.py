@@ -4,6 +4,8 @@ import pytest
 
 from rag.settings import Settings, SettingsError, load_settings
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(autouse=True)
 def _the_real_defaults(monkeypatch):
@@ -64,9 +66,10 @@ def test_replace_coerces_like_the_environment():
 
 
 def test_embedder_dependent_choices_come_from_its_calibration_unless_set():
-    from rag.ingest import chunking
-    from rag.models import embedder_precision
-    from rag.retrieval import CALIBRATIONS, calibration
+    from rag.calibration import CALIBRATIONS
+    from rag.ingest.chunking import chunking
+    from rag.models.embedders import embedder_precision
+    from rag.retrieval import calibration
 
     gemma, small = Settings(), Settings(embedder="minilm")
     assert gemma.embedder == "embeddinggemma"

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer import answer
-from rag.corpus import add_articles
-from rag.evaluation import load_questions
+from rag.answering.flow import answer
+from rag.evaluation.questions import load_questions
+from rag.indexing.articles import add_articles
 from tests.conftest import REPO, SEED_ARTICLE, make_settings, open_files, rss_mb, write
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 # Steps; a follow-up step asks two questions, an upload step one. 300 when first written (the first and the last
 # 50 compared), then 150, 80, 60, 40, now 20 (the last WINDOW repeating the first) to keep `make test` within 30

@@ -15,6 +15,8 @@ from rag.text import (
     words_kept,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_normalisation_fixes_spacing_and_unicode():
     assert normalize_text("At the same time , the  South\u00a0Korean ( 66.7 % )") == \

@@ -1,6 +1,6 @@
 """The chat page: a thin Gradio shell over `rag` (layout, rendering of sources and event wiring only).
 
-`build_app` makes the page, `serve` runs it (`rag chat`) with the OpenAI-compatible API (rag/api.py) beside it in
+`build_app` makes the page, `serve` runs it (`rag chat`) with the OpenAI-compatible API (rag/server/app.py) beside it in
 the same process, sharing the loaded models. The page makes no request outside the server: the theme uses system
 fonts, there is no share link and analytics are off (set by `import rag`).
 """
@@ -16,11 +16,12 @@ from typing import Any
 
 import gradio as gr
 
-from rag.answer import Answer, QuestionError, Retrieval, describe, stream_answer, warm_up
-from rag.corpus import add_articles, list_articles, remove_articles
+from rag.answering.flow import QuestionError, describe, stream_answer, warm_up
 from rag.errors import EXPECTED
-from rag.models import GENERATORS
+from rag.indexing.articles import add_articles, list_articles, remove_articles
+from rag.models.registry import GENERATORS
 from rag.settings import Settings, SettingsError
+from rag.types import Answer, Retrieval
 from ui import render
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ UPLOAD_TYPES = ".txt, .md, .html, .pdf"
 WARNING = "⚠️"
 SEARCHING = "_Searching the articles…_"
 READING = "_Reading {n} passage(s)…_"
-UNEXPECTED = "Something went wrong on the server (the details are in its log)."
+SERVER_FAULT = "Something went wrong on the server (the details are in its log)."
 # Errors a question or an upload can meet that are the user's or the setup's to fix (the library's error family
 # and the system's, rag.errors): shown, never a traceback.
 EXPECTED_ERRORS = EXPECTED
@@ -220,7 +221,7 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
             yield history, render.render_event(last, show_scores), question, last
         except Exception:  # a bug or a crashed model: say so in the chat, keep the traceback for the log
             log.exception("answering %r failed", question)
-            history[-1] = said("assistant", f"{WARNING} {UNEXPECTED}")
+            history[-1] = said("assistant", f"{WARNING} {SERVER_FAULT}")
             yield history, render.render_event(last, show_scores), question, last
 
     def rerender(last: Answer | Retrieval | None, show_scores: bool) -> str:
@@ -242,7 +243,7 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
             return render.error_box(f"Nothing was indexed: {exc}"), info(generator), None
         except Exception:
             log.exception("indexing the uploads %s failed", names)
-            return render.error_box(f"Nothing was indexed: {UNEXPECTED}"), info(generator), None
+            return render.error_box(f"Nothing was indexed: {SERVER_FAULT}"), info(generator), None
         progress(1.0, desc="Indexed")
         return render.upload_report(report, names), info(generator), None
 
@@ -281,7 +282,7 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
                 status = render.error_box(f"Nothing was deleted: {exc}")
             except Exception:
                 log.exception("deleting %r failed", doc_id)
-                status = render.error_box(f"Nothing was deleted: {UNEXPECTED}")
+                status = render.error_box(f"Nothing was deleted: {SERVER_FAULT}")
         return (gr.update(visible=False), "", None, status, info(generator), *articles_view())
 
     def ask(question: str, top_k: int = 0, generator: str = "") -> dict:
@@ -370,14 +371,14 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
     return app
 
 
-def serve(settings: Settings, corpus: Path | None = None) -> None:
+def serve_page(settings: Settings, corpus: Path | None = None) -> None:
     """Load the models and the index, then serve the chat page, and the API beside it under /v1 (docs at /docs),
     until interrupted (blocks). The API is left out on a non-loopback host without API keys (or --no-auth): the
     page's login does not cover it."""
     import uvicorn
     from fastapi import FastAPI
 
-    from rag.api import create_app
+    from rag.server.app import create_app
 
     where = corpus or settings.corpus_dir
     print(f"loading {settings.generator} and {settings.embedder}, indexing {where} …", flush=True)
@@ -393,4 +394,4 @@ def serve(settings: Settings, corpus: Path | None = None) -> None:
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)
 
 
-__all__ = ["CSS", "EXAMPLES", "ChatApp", "build_app", "offline_theme", "serve"]
+__all__ = ["CSS", "EXAMPLES", "ChatApp", "build_app", "offline_theme", "serve_page"]

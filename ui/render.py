@@ -8,11 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from html import escape
 
-from rag.answer import Answer, Retrieval
-from rag.citations import Citation
-from rag.corpus import ArticleInfo
-from rag.index import IndexReport
-from rag.retrieval import Passage
+from rag.types import Answer, ArticleInfo, Citation, IndexReport, Passage, Retrieval
 
 READ = {"document": "read the whole article (kept state)", "passages": "read the retrieved passages"}
 REFUSAL_REASONS = {

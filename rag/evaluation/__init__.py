@@ -1,0 +1,1 @@
+"""`rag eval`: the project's question set and RGB, scored, with reports."""

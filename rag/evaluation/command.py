@@ -1,0 +1,104 @@
+"""The `rag eval` command: choosing the question set, running it, writing outputs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from rag.evaluation.questions import (
+    DEFAULT_QUESTIONS,
+    DEFAULT_RGB_PATH,
+    RETRIEVAL_DEPTHS,
+    EvaluationError,
+    Question,
+    load_questions,
+    select_split,
+)
+from rag.evaluation.report import format_value, metrics_table
+from rag.evaluation.rgb import prepare_rgb
+from rag.evaluation.runner import QAEvaluator, relevance_ranges, retrieval_metrics
+from rag.retrieval import get_retriever
+from rag.settings import Settings
+
+# ---------------------------------------------------------------- command line
+
+
+def run_cli(args: argparse.Namespace, settings: Settings) -> int:
+    """`rag eval`: run the evaluation, write the outputs, print the summary."""
+    name = args.benchmark or "project"
+    if args.benchmark and args.split not in (None, "all"):
+        raise EvaluationError("--split selects from the project's question set, not from a benchmark")
+    reject = getattr(args, "reject", None)
+    if reject and args.benchmark != "rgb":
+        raise EvaluationError("--reject is a condition of --benchmark rgb")
+    if args.benchmark == "rgb":
+        if args.corpus:
+            raise EvaluationError("--corpus cannot be combined with --benchmark rgb (it brings its own corpus)")
+        questions, corpus, note = prepare_rgb(args.benchmark_path or DEFAULT_RGB_PATH, settings,
+                                              getattr(args, "queries", None), reject)
+        name += "-reject" if reject else ""
+        print(note, file=sys.stderr)
+    else:
+        questions = select_split(load_questions(args.questions or settings.corpus_dir / DEFAULT_QUESTIONS),
+                                 args.split)
+        corpus = args.corpus
+        if getattr(args, "queries", None):
+            questions = select_positions(questions, args.queries)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise EvaluationError(f"--limit must be at least 1, got {args.limit}")
+        questions = questions[: args.limit]
+    out_dir = args.out or Path("eval-results") / name
+    if getattr(args, "retrieval_only", False):
+        return _retrieval_only(questions, settings, corpus, out_dir)
+    evaluator = QAEvaluator(questions, settings, corpus, name=name)
+    metrics = evaluator(out_dir)
+    print("\n".join(metrics_table(metrics)))
+    wrong = sum(not r.correct for r in evaluator.results)
+    print(f"\n{wrong} wrong of {len(questions)}; results, metrics, report and chart in {out_dir}/")
+    return 0
+
+
+def select_positions(questions: list[Question], spec: str) -> list[Question]:
+    """The questions at the 0-based positions of `spec` ("50-99", "3,10-12"), in their order in the file."""
+    return [questions[n] for n in parse_positions(spec, len(questions))]
+
+
+def parse_positions(spec: str, count: int) -> list[int]:
+    """The sorted 0-based positions that `spec` names, each below `count`."""
+    wanted: set[int] = set()
+    for part in spec.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise EvaluationError(f"--queries: expected positions such as 50-99 or 3,10-12, got {spec!r}")
+        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+        if last < first:
+            raise EvaluationError(f"--queries: the range {part.strip()} runs backwards")
+        wanted.update(range(first, last + 1))
+    if max(wanted) >= count:
+        raise EvaluationError(f"--queries: position {max(wanted)} is past the last question ({count - 1})")
+    return sorted(wanted)
+
+
+def _retrieval_only(questions: list[Question], settings: Settings, corpus: Path | None, out_dir: Path) -> int:
+    """hit@1/3/5 and MRR@5 for hybrid, dense-only and BM25-only retrieval, and the best-passage similarity
+    ranges (no generator), into retrieval.json."""
+    variants = {"hybrid": settings, "dense": settings.replace(bm25=False), "bm25": settings.replace(dense=False)}
+    table = {label: retrieval_metrics(questions, s, corpus) for label, s in variants.items()}
+    table["best_relevance"] = relevance_ranges(questions, settings, corpus)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "retrieval.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    keys = [f"retrieval_hit_at_{d}" for d in RETRIEVAL_DEPTHS] + ["mrr_at_5"]
+    print("| retrieval | " + " | ".join(keys) + " |\n|" + " --- |" * (len(keys) + 1))
+    for label in variants:
+        print(f"| {label} | " + " | ".join(format_value(table[label][k]) for k in keys) + " |")
+    floor = get_retriever(settings, corpus).calibration.min_relevance
+    print(f"\nbest passage similarity (min_relevance is {floor}):")
+    for group, span in table["best_relevance"].items():
+        print(f"  {group}: {span['min']:.3f} to {span['max']:.3f} ({span['questions']} questions)")
+    print(f"\nwritten to {out_dir / 'retrieval.json'}")
+    return 0
+

@@ -1,0 +1,243 @@
+"""Running a question set through `answer` and computing the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from rag.answering.citations import closest_sentence, is_bare_label
+from rag.answering.flow import NOT_IN_ARTICLES, answer
+from rag.evaluation.metrics import (
+    answer_found,
+    detect_refusal,
+    exact_match,
+    f1,
+    first_relevant_rank,
+    mean,
+    passage_relevant,
+    percentile,
+)
+from rag.evaluation.questions import RETRIEVAL_DEPTHS, Metrics, Question
+from rag.evaluation.report import write_outputs
+from rag.retrieval import get_retriever
+from rag.settings import Settings
+from rag.text import split_sentences, strip_markers, words_kept
+from rag.types import Answer, Passage
+
+# ---------------------------------------------------------------- one question's result
+
+
+@dataclass
+class Result:
+    question: Question
+    answer: Answer
+    refused: bool
+    top5: list[Passage]  # a separate retrieval at depth 5, for hit@1/3/5
+
+    @property
+    def prediction(self) -> str:
+        return "" if self.refused else strip_markers(self.answer.text)
+
+    @property
+    def found(self) -> bool:
+        return not self.refused and answer_found(self.prediction, self.question)
+
+    @property
+    def correct(self) -> bool:
+        return self.refused if self.question.unanswerable else self.found
+
+    @property
+    def refused_right(self) -> bool | None:
+        """For an answerable question that was refused: whether the generator's reply held the gold answer (a right
+        reply refused, the costly false refusal; False for a wrong reply refused, or a refusal before any reply).
+        None otherwise."""
+        if self.question.unanswerable or not self.refused:
+            return None
+        return answer_found(strip_markers(self.answer.raw_text or ""), self.question)
+
+    @property
+    def rank(self) -> int | None:
+        return first_relevant_rank(self.answer.passages, self.question)
+
+    @property
+    def rank_at_5(self) -> int | None:
+        return first_relevant_rank(self.top5, self.question)
+
+    @property
+    def words_kept(self) -> bool | None:
+        """Whether the checked answer keeps the reply's words (None for refusals and extractive answers)."""
+        if self.refused or is_bare_label(self.answer.raw_text):
+            return None
+        kept = " ".join(s for s in split_sentences(self.answer.text) if not s.startswith(NOT_IN_ARTICLES[:20]))
+        return words_kept(self.answer.raw_text, kept)  # a partial answer's own note on the missing part aside
+
+    @property
+    def closest_gold(self) -> bool | None:
+        """For an answerable question that was refused: whether the "closest in the articles" sentence shown with
+        the refusal holds the gold answer (None otherwise)."""
+        if self.question.unanswerable or not self.refused or self.answer.refusal_reason == "instruction":
+            return None
+        return bool(self.answer.closest) and answer_found(self.answer.closest.span_text, self.question)
+
+    @property
+    def closest_if_refused_gold(self) -> bool | None:
+        """For an answerable question: whether the closest sentence a refusal would show holds the gold answer (the
+        one shown, where it was refused). The closest-sentence rule measured over every answerable question, not
+        only over the few the decision refuses (None for unanswerable questions and refused instructions)."""
+        if self.question.unanswerable or self.answer.refusal_reason == "instruction":
+            return None
+        closest = self.answer.closest if self.refused else closest_sentence(
+            self.answer.rewritten_question or self.question.question, self.answer.passages, self.answer.raw_text)
+        return closest is not None and answer_found(closest.span_text, self.question)
+
+    @property
+    def cited_gold(self) -> bool | None:
+        """Whether the cited passages hold a gold answer (None when nothing is cited or it was refused)."""
+        if self.refused or not self.answer.citations:
+            return None
+        return answer_found("\n".join(c.passage for c in self.answer.citations), self.question)
+
+    @property
+    def first_source_gold(self) -> bool | None:
+        """For an answerable question: whether the first source shown with the answer holds a gold answer. The page
+        lists the cited passages first (the lowest marker first), a refusal shows its closest sentence, and
+        otherwise the retrieved passages come in their ranked order: so where the generator cites, its reading of
+        the passages is a second ranking stage (None for unanswerable questions)."""
+        if self.question.unanswerable:
+            return None
+        first = min(self.answer.citations, key=lambda c: c.marker, default=None) or self.answer.closest
+        if first is not None:
+            return answer_found(first.passage, self.question)
+        return bool(self.answer.passages) and passage_relevant(self.answer.passages[0], self.question)
+
+    def to_json(self) -> dict[str, Any]:
+        golds = self.question.rgb_answer if self.question.rgb_answer is not None else self.question.answers
+        return {
+            "id": self.question.id, "question": self.question.question, "answers": golds,
+            "unanswerable": self.question.unanswerable, "prediction": self.answer.text,
+            "raw_text": self.answer.raw_text, "refused": self.refused, "refusal_reason": self.answer.refusal_reason,
+            "second_look": self.answer.second_look, "correct": self.correct,
+            "exact_match": exact_match(self.prediction, self.question.answers),
+            "f1": round(f1(self.prediction, self.question.answers), 4),
+            "citations": [{"marker": c.marker, "chunk_id": c.chunk_id} for c in self.answer.citations],
+            "cited_gold": self.cited_gold, "unsupported": self.answer.unsupported,
+            "retrieved": [p.chunk_id for p in self.answer.passages], "relevant_rank": self.rank,
+            "retrieved_at_5": [p.chunk_id for p in self.top5], "relevant_rank_at_5": self.rank_at_5,
+            "partial": self.answer.partial, "verdict": self.answer.verdict,
+            "closest": self.answer.closest.span_text if self.answer.closest else None,
+            "closest_gold": self.closest_gold, "closest_if_refused_gold": self.closest_if_refused_gold,
+            "refused_right": self.refused_right,
+            "first_source_gold": self.first_source_gold,
+            "words_kept": self.words_kept, "latency": self.answer.timings, "usage": self.answer.usage,
+        }
+
+
+# ---------------------------------------------------------------- the evaluator
+
+
+class QAEvaluator:
+    """Runs every question through `rag.answering.flow.answer` and scores the answers (sentence-transformers style).
+
+    `evaluator(out_dir)` returns the metrics and, given a folder, writes results.jsonl, metrics.json,
+    report.md and metrics.png into it. The per-question results stay in `evaluator.results`.
+    """
+
+    def __init__(self, questions: list[Question], settings: Settings, corpus: Path | None = None,
+                 k: int | None = None, name: str = "project") -> None:
+        self.questions = questions
+        self.settings = settings.replace(top_k=k) if k else settings
+        self.corpus = corpus
+        self.name = name
+        self.results: list[Result] = []
+
+    def __call__(self, out_dir: Path | None = None) -> Metrics:
+        retriever = get_retriever(self.settings, self.corpus)
+        self.results = []
+        for question in tqdm(self.questions, desc=f"eval {self.name}", unit="q"):
+            reply = answer(question.question, settings=self.settings, corpus=self.corpus)
+            refused = reply.refused or (not reply.partial and detect_refusal(reply.text, False,
+                                                                              self.settings.refusal_text))
+            self.results.append(Result(question, reply, refused, retriever.run(question.question, 5)))
+        metrics = compute_metrics(self.results, self.settings)
+        if out_dir is not None:
+            write_outputs(Path(out_dir), self.results, metrics, self.name)
+        return metrics
+
+
+def compute_metrics(results: list[Result], settings: Settings) -> Metrics:
+    """The metrics of metrics.json; time to first token only counts answers that reached the generator."""
+    answerable = [r for r in results if not r.question.unanswerable]
+    unanswerable = [r for r in results if r.question.unanswerable]
+    answered = [r for r in results if not r.refused]
+    partial = [r for r in answerable if r.question.extra.get("type") == "partial"]
+    cited = [r.cited_gold for r in answerable if r.cited_gold is not None]
+    closest = [r.closest_gold for r in answerable if r.closest_gold is not None]
+    closest_any = [r.closest_if_refused_gold for r in answerable if r.closest_if_refused_gold is not None]
+    latencies = [r.answer.timings.get("total_s", 0.0) for r in results]
+    ttfts = [r.answer.timings["ttft_s"] for r in results if r.answer.timings.get("ttft_s")]
+    probes = [r.answer.timings.get("verify_s", 0.0) for r in results if r.answer.timings.get("ttft_s")]
+    verified = [r.answer.verdict for r in results if r.answer.verdict]
+    generator = next((r.answer.models.get("generator") for r in results if r.answer.models), settings.generator)
+    return {
+        "answer_accuracy": mean(float(r.found) for r in answerable),
+        "exact_match": mean(exact_match(r.prediction, r.question.answers) for r in answerable),
+        "f1": mean(f1(r.prediction, r.question.answers) for r in answerable),
+        "retrieval_hit_at_k": mean(float(r.rank is not None) for r in answerable),
+        "mrr": mean(1 / r.rank if r.rank else 0.0 for r in answerable),
+        **depth_metrics([r.rank_at_5 for r in answerable]),
+        "first_source_hit": mean(float(r.first_source_gold) for r in answerable),  # cited first, as the page shows
+        "refusal_accuracy": mean(float(r.refused) for r in unanswerable),
+        "false_refusal_rate": mean(float(r.refused) for r in answerable),
+        # the false refusals whose reply was right (the rest refused a wrong reply, or refused before replying)
+        "right_replies_refused": mean(float(r.refused_right is True) for r in answerable),
+        "citation_accuracy": mean(map(float, cited)),
+        "closest_holds_gold": mean(map(float, closest)),  # over the answerable questions refused
+        "closest_if_refused": mean(map(float, closest_any)),  # the same rule over every answerable question
+        "unsupported_rate": mean(float(bool(r.answer.unsupported)) for r in answered),
+        "partial_answer_rate": mean(float(r.found and r.answer.partial) for r in partial) if partial else None,
+        "words_altered": sum(r.words_kept is False for r in results),
+        "latency_p50_s": percentile(latencies, 50),
+        "latency_p95_s": percentile(latencies, 95),
+        "ttft_p50_s": percentile(ttfts, 50),
+        # the judge and the probes, over the answers that reached the generator (0 where none ran)
+        "probes_p50_s": percentile(probes, 50),
+        "probes_p95_s": percentile(probes, 95),
+        # replies the fitted decision's screen settled before the judge's pass, over the verified ones
+        "settled_without_judge": mean(float(v.get("judged") is False) for v in verified),
+        "questions": len(results), "answerable": len(answerable), "unanswerable": len(unanswerable),
+        "answered": len(answered), "k": settings.top_k, "generator": generator, "embedder": settings.embedder,
+    }
+
+
+def depth_metrics(ranks: list[int | None]) -> Metrics:
+    """hit@1/@3/@5 and MRR@5 from the rank of the first relevant passage of each question."""
+    hits = {f"retrieval_hit_at_{d}": mean(float(r is not None and r <= d) for r in ranks) for d in RETRIEVAL_DEPTHS}
+    return {**hits, "mrr_at_5": mean(1 / r if r else 0.0 for r in ranks)}
+
+
+def retrieval_metrics(questions: list[Question], settings: Settings, corpus: Path | None = None) -> Metrics:
+    """Retrieval only (no generator): hit@1/3/5 and MRR@5 over the answerable questions.
+
+    Compare the stages with `settings.replace(dense=False)` (BM25 only) or `settings.replace(bm25=False)`.
+    """
+    retriever = get_retriever(settings, corpus)
+    answerable = [q for q in questions if not q.unanswerable]
+    ranks = [first_relevant_rank(retriever.run(q.question, 5), q) for q in answerable]
+    return {**depth_metrics(ranks), "answerable": len(answerable), "dense": settings.dense, "bm25": settings.bm25,
+            "embedder": settings.embedder}
+
+
+def relevance_ranges(questions: list[Question], settings: Settings, corpus: Path | None = None) -> Metrics:
+    """The best passage's dense similarity per group of questions (answerable; unanswerable ones by their
+    `type`), the numbers `min_relevance` is calibrated on."""
+    retriever = get_retriever(settings, corpus)
+    groups: dict[str, list[float]] = {}
+    for q in questions:
+        group = str(q.extra.get("type", "unanswerable")) if q.unanswerable else "answerable"
+        best = max((p.relevance for p in retriever.run(q.question, settings.top_k)), default=0.0)
+        groups.setdefault(group, []).append(best)
+    return {group: {"questions": len(values), "min": round(min(values), 3), "max": round(max(values), 3)}
+            for group, values in groups.items()}

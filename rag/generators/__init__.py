@@ -1,0 +1,1 @@
+"""Text generation behind one interface: llama.cpp, transformers, an OpenAI-compatible server."""

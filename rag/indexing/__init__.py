@@ -1,0 +1,1 @@
+"""Building, storing and opening the index: vectors (FAISS, Milvus), BM25, Ray, the article set."""

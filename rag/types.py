@@ -1,0 +1,219 @@
+"""The data types the stages share: documents and chunks, passages, citations, answers, usage, reports."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Document:
+    doc_id: str  # path relative to the corpus root, with forward slashes
+    title: str
+    text: str  # the original text, as shown to people; chunk offsets point into it
+    path: str
+    sha256: str
+    body_start: int = 0  # where the body begins (after a title line or front matter)
+    meta: dict[str, str] = field(default_factory=dict)  # source, date, ... when the file gives them
+
+@dataclass
+class Chunk:
+    doc_id: str
+    title: str
+    chunk_index: int
+    start: int  # character offsets into Document.text
+    end: int
+    paragraphs: tuple[int, int]  # first and last paragraph number (1-based, after the title)
+    text: str  # normalised, what is embedded and searched
+    raw: str  # Document.text[start:end], what is displayed
+    id: int = -1  # assigned by the index: the chunk's row in its build
+    key: int = -1  # assigned by the index: kept by the chunk across builds (the Milvus primary key)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["paragraphs"] = list(self.paragraphs)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> Chunk:
+        return cls(**{**data, "paragraphs": tuple(data["paragraphs"])})
+
+@dataclass
+class Passage:
+    """A retrieved chunk with the score of every stage that saw it (None where a stage is off)."""
+
+    chunk_id: int
+    doc_id: str
+    title: str
+    text: str  # as in the article (display)
+    start: int
+    end: int
+    paragraphs: tuple[int, int]
+    rank: int = 0
+    scores: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def relevance(self) -> float:
+        """Cosine similarity of question and passage: the score refusal decisions use."""
+        return float(self.scores.get("dense_similarity") or 0.0)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["paragraphs"] = list(self.paragraphs)
+        return data
+
+@dataclass
+class Citation:
+    marker: int
+    chunk_id: int
+    doc_id: str
+    title: str
+    passage: str
+    span_start: int | None  # offsets of the supporting sentence in the document's text
+    span_end: int | None
+    span_text: str
+    retrieval_score: float
+    support: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+@dataclass
+class CheckResult:
+    text: str
+    citations: list[Citation] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)  # what the checker changed, for logs and tests
+    supported_sentences: int = 0
+    declined: list[str] = field(default_factory=list)  # sentences saying the articles do not give a part
+
+@dataclass
+class Retrieval:
+    """The first event of `stream_answer`: what was retrieved, so sources can be shown while the answer streams."""
+
+    question: str
+    rewritten_question: str
+    passages: list[Passage]
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    citations: list[Citation]
+    refused: bool
+    passages: list[Passage]
+    unsupported: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
+    rewritten_question: str = ""
+    # "instruction" | "low-relevance" | "generator" | "unsupported" | "no-answer" | "verifier" | ""
+    refusal_reason: str = ""
+    second_look: bool = False  # the generator refused, was asked once more, and that reply was checked
+    raw_text: str = ""  # the generator's reply before the citation check
+    # what the generator read ("document" or "passages") and, per call, the tokens it processed (from the engine)
+    usage: dict[str, Any] = field(default_factory=dict)
+    partial: bool = False  # the reply answers part of the question and says the articles do not give the rest
+    verdict: dict[str, Any] = field(default_factory=dict)  # the verifier's scores, when it ran
+    closest: Citation | None = None  # with a refusal: the sentence of the articles nearest the question
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "citations": [c.to_json() for c in self.citations],
+            "refused": self.refused,
+            "refusal_reason": self.refusal_reason,
+            "second_look": self.second_look,
+            "unsupported": self.unsupported,
+            "passages": [p.to_json() for p in self.passages],
+            "timings": self.timings,
+            "models": self.models,
+            "rewritten_question": self.rewritten_question,
+            "raw_text": self.raw_text,
+            "usage": self.usage,
+            "partial": self.partial,
+            "verdict": self.verdict,
+            "closest": self.closest.to_json() if self.closest else None,
+        }
+
+@dataclass(frozen=True)
+class Prefix:
+    """Says which start of a prompt stays the same across calls, so the engine keeps its processed state.
+
+    `varying` is the tail of the last message that changes from call to call (the question); everything before
+    its last occurrence in the rendered prompt is the prefix (instructions and passages). `persist` also saves
+    the state to disk (for whole documents, which are asked about again in later processes); `label` names
+    the state (a document id).
+    """
+
+    varying: str
+    persist: bool = False
+    label: str = ""
+
+@dataclass
+class Usage:
+    """What the last call cost the engine, read from the engine itself."""
+
+    prompt_tokens: int = 0
+    evaluated_tokens: int = 0  # prompt tokens the engine processed in this call; the rest came from a kept state
+    state: str = "none"  # where the prefix came from: context | memory | disk | computed | none
+    prefix_s: float = 0.0  # seconds spent restoring or computing the prefix
+    completion_tokens: int = 0
+    decode_s: float = 0.0  # from the first text piece to the end of the reply
+    # How sure the engine was of the reply's own tokens (natural-log probabilities read from its logits; None where
+    # the engine does not report them): the lowest, the mean, and the lowest over tokens holding a digit or a
+    # capital letter (the figures and names an invented answer is made of).
+    logprob_min: float | None = None
+    logprob_mean: float | None = None
+    logprob_key_min: float | None = None
+    # The outputs of the layers asked for (`layers`), at the prompt's last position: read while the prompt is
+    # processed, so they cost nothing more (rag.answering.decision's state probes). Not part of the usage record.
+    layer_states: dict[int, list[float]] = field(default_factory=dict, repr=False)
+    # The outputs of `reply_layers` over the reply: "last" where the reply's last evaluated token is, "mean" over its
+    # tokens (read while it is generated; recorded for fitting). Not part of the usage record either.
+    reply_states: dict[str, dict[int, list[float]]] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("layer_states", "reply_states")}
+
+@dataclass
+class IndexReport:
+    documents: int = 0
+    chunks: int = 0
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one message per corpus file that could not be used
+    rejected: list[str] = field(default_factory=list)  # uploads refused before they reached the corpus
+    duplicates: list[str] = field(default_factory=list)  # uploads whose bytes are already in the corpus: not copied
+    renamed: list[str] = field(default_factory=list)  # uploads saved under another name than their sender gave
+    resumed: list[str] = field(default_factory=list)  # embedded by an interrupted run, taken from pending/
+    embedded_chunks: int = 0  # embedded by this run
+    rebuilt: bool = False
+    seconds: float = 0.0  # the whole run, reading files and loading the embedder included
+    embed_seconds: float = 0.0  # chunking and embedding the new chunks only
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed or self.rebuilt)
+
+    @property
+    def chunks_per_s(self) -> float:
+        return self.embedded_chunks / self.embed_seconds if self.embed_seconds else 0.0
+
+    def summary(self) -> str:
+        if not self.changed:
+            return f"index up to date: {self.documents} documents, {self.chunks} chunks ({self.seconds:.2f} s)"
+        what = "rebuilt" if self.rebuilt else (
+            f"+{len(self.added)} new, {len(self.updated)} changed, -{len(self.removed)} removed")
+        if self.resumed:
+            what += f"; {len(self.resumed)} documents embedded by an interrupted run reused"
+        return (f"indexed {self.documents} documents, {self.chunks} chunks ({what}) in {self.seconds:.2f} s; "
+                f"embedded {self.embedded_chunks} chunks at {self.chunks_per_s:.1f} chunks/s")
+
+@dataclass
+class ArticleInfo:
+    doc_id: str
+    title: str
+    date: str  # the article's own date (front matter or sidecar), else the day its file was last written
+    chunks: int

@@ -1,0 +1,1 @@
+"""Tooling outside the product: benches and fitting the answer-or-refuse decision."""
