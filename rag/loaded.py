@@ -55,6 +55,11 @@ class Loaded(Generic[T]):
                 if not key_lock.users:
                     del self._loading[key]
 
+    def items(self) -> list[tuple[Hashable, T]]:
+        """The keys and values kept now (a copy: loads may go on meanwhile)."""
+        with self._lock:
+            return list(self._values.items())
+
     def clear(self) -> None:
         """Drop every value kept; each is loaded again when next asked for."""
         with self._lock:

@@ -135,9 +135,12 @@ def get_retriever(settings: Settings, corpus: Path | None = None) -> Retriever:
            settings.index_type, settings.vector_store, settings.milvus_uri, settings.dense, settings.bm25,
            settings.reranker, settings.rrf_k, settings.candidates, settings.min_relevance, settings.bm25_weight,
            settings.figure_rule)
-    build = current_build(folder)
-    return _retrievers.get(key, lambda: Retriever(open_index(settings, corpus), settings),
-                           stale=lambda kept: build is None or kept.index.folder != build)
+
+    def stale(kept: Retriever) -> bool:  # asked under the key's lock: a retriever another thread just made is kept
+        build = current_build(folder)
+        return build is None or kept.index.folder != build
+
+    return _retrievers.get(key, lambda: Retriever(open_index(settings, corpus), settings), stale)
 
 
 def retrieve(question: str, k: int | None = None, settings: Settings | None = None,

@@ -1,4 +1,5 @@
-"""Shared fixtures: real packaged models (prepared once in the user cache), real index files in temp folders."""
+"""Shared fixtures: real packaged models (prepared once in the user cache), real index files in temp folders; and
+the test tiers: every test is `unit` or `integration`, and a unit test that loads a model or starts a process fails."""
 
 from __future__ import annotations
 

@@ -1,3 +1,6 @@
+"""The `rag` command line: exit codes and messages for bad input, `rag index` summaries, `rag ask` (JSON, another
+corpus, a pipe and a real terminal) and the generator states `rag index` saves."""
+
 import json
 import re
 import subprocess
@@ -20,6 +23,7 @@ def env_settings(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.integration
 def test_empty_question_exits_2_without_loading_a_model(env_settings):
     done = subprocess.run([sys.executable, "-m", "rag.cli", "ask", "  "], capture_output=True, text=True,
                           cwd=REPO, timeout=120)
@@ -27,12 +31,14 @@ def test_empty_question_exits_2_without_loading_a_model(env_settings):
     assert "error: the question is empty" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.unit
 def test_unknown_model_exits_1_listing_known_names(env_settings, capsys):
     assert main(["ask", "How much?", "--model", "gpt-17"]) == 1
     err = capsys.readouterr().err
     assert "unknown generator 'gpt-17'" in err and "qwen2.5-coder-0.5b" in err
 
 
+@pytest.mark.integration
 def test_index_prints_a_summary_and_is_incremental(env_settings, capsys, monkeypatch):
     monkeypatch.setenv("RAG_INDEX_STATES", "false")  # no generator: the saved states have a test of their own
     assert main(["index"]) == 0
@@ -45,12 +51,14 @@ def test_index_prints_a_summary_and_is_incremental(env_settings, capsys, monkeyp
     assert "skipped:" in captured.err and "empty.txt: no text" in captured.err
 
 
+@pytest.mark.unit
 def test_index_of_an_empty_folder_is_bad_input(env_settings, capsys):
     (env_settings / "nothing").mkdir()
     assert main(["index", str(env_settings / "nothing")]) == 2
     assert "nothing to index" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_ask_json_has_the_documented_keys(env_settings, capsys):
     assert main(["ask", "How much will South Korea invest in daily AI for all people?", "--json", "--k", "3"]) == 0
@@ -59,6 +67,7 @@ def test_ask_json_has_the_documented_keys(env_settings, capsys):
     assert "909 billion won" in data["answer"] and len(data["passages"]) == 3
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_ask_over_another_corpus_leaves_the_main_index_alone(env_settings, capsys):
     assert main(["index"]) == 0
@@ -72,6 +81,7 @@ def test_ask_over_another_corpus_leaves_the_main_index_alone(env_settings, capsy
     assert list((env_settings / "index" / "corpora").iterdir())
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_index_saves_the_generator_state_of_each_document(env_settings, capsys, monkeypatch):
     monkeypatch.setenv("RAG_CACHE_DIR", str(cache_with_models(env_settings)))
@@ -87,6 +97,7 @@ def test_index_saves_the_generator_state_of_each_document(env_settings, capsys, 
 QUESTION = "When did Zuckerberg last visit South Korea?"
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_ask_prints_one_answer_to_a_pipe(env_settings):
     done = subprocess.run([sys.executable, "-m", "rag.cli", "ask", QUESTION], capture_output=True, text=True,
@@ -96,6 +107,7 @@ def test_ask_prints_one_answer_to_a_pipe(env_settings):
     assert done.stdout.startswith("Answer: ") and "\x1b[" not in done.stdout
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_ask_on_a_terminal_streams_then_leaves_one_answer(env_settings):
     """Run `rag ask` on a real pseudo-terminal and replay what it wrote on a terminal emulator."""

@@ -60,6 +60,7 @@ def ends_cleanly(question: str, settings_) -> str:  # noqa: ANN001
     return "refused" if best < calibration(settings_).min_relevance else "generator"
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_thousand_hostile_questions_end_cleanly(seed):
     outcomes: dict[str, int] = {}
@@ -77,6 +78,7 @@ def test_a_thousand_hostile_questions_end_cleanly(seed):
     assert outcomes.get("error") and outcomes.get("refused") and outcomes.get("generator"), outcomes
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_hostile_questions_that_pass_the_checks_get_an_answer_or_a_refusal(seed):
     seen = []
@@ -110,6 +112,7 @@ histories = st.one_of(
 )
 
 
+@pytest.mark.unit
 @settings(max_examples=300, deadline=None, database=None)
 @given(histories)
 def test_malformed_histories_are_read_or_refused_clearly(history) -> None:  # noqa: ANN001
@@ -121,6 +124,7 @@ def test_malformed_histories_are_read_or_refused_clearly(history) -> None:  # no
     assert all(isinstance(user, str) and isinstance(reply, str) for user, reply in turns)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_malformed_histories_reach_an_answer(seed):
     for history in ([{"role": "user"}], [{"role": "assistant", "content": {"nested": [1, None]}}],
@@ -132,6 +136,7 @@ def test_malformed_histories_reach_an_answer(seed):
             answer("When did he last visit South Korea?", history=history, settings=seed)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_rag_ask_ends_cleanly_on_hostile_questions(seed):
     env = child_env(RAG_INDEX_DIR=str(seed.index_dir), RAG_CORPUS_DIR=str(seed.corpus_dir), RAG_INDEX_STATES="false")

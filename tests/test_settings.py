@@ -1,3 +1,6 @@
+"""Settings: defaults, rag.toml then RAG_* variables then arguments, named errors, and the choices that come from
+the embedder's calibration."""
+
 from pathlib import Path
 
 import pytest

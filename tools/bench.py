@@ -362,7 +362,7 @@ def embedder_report(name: str) -> dict:
     """Run in a new process per embedder (so that its peak memory is its own): a fresh index of the pooled RGB
     corpus (chunks/s, disk), query encoding time, and retrieval on RGB (all 100 queries, and positions 50-99 on
     which choices are made) and on the project's set, with the embedder's calibrated retrieval settings."""
-    from rag.evaluation.command import select_positions
+    from rag.evaluation.questions import select_positions
     from rag.evaluation.rgb import rgb_questions
 
     settings = load_settings(embedder=name)

@@ -27,7 +27,7 @@ fails when this page and the class differ. Edit the class and its comments, then
 A setting is given, the later overriding the earlier, by its default below, a `{DEFAULT_CONFIG_FILE}` file in the
 working directory (or the file named by `{CONFIG_ENV}`; TOML, `name = value`, sections are flattened), an
 environment variable `{ENV_PREFIX}<NAME>` (for example `{ENV_PREFIX}TOP_K=6`), and the command line's flags where
-a command has one (`rag ask --top-k 6`). Booleans accept 1/0, true/false, yes/no, on/off. Paths are relative to the
+a command has one (`rag ask --k 6`). Booleans accept 1/0, true/false, yes/no, on/off. Paths are relative to the
 working directory unless absolute. Measured defaults and what they were chosen on are in rag/calibration.py.
 """
 

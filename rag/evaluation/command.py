@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from rag.evaluation.questions import (
     EvaluationError,
     Question,
     load_questions,
+    select_positions,
     select_split,
 )
 from rag.evaluation.report import format_value, metrics_table
@@ -60,27 +60,6 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> int:
     wrong = sum(not r.correct for r in evaluator.results)
     print(f"\n{wrong} wrong of {len(questions)}; results, metrics, report and chart in {out_dir}/")
     return 0
-
-
-def select_positions(questions: list[Question], spec: str) -> list[Question]:
-    """The questions at the 0-based positions of `spec` ("50-99", "3,10-12"), in their order in the file."""
-    return [questions[n] for n in parse_positions(spec, len(questions))]
-
-
-def parse_positions(spec: str, count: int) -> list[int]:
-    """The sorted 0-based positions that `spec` names, each below `count`."""
-    wanted: set[int] = set()
-    for part in spec.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match:
-            raise EvaluationError(f"--queries: expected positions such as 50-99 or 3,10-12, got {spec!r}")
-        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
-        if last < first:
-            raise EvaluationError(f"--queries: the range {part.strip()} runs backwards")
-        wanted.update(range(first, last + 1))
-    if max(wanted) >= count:
-        raise EvaluationError(f"--queries: position {max(wanted)} is past the last question ({count - 1})")
-    return sorted(wanted)
 
 
 def _retrieval_only(questions: list[Question], settings: Settings, corpus: Path | None, out_dir: Path) -> int:

@@ -104,3 +104,23 @@ def _string_list(value: Any, key: str, where: str) -> list[str]:
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
         raise EvaluationError(f"{where}: `{key}` must be a string or a list of strings")
     return [item for item in items if item.strip()]
+
+
+def select_positions(questions: list[Question], spec: str) -> list[Question]:
+    """The questions at the 0-based positions of `spec` ("50-99", "3,10-12"), in their order in the file."""
+    return [questions[n] for n in parse_positions(spec, len(questions))]
+
+def parse_positions(spec: str, count: int) -> list[int]:
+    """The sorted 0-based positions that `spec` names, each below `count`."""
+    wanted: set[int] = set()
+    for part in spec.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise EvaluationError(f"--queries: expected positions such as 50-99 or 3,10-12, got {spec!r}")
+        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+        if last < first:
+            raise EvaluationError(f"--queries: the range {part.strip()} runs backwards")
+        wanted.update(range(first, last + 1))
+    if max(wanted) >= count:
+        raise EvaluationError(f"--queries: position {max(wanted)} is past the last question ({count - 1})")
+    return sorted(wanted)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.evaluation.questions import RATE_KEYS, Metrics
-from rag.evaluation.runner import Result
+from rag.evaluation.result import Result
 from rag.files import write_text_atomically
 
 # ---------------------------------------------------------------- outputs

@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rag.evaluation.command import parse_positions
 from rag.evaluation.metrics import rgb_correct
-from rag.evaluation.questions import REJECT_MODES, RGB_FILE, EvaluationError, Question
+from rag.evaluation.questions import REJECT_MODES, RGB_FILE, EvaluationError, Question, parse_positions
 from rag.files import remove_stale_partials, write_text_atomically
 from rag.settings import Settings
 

@@ -192,7 +192,7 @@ class LlamaEmbedder:
             return len(self._load().tokenize(text.encode("utf-8"), add_bos=False))
 
 
-_embedders: Loaded[Embedder | LlamaEmbedder] = Loaded()
+_cache: Loaded[Embedder | LlamaEmbedder] = Loaded()
 
 
 def get_embedder(settings: Settings) -> Embedder | LlamaEmbedder:
@@ -200,8 +200,8 @@ def get_embedder(settings: Settings) -> Embedder | LlamaEmbedder:
     same assembled model share one copy: EmbeddingGemma holds 0.6 GB)."""
     key = ("embedder", settings.embedder, embedder_precision(settings), settings.device, _embedder_home(settings))
     if isinstance(EMBEDDERS.get(settings.embedder), PackagedZipEntry):  # a GGUF: llama.cpp, not sentence-transformers
-        return _embedders.get(key, lambda: LlamaEmbedder(settings.embedder, settings))
-    return _embedders.get(key, lambda: Embedder(settings.embedder, settings))
+        return _cache.get(key, lambda: LlamaEmbedder(settings.embedder, settings))
+    return _cache.get(key, lambda: Embedder(settings.embedder, settings))
 
 
 def _embedder_home(settings: Settings) -> str:

@@ -1,3 +1,6 @@
+"""Citation checking on hand-made replies: markers kept, fixed or added, supporting spans, filler dropped,
+unsupported sentences flagged, and the closest sentence shown with a refusal."""
+
 import pytest
 
 from rag.answering.citations import (

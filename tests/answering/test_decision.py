@@ -45,6 +45,7 @@ def passage(text: str, number: int = 0) -> Passage:
 # ---------------------------------------------------------------- probes
 
 
+@pytest.mark.unit
 def test_focus_asks_for_what_the_wh_word_wants():
     assert holds_focus("When did he last visit?", "He last visited in 2014.")
     assert not holds_focus("When did he last visit?", "He visited Seoul.")
@@ -55,6 +56,7 @@ def test_focus_asks_for_what_the_wh_word_wants():
     assert holds_focus("Why did it grow?", "Demand for AI.")  # other questions always hold their focus
 
 
+@pytest.mark.unit
 def test_lexical_probes_tell_a_stated_answer_from_a_stitched_one():
     passages = [passage("The science minister is Lee Jong-ho. The Metaverse Alliance was founded by the government.")]
     stated = lexical_probes("The science minister is Lee Jong-ho [1].", "Who is the science minister?", passages, None)
@@ -71,6 +73,7 @@ def test_lexical_probes_tell_a_stated_answer_from_a_stitched_one():
     assert worded_differently["joint_support"] > 0.0 and worded_differently["focus"] == 1.0
 
 
+@pytest.mark.unit
 def test_a_quote_must_be_a_passage_sentence_carrying_the_question_and_the_answer():
     passages = [passage("The science minister is Lee Jong-ho. The Metaverse Alliance was founded by the government.")]
     stated = quote_probes("The science minister is Lee Jong-ho.", "Who is the science minister?",
@@ -106,6 +109,7 @@ def state_probe_json(**changes) -> dict:
             "intercept": 0.5, **changes}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("changes", "message"), [
     ({"format": "pickle"}, "not a rag-decision file"),
     ({"version": 2}, "not a rag-decision file"),
@@ -141,6 +145,7 @@ def test_a_malformed_decision_file_is_refused_whole(changes, message):
 CHEAP = [f for f in FEATURES if f not in GENERATOR_PROBES]
 
 
+@pytest.mark.unit
 def test_the_state_probe_is_read_back_and_scores_a_hidden_state_of_its_size_only():
     data = json.loads(json.dumps(decision_json(features=RECORDED[:-1] + [STATE_FEATURE],
                                                state_probe=state_probe_json())))
@@ -153,6 +158,7 @@ def test_the_state_probe_is_read_back_and_scores_a_hidden_state_of_its_size_only
     assert (decision.state_probe.feature, decision.state_probe.layer) == (STATE_FEATURE, None)
 
 
+@pytest.mark.unit
 def test_an_answer_state_probe_names_the_layer_it_reads():
     data = decision_json(features=RECORDED[:-1] + [ANSWER_FEATURE], state_probe=state_probe_json(kind="answer@18"))
     probe = Decision.from_json(json.loads(json.dumps(data))).state_probe
@@ -166,6 +172,7 @@ def screen_json(**changes) -> dict:
     return decision_json(screen={**screen, **changes})
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("changes", "message"), [
     ({"features": ["judge_yes"], "mean": [0.0], "scale": [1.0], "coef": [1.0]}, "cannot read judge_yes"),
     ({"features": ["focus", "contrastive"], "mean": [0.0] * 2, "scale": [1.0] * 2, "coef": [1.0] * 2},
@@ -179,6 +186,7 @@ def test_a_malformed_screen_refuses_the_whole_file(changes, message):
         Decision.from_json(screen_json(**changes))
 
 
+@pytest.mark.unit
 def test_the_screen_settles_clear_replies_without_the_judge_and_leaves_the_rest_to_it():
     decision = Decision.from_json(json.loads(json.dumps(screen_json())))  # as read back from its file
     assert isinstance(decision.screen, Screen) and decision.screen.features == CHEAP
@@ -193,6 +201,7 @@ def test_the_screen_settles_clear_replies_without_the_judge_and_leaves_the_rest_
     assert settled({**clear, "focus": None}, decision.screen) is None  # a probe missing: the judge runs
 
 
+@pytest.mark.unit
 def test_each_prompt_layout_is_held_to_its_own_thresholds():
     data = decision_json(threshold=0.4, override_threshold=0.5, layout_thresholds={"passages": [0.1, 0.2]})
     decision = Decision.from_json(json.loads(json.dumps(data)))
@@ -208,6 +217,7 @@ def test_each_prompt_layout_is_held_to_its_own_thresholds():
     assert layout_of(Context([passage("x")])) == "passages"
 
 
+@pytest.mark.unit
 def test_loading_says_why_the_checks_decide_instead(tmp_path):
     path = tmp_path / "decision.json"
     assert load_decision(path, "g", "abc", "llama-cpp", "e") == (None, "no fitted decision for g (decision.json): "
@@ -222,6 +232,7 @@ def test_loading_says_why_the_checks_decide_instead(tmp_path):
     assert "fitted for another generator_sha256, engine (abc, llama-cpp)" in note
 
 
+@pytest.mark.unit
 def test_the_packaged_decision_is_for_the_default_generator_and_never_saw_reserved_queries():
     data = json.loads(PACKAGED.read_text())
     decision = Decision.from_json(data)
@@ -244,6 +255,7 @@ def default_seed(seed_settings):
     return seed_settings
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_relation_the_article_never_states_is_refused_by_the_decision(default_seed):
     reply = answer("Who chairs the Metaverse Alliance?", settings=default_seed)
@@ -251,6 +263,7 @@ def test_a_relation_the_article_never_states_is_refused_by_the_decision(default_
     assert reply.verdict["probability"] < reply.verdict["threshold"]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_right_answer_worded_differently_from_the_passage_stands(default_seed, tmp_path):
     text = "The 2008 Summer Olympics were held in Beijing, with 204 national teams taking part."
@@ -264,6 +277,7 @@ def test_a_right_answer_worded_differently_from_the_passage_stands(default_seed,
     assert judged.decided_by == "decision" and judged.passed, judged
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize(("content", "note"), [("{not json", "unusable"), ("foreign", "fitted for another"),
                                                ("none", "decision_file is none")])

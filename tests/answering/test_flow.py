@@ -1,3 +1,6 @@
+"""The whole answer flow (rag.answer) on the real models: figures with citations, refusals, streaming, follow-ups,
+planted instructions, the kept document state, partial answers and two threads at once."""
+
 import pytest
 
 from rag.answering.citations import normalise_markers

@@ -42,6 +42,7 @@ UNSUPPORTED = [  # each uses names and figures of the article in a relation it n
 ]
 
 
+@pytest.mark.unit
 def test_thresholds_come_from_the_calibration_or_the_setting():
     assert threshold_for("qwen2.5-coder-1.5b", -1.0) == 0.59  # chosen on the tune split
     assert threshold_for("qwen2.5-coder-0.5b", -1.0) is None  # its judge does not separate: not verified
@@ -64,18 +65,21 @@ def refused(question: str, reply: str, seed) -> str:
     return "" if verify(reply, question, context, generator, settings).passed else "verifier"
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize(("question", "reply"), SUPPORTED)
 def test_claims_the_article_states_pass(seed, question, reply):
     assert refused(question, reply, seed) == ""
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize(("question", "reply"), UNSUPPORTED)
 def test_claims_it_never_states_are_refused(seed, question, reply):
     assert refused(question, reply, seed)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_both_names_present_relation_absent(seed):
     """"Who chairs the Metaverse Alliance?": the passage names the government and the alliance, so every lexical
@@ -94,6 +98,7 @@ def test_both_names_present_relation_absent(seed):
     assert answerable.answerable > verdict.answerable + 0.1  # the judge tells the two questions apart
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_sentence_support_sees_a_claim_stitched_from_two_sentences(seed):
     _, context, _ = seed
@@ -102,6 +107,7 @@ def test_sentence_support_sees_a_claim_stitched_from_two_sentences(seed):
     assert sentence_support("SK Hynix will invest 622 trillion won [8].", context.passages) == 0.0
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_every_generator_probe_rides_on_the_kept_document_and_leaves_the_answer_alone(seed):
     """Recording all probes (how the tune runs are collected) each probe that costs a pass runs after the kept document,
@@ -127,6 +133,7 @@ def test_every_generator_probe_rides_on_the_kept_document_and_leaves_the_answer_
     assert after.text == answer(follow_up, settings=settings).text
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_the_fitted_decision_reads_the_answer_prompts_middle_layer_through_its_probe(seed, tmp_path):
     """The packaged decision's state probe scores a middle layer's output where the answer prompt ends: read while

@@ -18,8 +18,9 @@ from rag.evaluation.metrics import (
 )
 from rag.evaluation.questions import EvaluationError, Question, load_questions, select_split
 from rag.evaluation.report import write_outputs
+from rag.evaluation.result import Result
 from rag.evaluation.rgb import load_rgb, prepare_rgb, rgb_questions, rgb_snippets, write_rgb_corpus
-from rag.evaluation.runner import QAEvaluator, Result, compute_metrics, relevance_ranges, retrieval_metrics
+from rag.evaluation.runner import QAEvaluator, compute_metrics, relevance_ranges, retrieval_metrics
 from rag.retrieval import calibration
 from rag.settings import Settings
 from rag.types import Answer, Citation, Passage
@@ -61,6 +62,7 @@ OUTPUTS = ("results.jsonl", "metrics.json", "report.md", "metrics.png")
 # ---------------------------------------------------------------- metric functions
 
 
+@pytest.mark.unit
 def test_squad_normalisation():
     assert normalize_answer("The  Yongsan Presidential-Palace, in Seoul!") == "yongsan presidentialpalace in seoul"
     assert normalize_answer("An apple a day") == "apple day"
@@ -68,6 +70,7 @@ def test_squad_normalisation():
     assert normalize_answer("theory") == "theory"  # articles only as whole words
 
 
+@pytest.mark.unit
 def test_exact_match_and_f1_known_values():
     assert exact_match("The Zuckerberg!", ["zuckerberg"]) == 1.0
     assert exact_match("Mark Zuckerberg", ["Zuckerberg"]) == 0.0
@@ -78,6 +81,7 @@ def test_exact_match_and_f1_known_values():
     assert f1("", ["2014"]) == 0.0 and exact_match("", []) == 0.0
 
 
+@pytest.mark.unit
 def test_answer_accuracy_criterion_with_multiple_golds():
     golds = ["Yongsan Presidential Palace", "Yongsan"]
     assert contains_answer("They met at the Yongsan presidential palace [1].", golds)
@@ -87,6 +91,7 @@ def test_answer_accuracy_criterion_with_multiple_golds():
     assert not contains_answer("anything", [])
 
 
+@pytest.mark.unit
 def test_rgb_scoring_with_nested_alternatives():
     assert rgb_correct("It was played in TAMPA, Florida [1].", "Tampa, Florida")
     assert not rgb_correct("It was played in Tampa.", "Tampa, Florida")
@@ -98,6 +103,7 @@ def test_rgb_scoring_with_nested_alternatives():
     assert rgb_correct("Jan 5 in Oslo", [["January 5", "Jan 5"], "Oslo"])
 
 
+@pytest.mark.unit
 def test_refusal_detection():
     refusal = "The articles do not say."
     assert detect_refusal(refusal, refusal_text=refusal)
@@ -107,6 +113,7 @@ def test_refusal_detection():
     assert not detect_refusal("", refusal_text=refusal)
 
 
+@pytest.mark.unit
 def test_passage_relevance_by_gold_or_evidence_paragraph():
     question = Question("q", "When?", ["2014"], evidence=["p10"])
     assert passage_relevant(passage(0, "It happened in 2014.", (1, 2)), question)
@@ -119,6 +126,7 @@ def test_passage_relevance_by_gold_or_evidence_paragraph():
 # ---------------------------------------------------------------- question loading
 
 
+@pytest.mark.unit
 def test_questions_load_with_unknown_keys_kept(tmp_path):
     path = write(tmp_path / "q.jsonl", "\n".join([
         json.dumps({"id": "a", "question": "Who?", "answers": ["Lee"], "evidence": "p3", "type": "name"}),
@@ -131,6 +139,7 @@ def test_questions_load_with_unknown_keys_kept(tmp_path):
     assert (second.id, second.unanswerable, second.answers) == ("2", True, [])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("text", "message"), [
     ('{"id": "a", "question": "Q?", "answers": ["x"]}\n{"id": "b", "question": ', "line 2: not valid JSON"),
     ('{"id": "a", "question": "Q?"}\n', "line 1: missing key(s): answers"),
@@ -148,12 +157,14 @@ def test_bad_question_files_name_the_file_and_line(tmp_path, text, message):
     assert str(path) in str(caught.value) and message in str(caught.value)
 
 
+@pytest.mark.unit
 def test_missing_question_file_is_a_clear_error(tmp_path):
     with pytest.raises(EvaluationError, match="cannot read"):
         load_questions(tmp_path / "nope.jsonl")
     assert main(["eval", "--questions", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "out")]) == 2
 
 
+@pytest.mark.unit
 def test_the_project_question_set_loads_with_its_fixed_split():
     questions = load_questions(QUESTIONS)
     assert len(questions) == 280 and sum(q.unanswerable for q in questions) == 154
@@ -165,6 +176,7 @@ def test_the_project_question_set_loads_with_its_fixed_split():
     assert select_split(questions, "all") == select_split(questions, None) == questions
 
 
+@pytest.mark.unit
 def test_split_errors(tmp_path):
     path = write(tmp_path / "q.jsonl", json.dumps({"id": "a", "question": "Q?", "answers": ["x"], "split": "dev"}))
     with pytest.raises(EvaluationError, match="line 1: `split` must be one of tune, test, got 'dev'"):
@@ -175,6 +187,7 @@ def test_split_errors(tmp_path):
     assert main(["eval", "--benchmark", "rgb", "--split", "test", "--out", str(tmp_path / "o")]) == 2
 
 
+@pytest.mark.integration
 def test_eval_command_selects_a_split(seed_env, tmp_path):
     out = tmp_path / "out"
     assert main(["eval", "--retrieval-only", "--questions", str(QUESTIONS), "--split", "test", "--out", str(out)]) == 0
@@ -183,9 +196,9 @@ def test_eval_command_selects_a_split(seed_env, tmp_path):
     assert table["hybrid"]["answerable"] == sum(not q.unanswerable for q in test_split) == 41
 
 
+@pytest.mark.integration
 def test_eval_selects_queries_by_position(seed_env, tmp_path):
-    from rag.evaluation.command import select_positions
-    from rag.evaluation.questions import EvaluationError, load_questions
+    from rag.evaluation.questions import EvaluationError, load_questions, select_positions
 
     questions = load_questions(QUESTIONS)
     assert [q.id for q in select_positions(questions, "3, 10-12")] == [questions[n].id for n in (3, 10, 11, 12)]
@@ -232,6 +245,7 @@ def hand_made_results() -> list[Result]:
     return [Result(q, a, detect_refusal(a.text, a.refused, "The articles do not say."), a.passages) for q, a in answers]
 
 
+@pytest.mark.unit
 def test_metrics_from_hand_made_answers():
     metrics = compute_metrics(hand_made_results(), Settings())
     assert set(metrics) >= METRIC_KEYS
@@ -253,6 +267,7 @@ def test_metrics_from_hand_made_answers():
     assert (metrics["latency_p50_s"], metrics["ttft_p50_s"], metrics["generator"]) == (2.0, 1.0, "tiny")
 
 
+@pytest.mark.unit
 def test_a_right_reply_refused_is_told_from_a_wrong_one_refused():
     on = passage(1, "He came in 2014.", (1, 1), 1)
     when, again, budget = (Question("a1", "When?", ["2014"]), Question("a2", "When?", ["2014"]),
@@ -267,6 +282,7 @@ def test_a_right_reply_refused_is_told_from_a_wrong_one_refused():
     assert [r.to_json()["refused_right"] for r in results] == [True, False, None]
 
 
+@pytest.mark.integration  # the chart: matplotlib starts `fc-list` (a process) when it has no font cache yet
 def test_outputs_are_written(tmp_path):
     results = hand_made_results()
     write_outputs(tmp_path, results, compute_metrics(results, Settings()), "project")
@@ -288,6 +304,7 @@ RGB_ROWS = [
 ]
 
 
+@pytest.mark.unit
 def test_rgb_corpus_is_pooled_deduplicated_and_neutral(tmp_path):
     folder = tmp_path / "rgb"
     write(folder / "snippet-9999.txt", "stale\nold")
@@ -317,6 +334,7 @@ REJECT_ROWS = [  # made up here (the RGB data itself is never copied into the pr
 ]
 
 
+@pytest.mark.integration
 def test_negative_rejection_takes_the_answers_of_every_second_query_out_of_the_index(tmp_settings):
     from rag.retrieval import get_retriever
 
@@ -337,6 +355,7 @@ def test_negative_rejection_takes_the_answers_of_every_second_query_out_of_the_i
         prepare_rgb(path, tmp_settings, "0-3", "some")
 
 
+@pytest.mark.unit
 def test_rgb_file_errors(tmp_path):
     with pytest.raises(EvaluationError, match="RGB data not found"):
         load_rgb(tmp_path)
@@ -358,6 +377,7 @@ def seed_env(seed_settings, monkeypatch):
     return seed_settings
 
 
+@pytest.mark.integration
 def test_retrieval_only_comparison(seed_settings):
     questions = load_questions(QUESTIONS)[:10]
     for settings in (seed_settings, seed_settings.replace(dense=False), seed_settings.replace(bm25=False)):
@@ -366,6 +386,7 @@ def test_retrieval_only_comparison(seed_settings):
         assert 0 <= metrics["retrieval_hit_at_1"] <= metrics["retrieval_hit_at_3"] <= metrics["retrieval_hit_at_5"] <= 1
 
 
+@pytest.mark.integration
 def test_retrieval_only_command(seed_env, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["eval", "--retrieval-only", "--questions", str(QUESTIONS), "--limit", "5", "--out", str(out)]) == 0
@@ -374,6 +395,7 @@ def test_retrieval_only_command(seed_env, tmp_path, capsys):
     assert table["best_relevance"]["answerable"]["questions"] == 5
 
 
+@pytest.mark.integration
 def test_min_relevance_separates_off_topic_from_answerable_questions(seed_settings):
     ranges = relevance_ranges(load_questions(QUESTIONS), seed_settings)
     assert set(ranges) == {"answerable", "unanswerable", "off-topic"}
@@ -391,11 +413,13 @@ def default_seed(tmp_path_factory):
     return make_settings(tmp, embedder=DEFAULT_EMBEDDER)
 
 
+@pytest.mark.integration
 def test_the_default_embedders_floor_separates_them_too(default_seed):
     ranges = relevance_ranges(load_questions(QUESTIONS), default_seed)
     assert ranges["off-topic"]["max"] < calibration(default_seed).min_relevance <= ranges["answerable"]["min"]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_eval_command_writes_all_outputs(seed_env, tmp_path, capsys):
     questions = [
@@ -415,6 +439,7 @@ def test_eval_command_writes_all_outputs(seed_env, tmp_path, capsys):
     assert "answer_accuracy" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.skipif(not RGB_DATA.is_file(), reason="the RGB data is not beside the repository")
 def test_rgb_smoke(seed_env, tmp_path):
@@ -425,6 +450,7 @@ def test_rgb_smoke(seed_env, tmp_path):
     assert metrics["questions"] == 3 and set(metrics) >= METRIC_KEYS
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # 93 questions: about 6 minutes on an idle machine, far more on a shared one
 def test_quality_gate(default_seed, tmp_path):

@@ -1,3 +1,6 @@
+"""The generator engines (llama.cpp and transformers) on the small packaged model: greedy answers, scoring, layer
+outputs, kept and saved prompt states; and the stop filter, template clean-up and engine choice without a model."""
+
 import os
 
 import pytest
@@ -22,6 +25,7 @@ def engines():
     return {engine: get_generator(settings.replace(engine=engine)) for engine in ("llama-cpp", "transformers")}
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_both_engines_agree_on_a_greedy_answer(engines):
     assert isinstance(engines["llama-cpp"], LlamaCppGenerator)
@@ -31,6 +35,7 @@ def test_both_engines_agree_on_a_greedy_answer(engines):
     assert replies["llama-cpp"].strip(" .") == replies["transformers"].strip(" .")
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_both_engines_score_a_given_reply_and_give_a_hidden_state_alike(engines):
     """The probes' engine methods: the greedy reply is the likeliest text for both engines (every token near
@@ -42,6 +47,7 @@ def test_both_engines_score_a_given_reply_and_give_a_hidden_state_alike(engines)
         assert state.shape == (896,) and float(abs(state).max()) > 0, name  # qwen2.5-coder-0.5b's hidden size
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["llama-cpp", "transformers"])
 def test_streaming_gives_pieces_and_honours_stop_and_max_tokens(engines, engine):
@@ -56,6 +62,7 @@ def test_streaming_gives_pieces_and_honours_stop_and_max_tokens(engines, engine)
     assert generator.count_tokens(short) <= 6
 
 
+@pytest.mark.unit
 def test_stop_filter_holds_back_possible_stop_starts():
     stops = StopFilter(["STOP"])
     assert stops.feed("hello ST") == "hello "
@@ -65,11 +72,13 @@ def test_stop_filter_holds_back_possible_stop_starts():
     assert stops.feed("a ST") + stops.feed("ay") + stops.flush() == "a STay"
 
 
+@pytest.mark.unit
 def test_template_tokens_are_stripped():
     assert "".join(clean_stream(iter(["Seoul<|im_", "end|> trailing"]), [])) == "Seoul"
     assert "".join(clean_stream(iter(["<|assistant|>Yes", " indeed"]), [])) == "Yes indeed"
 
 
+@pytest.mark.unit
 def test_engine_choices_are_checked(tmp_path):
     with pytest.raises(ModelError, match="unknown engine 'tensorrt'"):
         get_generator(Settings(engine="tensorrt"), SMALL)
@@ -104,6 +113,7 @@ def state_files(tmp_path) -> list:
     return sorted((tmp_path / "cache" / "states").rglob("*.state"))
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_kept_prefix_leaves_only_the_new_tokens_to_process(fresh_llama):
     generator = fresh_llama()
@@ -117,6 +127,7 @@ def test_a_kept_prefix_leaves_only_the_new_tokens_to_process(fresh_llama):
     assert usage.evaluated_tokens < 0.25 * usage.prompt_tokens
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_given_reply_is_scored_as_the_engine_scored_it_while_generating(fresh_llama):
     """The probes that score a given text (the refusal sentence, a reply without its passages) read the same
@@ -136,6 +147,7 @@ def test_a_given_reply_is_scored_as_the_engine_scored_it_while_generating(fresh_
     assert again == reply
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_layer_outputs_where_the_prompt_ends_are_read_while_generating_at_no_cost(fresh_llama, engines):
     """The layers asked of a stream give their outputs at the prompt's last position, read while the prompt is
@@ -160,6 +172,7 @@ def test_layer_outputs_where_the_prompt_ends_are_read_while_generating_at_no_cos
     assert cosine(*alike) > 0.9  # a quantised GGUF and its bfloat16 weights
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_layer_outputs_over_the_reply_are_read_while_generating_for_fitting(fresh_llama):
     """`reply_layers` give their outputs over the reply as it is generated (the last evaluated token's, and the mean
@@ -209,6 +222,7 @@ def ask_afresh(generator, question: str, document: str) -> tuple[str, Usage]:
     return complete(generator, messages, 16, prefix=Prefix(varying, persist=False))
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_new_passages_after_another_prompt_process_only_what_differs(fresh_llama):
     """Passages never read before still share the instructions with the prompt in the context: only the tokens
@@ -224,6 +238,7 @@ def test_new_passages_after_another_prompt_process_only_what_differs(fresh_llama
     assert whole_usage.evaluated_tokens == whole_usage.prompt_tokens and whole == answer
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_saved_state_is_restored_in_a_new_process_and_answers_the_same(fresh_llama, tmp_path):
     computed, usage = ask(fresh_llama(), "Where will the second shop open?")
@@ -233,6 +248,7 @@ def test_a_saved_state_is_restored_in_a_new_process_and_answers_the_same(fresh_l
     assert usage.evaluated_tokens < 0.3 * usage.prompt_tokens
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_after_another_prompt_the_state_comes_back_from_memory(fresh_llama):
     generator = fresh_llama()
@@ -242,6 +258,7 @@ def test_after_another_prompt_the_state_comes_back_from_memory(fresh_llama):
     assert usage.state == "memory" and "Kim" in answer
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_changed_document_or_prompt_is_not_answered_from_the_old_state(fresh_llama, tmp_path):
     generator = fresh_llama()
@@ -253,6 +270,7 @@ def test_a_changed_document_or_prompt_is_not_answered_from_the_old_state(fresh_l
     assert len(state_files(tmp_path)) == 3
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "foreign"])
 def test_a_damaged_or_foreign_state_file_is_recomputed(fresh_llama, tmp_path, damage):
@@ -268,6 +286,7 @@ def test_a_damaged_or_foreign_state_file_is_recomputed(fresh_llama, tmp_path, da
     assert ask(fresh_llama(), "In which year did the shop open?")[1].state == "disk"  # saved again, whole
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_transformers_reuses_a_kept_prefix_with_the_same_greedy_answer(engines):
     generator = engines["transformers"]

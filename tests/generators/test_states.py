@@ -5,6 +5,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from rag.generators.states import MAGIC, SavedState, StateStore, state_key
 from tests.sigkill import STATE_KEYS, Child, dead_pid, kill_after, payload
 
@@ -13,6 +15,7 @@ def store(tmp_path, in_memory=2, on_disk=3) -> StateStore:
     return StateStore(tmp_path / "states", in_memory, on_disk)
 
 
+@pytest.mark.unit
 def test_a_saved_state_loads_back_exactly(tmp_path):
     states = store(tmp_path)
     saved = SavedState("k1", [1, 2, 3], os.urandom(4096), label="seed.txt")
@@ -22,6 +25,7 @@ def test_a_saved_state_loads_back_exactly(tmp_path):
     assert (loaded.tokens, loaded.data, loaded.label) == ([1, 2, 3], saved.data, "seed.txt")
 
 
+@pytest.mark.unit
 def test_a_truncated_state_is_detected_and_deleted(tmp_path):
     states = store(tmp_path)
     path = states.save(SavedState("k1", [1, 2], os.urandom(4096)))
@@ -29,6 +33,7 @@ def test_a_truncated_state_is_detected_and_deleted(tmp_path):
     assert states.load("k1") is None and not path.exists()
 
 
+@pytest.mark.unit
 def test_a_state_with_flipped_bytes_is_detected(tmp_path):
     states = store(tmp_path)
     path = states.save(SavedState("k1", [1, 2], bytes(4096)))
@@ -38,6 +43,7 @@ def test_a_state_with_flipped_bytes_is_detected(tmp_path):
     assert states.load("k1") is None and not path.exists()
 
 
+@pytest.mark.unit
 def test_a_foreign_state_under_this_name_is_not_used(tmp_path):
     states = store(tmp_path)
     other = states.save(SavedState("other-model", [9], os.urandom(64)))
@@ -47,6 +53,7 @@ def test_a_foreign_state_under_this_name_is_not_used(tmp_path):
     assert states.load("k2") is None
 
 
+@pytest.mark.unit
 def test_memory_keeps_the_most_recently_used(tmp_path):
     states = store(tmp_path, in_memory=2)
     for key in ("a", "b"):
@@ -56,6 +63,7 @@ def test_memory_keeps_the_most_recently_used(tmp_path):
     assert states.recall("b") is None and states.recall("a") == "A" and states.recall("c") == "C"
 
 
+@pytest.mark.unit
 def test_disk_keeps_at_most_the_configured_number(tmp_path):
     states = store(tmp_path, on_disk=2)
     for n, key in enumerate(("a", "b", "c")):
@@ -64,6 +72,7 @@ def test_disk_keeps_at_most_the_configured_number(tmp_path):
     assert sorted(p.stem for p in states.folder.glob("*.state")) == ["b", "c"]
 
 
+@pytest.mark.unit
 def test_keys_change_with_any_part():
     base = state_key(model_sha256="m1", engine="llama-cpp 0.3.36", prefix="p1")
     assert base == state_key(prefix="p1", engine="llama-cpp 0.3.36", model_sha256="m1")
@@ -72,6 +81,7 @@ def test_keys_change_with_any_part():
     assert base != state_key(model_sha256="m1", engine="llama-cpp 0.3.36", prefix="p2")
 
 
+@pytest.mark.integration
 def test_partials_of_killed_writers_are_cleared_on_save(tmp_path):
     states = store(tmp_path)
     states.folder.mkdir()
@@ -129,6 +139,7 @@ def _check_pause(folder: Path, point: str, pid: int, in_flight: tuple[str, int] 
         assert found.get(key) == saved.get(key) != round_
 
 
+@pytest.mark.integration
 def test_states_survive_sigkill_at_any_moment(tmp_path):
     folder = tmp_path / "states"
     saved: dict[str, int] = {}  # key -> the last round a child said it saved

@@ -19,7 +19,7 @@ from rag.indexing.articles import (
 )
 from rag.indexing.build import build_index, current_build, load_index
 from tests.conftest import SEED_ARTICLE, write
-from tests.test_index import ARTICLE_A, ARTICLE_B, ARTICLE_C, corpus_with
+from tests.indexing.test_build import ARTICLE_A, ARTICLE_B, ARTICLE_C, corpus_with
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def tree(folder):
 def test_hostile_upload_names_are_sanitised_and_nothing_is_written_outside_the_corpus(tmp_settings, tmp_path):
     import uuid
 
-    from tests.test_ingest import HOSTILE_NAMES, pdf_bytes
+    from tests.ingest.test_reading import HOSTILE_NAMES, pdf_bytes
 
     corpus = corpus_with(tmp_settings, a=ARTICLE_A)
     escape = f"/tmp/rag-escape-{uuid.uuid4().hex}.txt"
@@ -88,7 +88,7 @@ def test_uploads_with_the_wrong_content_size_or_type_are_refused_or_reported(tmp
     import os
     import tracemalloc
 
-    from tests.test_ingest import TEXT_LINE, pdf_bytes
+    from tests.ingest.test_reading import TEXT_LINE, pdf_bytes
 
     corpus = corpus_with(tmp_settings, a=ARTICLE_A)
     build_index([corpus], tmp_settings.index_dir, tmp_settings, progress=False)

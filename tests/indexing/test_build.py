@@ -1,3 +1,6 @@
+"""`rag index` (rag/indexing/build.py) on the real embedder: FAISS files and manifest, incremental and full
+rebuilds, interrupted and killed builds, damaged or foreign builds, index types and memory bounds."""
+
 import json
 import time
 

