@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from rag.files import write_text_atomically
 from rag.indexing.stores import KEYS_FILE, MilvusStore, drop_stale, milvus_client, write_store
 from rag.settings import Settings
 
@@ -288,7 +289,7 @@ def main() -> None:
         results["fulltext"] = fulltext(args.fulltext, args.work / "fulltext")
         print(json.dumps(results["fulltext"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    write_text_atomically(args.out, json.dumps(results, indent=1) + "\n")
     shutil.rmtree(args.work, ignore_errors=True)
 
 

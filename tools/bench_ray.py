@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from rag.files import write_text_atomically
 from rag.indexing.build import build_index, load_index
 from rag.models.embedders import bound_index_memory, get_embedder
 from rag.settings import Settings, load_settings
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
               "load_before": load_before, "load_after": round(os.getloadavg()[0], 2)}
     print(table(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    write_text_atomically(args.out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from rag.files import write_text_atomically
+
 DIM = 384
 QUERIES = 200
 K = 10
@@ -373,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in found:
             print(json.dumps(row), flush=True)
         args.bm25_out.parent.mkdir(parents=True, exist_ok=True)
-        args.bm25_out.write_text(json.dumps(found, indent=1) + "\n", encoding="utf-8")
+        write_text_atomically(args.bm25_out, json.dumps(found, indent=1) + "\n")
         return 0
     if args.like:
         print(json.dumps(spread_summary(np.load(args.like, allow_pickle=False))), flush=True)
@@ -403,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(r), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         data = f"like {args.like}" if like is not None else "uniform on the unit sphere"
-        args.out.write_text(json.dumps({"rows": rows, "dim": DIM, "queries": QUERIES, "vectors": data}, indent=1))
+        summary = {"rows": rows, "dim": DIM, "queries": QUERIES, "vectors": data}
+        write_text_atomically(args.out, json.dumps(summary, indent=1))
     chart(rows, args.chart)
     print(f"wrote {args.out} and {args.chart}")
     return 0

@@ -51,6 +51,7 @@ from rag.answering.verification import Recording, recording
 from rag.errors import BadInput
 from rag.evaluation.metrics import contains_answer, rgb_correct
 from rag.evaluation.questions import DEFAULT_QUESTIONS, load_questions
+from rag.files import write_text_atomically
 from rag.models.names import resolve_generator
 from rag.settings import load_settings
 from rag.text import strip_markers
@@ -491,7 +492,8 @@ def collect(argv: list[str]) -> int:
     layers' outputs; with --all-probes every generator probe too). The rest of the arguments are `rag eval`'s."""
     from rag.cli import main as rag_main
 
-    parser = argparse.ArgumentParser(prog="python -m tools.fit_decision collect", description=collect.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.fit_decision collect", description=collect.__doc__,
+                                     allow_abbrev=False)
     parser.add_argument("--all-probes", action="store_true", help="run every generator probe, not only those the "
                         "decision reads (the measured-only probes cost a pass each)")
     args, eval_args = parser.parse_known_args(argv)
@@ -550,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     decision.generator_sha256 = source.spec.sha256 if source.spec else ""
     out = args.out or decision_file(source.name)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(decision.to_json(), indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(out, json.dumps(decision.to_json(), indent=2) + "\n")
     print(render(report, decision))
     print(f"\nwritten to {out}")
     return 0

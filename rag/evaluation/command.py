@@ -20,6 +20,7 @@ from rag.evaluation.questions import (
 from rag.evaluation.report import format_value, metrics_table
 from rag.evaluation.rgb import prepare_rgb
 from rag.evaluation.runner import QAEvaluator, relevance_ranges, retrieval_metrics
+from rag.files import write_text_atomically
 from rag.retrieval import get_retriever
 from rag.settings import Settings
 
@@ -69,7 +70,7 @@ def _retrieval_only(questions: list[Question], settings: Settings, corpus: Path 
     table = {label: retrieval_metrics(questions, s, corpus) for label, s in variants.items()}
     table["best_relevance"] = relevance_ranges(questions, settings, corpus)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "retrieval.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(out_dir / "retrieval.json", json.dumps(table, indent=2) + "\n")
     keys = [f"retrieval_hit_at_{d}" for d in RETRIEVAL_DEPTHS] + ["mrr_at_5"]
     print("| retrieval | " + " | ".join(keys) + " |\n|" + " --- |" * (len(keys) + 1))
     for label in variants:

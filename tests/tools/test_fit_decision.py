@@ -235,3 +235,29 @@ def test_the_model_study_scores_boosting_and_the_regression_out_of_fold_on_the_s
                if isinstance(v, dict))
     stacked = boosting_study(replies_with_states(5, 0.0, 16), ["judge_yes", STATE_FEATURE, "focus"], 0.1, settings=one)
     assert stacked["features"] == ["judge_yes", "focus", STATE_FEATURE] and stacked["logistic regression"]["auc"] > 0.8
+
+
+@pytest.mark.unit
+def test_recording_for_fitting_is_on_only_inside_the_collection_and_never_a_setting():
+    import dataclasses
+
+    from rag.answering import verification
+    from rag.settings import Settings
+
+    assert not {"all_probes", "record_states"} & {f.name for f in dataclasses.fields(Settings)}
+    assert not verification._mode.on
+    with verification.recording(verification.Recording(states=True)):
+        assert verification._mode.on and not verification._mode.all_probes
+        with pytest.raises(RuntimeError), verification.recording(verification.Recording(all_probes=True)):
+            assert verification._mode.all_probes
+            raise RuntimeError("a run that fails leaves the mode it found")
+        assert verification._mode.states and not verification._mode.all_probes
+    assert not verification._mode.on
+
+
+@pytest.mark.unit
+def test_collect_passes_the_rest_of_its_arguments_to_rag_eval(tmp_path, capsys):
+    from tools.fit_decision import collect
+
+    assert collect(["--all-probes", "--questions", str(tmp_path / "missing.jsonl")]) == 2  # rag eval's bad input
+    assert "missing.jsonl" in capsys.readouterr().err
