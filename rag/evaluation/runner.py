@@ -25,7 +25,7 @@ from rag.settings import Settings
 
 
 class QAEvaluator:
-    """Runs every question through `rag.answering.flow.answer` and scores the answers (sentence-transformers style).
+    """Runs every question through `rag.answer` and scores the answers (sentence-transformers style).
 
     `evaluator(out_dir)` returns the metrics and, given a folder, writes results.jsonl, metrics.json,
     report.md and metrics.png into it. The per-question results stay in `evaluator.results`.

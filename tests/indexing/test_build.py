@@ -347,7 +347,7 @@ import json, sys
 from pathlib import Path
 from tools.bench_scale import SEED, synthetic_corpus
 from rag.indexing.build import build_index
-from rag.models import bound_index_memory
+from rag.models.embedders import bound_index_memory
 from rag.settings import load_settings
 
 bound_index_memory()  # as `rag index` does

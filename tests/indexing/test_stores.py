@@ -315,7 +315,7 @@ def pause():
     time.sleep(600)
 
 if point == "swapped":
-    rag.indexing.stores.drop_stale = lambda *args, **kwargs: pause()
+    rag.indexing.build.drop_stale = lambda *args, **kwargs: pause()
 else:
     real = getattr(pymilvus.MilvusClient, point)
 
