@@ -16,6 +16,7 @@ class Document:
     body_start: int = 0  # where the body begins (after a title line or front matter)
     meta: dict[str, str] = field(default_factory=dict)  # source, date, ... when the file gives them
 
+
 @dataclass
 class Chunk:
     doc_id: str
@@ -37,6 +38,7 @@ class Chunk:
     @classmethod
     def from_json(cls, data: dict) -> Chunk:
         return cls(**{**data, "paragraphs": tuple(data["paragraphs"])})
+
 
 @dataclass
 class Passage:
@@ -62,6 +64,7 @@ class Passage:
         data["paragraphs"] = list(self.paragraphs)
         return data
 
+
 @dataclass
 class Citation:
     marker: int
@@ -78,6 +81,7 @@ class Citation:
     def to_json(self) -> dict:
         return asdict(self)
 
+
 @dataclass
 class CheckResult:
     text: str
@@ -87,6 +91,7 @@ class CheckResult:
     supported_sentences: int = 0
     declined: list[str] = field(default_factory=list)  # sentences saying the articles do not give a part
 
+
 @dataclass
 class Retrieval:
     """The first event of `stream_answer`: what was retrieved, so sources can be shown while the answer streams."""
@@ -94,6 +99,7 @@ class Retrieval:
     question: str
     rewritten_question: str
     passages: list[Passage]
+
 
 @dataclass
 class Answer:
@@ -136,6 +142,7 @@ class Answer:
             "closest": self.closest.to_json() if self.closest else None,
         }
 
+
 @dataclass(frozen=True)
 class Prefix:
     """Says which start of a prompt stays the same across calls, so the engine keeps its processed state.
@@ -149,6 +156,7 @@ class Prefix:
     varying: str
     persist: bool = False
     label: str = ""
+
 
 @dataclass
 class Usage:
@@ -175,6 +183,7 @@ class Usage:
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("layer_states", "reply_states")}
+
 
 @dataclass
 class IndexReport:
@@ -210,6 +219,7 @@ class IndexReport:
             what += f"; {len(self.resumed)} documents embedded by an interrupted run reused"
         return (f"indexed {self.documents} documents, {self.chunks} chunks ({what}) in {self.seconds:.2f} s; "
                 f"embedded {self.embedded_chunks} chunks at {self.chunks_per_s:.1f} chunks/s")
+
 
 @dataclass
 class ArticleInfo:

@@ -24,7 +24,7 @@ import rag  # noqa: F401  - offline environment first
 from rag.answering.flow import answer, prepare_document_states, reading_context
 from rag.answering.prompts import Context, build_prompt
 from rag.evaluation.metrics import percentile
-from rag.evaluation.questions import DEFAULT_RGB_PATH, load_questions
+from rag.evaluation.questions import DEFAULT_QUESTIONS, DEFAULT_RGB_PATH, load_questions
 from rag.evaluation.rgb import load_rgb, prepare_rgb, rgb_snippets, write_rgb_corpus
 from rag.evaluation.runner import retrieval_metrics
 from rag.files import write_text_atomically
@@ -378,7 +378,7 @@ def embedder_report(name: str) -> dict:
         report = build_index([corpus], index_folder(local, corpus), local, rebuild=True, progress=False)
         index_mb = sum(f.stat().st_size for f in index_folder(local, corpus).rglob("*") if f.is_file()) / 1e6
         questions = rgb_questions(rows)
-        project = load_questions(settings.corpus_dir / "eval" / "questions.jsonl")
+        project = load_questions(settings.corpus_dir / DEFAULT_QUESTIONS)
         project_local = local.replace(corpus_dir=settings.corpus_dir, index_dir=Path(tmp) / "project")
         times = []
         for question in [q.question for q in questions] + [q.question for q in project]:
@@ -428,7 +428,7 @@ def embedders_table(names: list[str], out: Path) -> list[dict]:
 
 
 def run(settings: Settings, quick: bool) -> list[Row]:
-    questions = [q.question for q in load_questions(settings.corpus_dir / "eval" / "questions.jsonl")
+    questions = [q.question for q in load_questions(settings.corpus_dir / DEFAULT_QUESTIONS)
                  if not q.unanswerable]
     sample = questions[:1] if quick else questions[::4]  # every 4th answerable question (27 of the 106)
     warm = questions[1]
@@ -454,7 +454,7 @@ def run(settings: Settings, quick: bool) -> list[Row]:
 
 def decision_sample(settings: Settings, quick: bool) -> list[str]:
     """Every 4th question of the set (every 100th for --quick), answerable and unanswerable alike."""
-    questions = [q.question for q in load_questions(settings.corpus_dir / "eval" / "questions.jsonl")]
+    questions = [q.question for q in load_questions(settings.corpus_dir / DEFAULT_QUESTIONS)]
     return questions[:: 100 if quick else 4]
 
 
@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.server:
         settings = settings.replace(generator="openai:", openai_base_url=args.server)
-        questions = [q.question for q in load_questions(settings.corpus_dir / "eval" / "questions.jsonl")]
+        questions = [q.question for q in load_questions(settings.corpus_dir / DEFAULT_QUESTIONS)]
         rows = [server_ttft_row(settings, questions[:: 40][:3])]
         args.out = args.out if args.out != RESULTS else RESULTS.with_name("server.json")
     else:

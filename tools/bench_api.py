@@ -21,7 +21,7 @@ from typing import Any
 
 import rag  # noqa: F401  - offline environment first
 from rag.answering.flow import answer
-from rag.evaluation.questions import load_questions
+from rag.evaluation.questions import DEFAULT_QUESTIONS, load_questions
 from rag.settings import Settings, load_settings
 from tools.results import RESULTS, Row, median, print_table, replace_rows
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default: {RESULTS})")
     args = parser.parse_args(argv)
     settings = load_settings()
-    questions = [q.question for q in load_questions(settings.corpus_dir / "eval" / "questions.jsonl")
+    questions = [q.question for q in load_questions(settings.corpus_dir / DEFAULT_QUESTIONS)
                  if not q.unanswerable]
     rows = [api_overhead_row(settings, questions[:: 40 if args.quick else 4])]
     print_table(rows)

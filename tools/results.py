@@ -11,6 +11,7 @@ from rag.files import write_text_atomically
 
 RESULTS = Path("bench") / "results.json"
 
+
 @dataclass
 class Row:
     name: str
@@ -35,8 +36,10 @@ class Row:
     def to_json(self) -> dict:
         return {**asdict(self), "ratio": self.ratio, "meets": self.meets}
 
+
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 4)
+
 
 def replace_rows(path: Path, rows: list[Row]) -> None:
     """Put `rows` into a results file in place of the rows of the same name (each row is side by side in itself)."""
@@ -46,6 +49,7 @@ def replace_rows(path: Path, rows: list[Row]) -> None:
     data["rows"] = kept + list(fresh.values())
     write_text_atomically(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     print(f"\nrows replaced in {path}")
+
 
 def print_table(rows: list[Row]) -> None:
     print("| measure | value | baseline | ratio | target | meets |")

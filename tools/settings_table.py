@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import io
 import sys
+import tokenize
 import typing
 from pathlib import Path
 
@@ -43,9 +45,6 @@ class Entry:
 
 def _comments(source: str) -> dict[int, str]:
     """Line number -> the comment on that line (without '#')."""
-    import io
-    import tokenize
-
     found = {}
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type == tokenize.COMMENT:

@@ -328,7 +328,7 @@ def _reply(generator: Generator, messages: list[dict[str, str]], prefix: Prefix,
     pieces: list[str] = []
     showing = False
     stream = generator.stream(messages, settings.max_new_tokens, prefix=prefix, layers=layers,
-                              reply_layers=studied_reply_layers(settings))
+                              reply_layers=studied_reply_layers())
     while True:
         try:
             piece = next(stream)

@@ -142,16 +142,16 @@ def _rounded(features: dict[str, float | None]) -> dict[str, float | None]:
 def reply_layers(generator: Generator, settings: Settings) -> tuple[int, ...]:
     """The layers whose outputs the reply's prompt gives as it is processed: the fitted decision's answer-state
     layer, and every studied layer when the probes are recorded for fitting."""
-    return _layers_read(fitted_decision(generator, settings)[0], settings)
+    return _layers_read(fitted_decision(generator, settings)[0])
 
 
-def _layers_read(decision: Decision | None, settings: Settings) -> tuple[int, ...]:
+def _layers_read(decision: Decision | None) -> tuple[int, ...]:
     probe = decision.state_probe if decision is not None else None
     wanted = set(STUDY_LAYERS) if _mode.on else set()
     return tuple(sorted(wanted | ({probe.layer} if probe is not None and probe.layer is not None else set())))
 
 
-def studied_reply_layers(settings: Settings) -> tuple[int, ...]:
+def studied_reply_layers() -> tuple[int, ...]:
     """The layers whose outputs are read over the reply as it is generated: the studied layers when the probes are
     recorded for fitting, else none (no decision reads them)."""
     return STUDY_LAYERS if _mode.on else ()
@@ -203,7 +203,7 @@ def verify(raw: str, question: str, context: Context, generator: Generator, sett
     decision, note = fitted_decision(generator, settings)
     probe = decision.state_probe if decision is not None else None
     answer_states, spent = ({}, 0) if decision is not None and _lacks_probes(decision, features) else (
-        answer_layer_states(question, context, generator, settings, lead, reply, _layers_read(decision, settings)))
+        answer_layer_states(question, context, generator, settings, lead, reply, _layers_read(decision)))
     if probe is not None and probe.feature == ANSWER_FEATURE:
         features[ANSWER_FEATURE] = _state_logit(probe, ANSWER_FEATURE, answer_states.get(probe.layer))
     recorded = ({answer_kind(n): s for n, s in answer_states.items()} | _reply_states(reply)

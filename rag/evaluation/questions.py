@@ -110,6 +110,7 @@ def select_positions(questions: list[Question], spec: str) -> list[Question]:
     """The questions at the 0-based positions of `spec` ("50-99", "3,10-12"), in their order in the file."""
     return [questions[n] for n in parse_positions(spec, len(questions))]
 
+
 def parse_positions(spec: str, count: int) -> list[int]:
     """The sorted 0-based positions that `spec` names, each below `count`."""
     wanted: set[int] = set()

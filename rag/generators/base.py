@@ -1,6 +1,6 @@
 """What every generator engine shares: the interface the library calls, the prompt-prefix and usage records, and
 the handling of a stream of text pieces (stop sequences, template tokens, timing). The engines live in
-rag/generators/llamacpp.py, rag/generators/huggingface.py and rag/generators/openai_server.py; both import this."""
+rag/generators/llamacpp.py, rag/generators/huggingface.py and rag/generators/openai_server.py; each imports this."""
 
 from __future__ import annotations
 
