@@ -12,13 +12,14 @@ from pathlib import Path
 
 import rag  # noqa: F401  - sets the offline environment before any model library is imported
 from rag.answering.flow import prepare_document_states, stream_answer
+from rag.dates import describe_scope, outlet_and_date
 from rag.errors import BAD_INPUT_EXIT, EXPECTED, FAILURE_EXIT, outcome
 from rag.generators.base import is_server_generator
 from rag.indexing.build import build_index, index_folder
 from rag.models.embedders import bound_index_memory, prepare
 from rag.models.registry import EMBEDDERS, GENERATORS
 from rag.settings import Settings, load_settings
-from rag.types import Answer
+from rag.types import Answer, Citation, Passage
 
 BAD_INPUT = BAD_INPUT_EXIT
 FAILURE = FAILURE_EXIT
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    mapping = {"k": "top_k", "model": "generator", "engine": "engine", "embedder": "embedder",
+    mapping = {"k": "top_k", "model": "generator", "engine": "engine", "embedder": "embedder", "as_of": "as_of",
                "host": "host", "port": "port", "api_port": "api_port", "auth": "auth", "no_auth": "no_auth"}
     return {setting: getattr(args, arg) for arg, setting in mapping.items() if getattr(args, arg, None) is not None}
 
@@ -68,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", help="answer one question")
     p.add_argument("question")
     _answer_options(p)
+    p.add_argument("--since", metavar="DATE", help="only articles published on or after this day (YYYY-MM-DD)")
+    p.add_argument("--until", metavar="DATE", help="only articles published on or before this day (YYYY-MM-DD)")
     p.add_argument("--json", action="store_true", help="print the whole Answer as JSON")
     p.set_defaults(run=cmd_ask)
 
@@ -84,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reject", nargs="?", const="alternate", choices=["alternate", "all"],
                    help="with --benchmark rgb: negative rejection. The answering snippets of every second selected "
                    "query (or of all with `all`) leave the corpus; those must be refused, the rest answered")
+    p.add_argument("--conflict", action="store_true",
+                   help="with --benchmark rgb: every second positive of each selected query is replaced by its "
+                   "counterfactual twin; right is naming both the gold and the fake answer, each cited")
+    p.add_argument("--counterfactual", action="store_true",
+                   help="with --benchmark rgb: RGB's own setting, every positive of a selected query replaced by "
+                   "its counterfactual twin")
+    p.add_argument("--copies", type=int, default=0, metavar="N",
+                   help="with --benchmark rgb: N (1-3) edited reprints of every snippet, a synthetic wire")
     p.add_argument("--retrieval-only", action="store_true",
                    help="only retrieve (no generator): hit@1/3/5 and MRR@5 for hybrid, dense-only and BM25-only")
     _answer_options(p)
@@ -121,6 +132,8 @@ def _answer_options(p: argparse.ArgumentParser) -> None:
                    "or openai:<model> on an OpenAI-compatible server (setting openai_base_url)")
     p.add_argument("--engine", choices=["auto", "llama-cpp", "transformers"])
     p.add_argument("--corpus", type=Path, help="answer over this folder of articles (own index folder)")
+    p.add_argument("--as-of", metavar="DATE", help="the day \"last week\" or \"in March\" count from (YYYY-MM-DD; "
+                   "setting as_of, default today)")
 
 
 def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
@@ -167,7 +180,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     live = sys.stdout.isatty() and not args.json
     shown = ""
     final = None
-    for event in stream_answer(args.question, settings=settings, corpus=args.corpus):
+    for event in stream_answer(args.question, settings=settings, corpus=args.corpus, since=args.since,
+                               until=args.until):
         if isinstance(event, str) and live:
             if not shown:
                 event = "Answer: " + event
@@ -196,14 +210,48 @@ def _render(final: Answer) -> str:
     lines = [f"Answer: {final.text}"]
     if final.rewritten_question != final.question:
         lines.append(f"(searched for: {final.rewritten_question})")
+    if describe_scope(final.dates):
+        lines.append(f"(dates: {describe_scope(final.dates)})")
+    if final.conflict:
+        lines.append(f"The articles disagree ({_reports(final.conflict_groups)}):")
+        lines += [f"  {_conflict_group(group)}" for group in final.conflict_groups]
+    by_chunk = {p.chunk_id: p for p in final.passages}
     for c in final.citations:
-        lines.append(f"  [{c.marker}] {c.title} — “{c.span_text.strip()}”")
+        lines += _source_lines(c, by_chunk.get(c.chunk_id))
     for sentence in final.unsupported:
         lines.append(f"  ! not supported by the passages: {sentence}")
     if final.refused and final.closest:
         lines.append(f"  closest in the articles ({final.closest.title}): “{final.closest.span_text.strip()}”")
     lines.append(f"({final.timings.get('total_s', 0):.1f} s, {final.models.get('generator')})")
     return "\n".join(lines)
+
+
+def _source_lines(citation: Citation, passage: Passage | None) -> list[str]:
+    """A cited passage: "[1] Title — Outlet, 2024-05-02", its supporting sentence, the articles with a copy."""
+    outlet = citation.outlet or (passage.outlet if passage else "")
+    published = citation.published or (passage.published if passage else "")
+    lines = [f"  [{citation.marker}] {citation.title} — {outlet_and_date(outlet, published)}",
+             f"      “{citation.span_text.strip()}”"]
+    if passage and passage.also_in:
+        lines.append(f"      {_also_in(passage.also_in)}")
+    return lines
+
+
+def _also_in(articles: list[dict[str, str]]) -> str:
+    titles = "; ".join(str(a.get("title") or a.get("doc_id") or "") for a in articles)
+    return f"also in: {len(articles)} other article{'s' if len(articles) != 1 else ''} ({titles})"
+
+
+def _reports(groups: list[dict]) -> str:
+    count = sum(len(g.get("sources") or []) for g in groups) or len(groups)
+    return f"{count} report{'s' if count != 1 else ''}"
+
+
+def _conflict_group(group: dict) -> str:
+    markers = " ".join(f"[{m}]" for m in group.get("markers") or [])
+    sources = "; ".join(outlet_and_date(str(s.get("outlet") or ""), str(s.get("published") or ""))
+                        for s in group.get("sources") or [])
+    return f"{group.get('value', '')} {markers}" + (f" ({sources})" if sources else "")
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from rag.calibration import CALIBRATIONS, UNCALIBRATED, Calibration
+from rag.dates import TimeScope
 from rag.indexing.bm25 import BM25Stage
 from rag.indexing.build import LoadedIndex, open_index
 from rag.loaded import Loaded
@@ -13,6 +16,8 @@ from rag.models.embedders import get_embedder
 from rag.settings import Settings
 from rag.text import lexical_tokens
 from rag.types import Chunk, Passage
+
+BM25_FILTERED_DEPTH = 8  # with a date range, BM25 hits are fetched this many times deeper, then filtered
 
 
 class Reranker:
@@ -59,21 +64,46 @@ class Retriever:
         self.reranker = Reranker(settings.reranker, settings) if settings.reranker else None
         self.calibration = calibration(settings)
 
-    def run(self, question: str, k: int | None = None) -> list[Passage]:
+    def run(self, question: str, k: int | None = None, scope: TimeScope | None = None) -> list[Passage]:
+        """The top `k` passages for a question: one per group of near-copies, within `scope`'s dates."""
+        return self.search(question, k, scope)[0]
+
+    def search(self, question: str, k: int | None = None, scope: TimeScope | None = None,
+               ) -> tuple[list[Passage], bool]:
+        """The top passages and whether `scope`'s date range was applied. A range read from the question is
+        dropped (all dates searched) when no passage within it reaches the relevance floor; a range the request
+        gave is kept whatever it leaves."""
         k = k or self.settings.top_k
-        n = max(self.settings.candidates, k)
         query = self.embedder.embed_query(question)
+        if scope is None or not scope.ranged:
+            return self._ranked(question, query, k, scope, None), False
+        allowed = self._rows_within(scope)
+        passages = self._ranked(question, query, k, scope, allowed)
+        if scope.source == "question" and max((p.relevance for p in passages), default=0.0) < \
+                self.calibration.min_relevance:
+            return self._ranked(question, query, k, TimeScope(latest=scope.latest), None), False
+        return passages, True
+
+    def _rows_within(self, scope: TimeScope) -> np.ndarray:
+        """The chunk rows of the articles whose publication date is within the scope's range."""
+        kept = {doc_id for doc_id, entry in self.index.documents.items() if scope.holds(published_of(entry))}
+        return np.flatnonzero(np.fromiter((c.doc_id in kept for c in self.index.chunks), dtype=bool,
+                                          count=len(self.index.chunks)))
+
+    def _ranked(self, question: str, query: np.ndarray, k: int, scope: TimeScope | None,
+                allowed: np.ndarray | None) -> list[Passage]:
+        n = max(self.settings.candidates, k)
         rankings: list[list[int]] = []
         weights: list[float] = []
         dense_rank: dict[int, int] = {}
         bm25_scores: dict[int, float] = {}
         if self.settings.dense:
-            ranking = [i for i, _ in self.index.store.search(query, n)]
+            ranking = [i for i, _ in self._dense(query, n, allowed)]
             dense_rank = {i: r for r, i in enumerate(ranking, start=1)}
             rankings.append(ranking)
             weights.append(1.0)
         if self.bm25 is not None:
-            hits = self.bm25.search(question, n)
+            hits = self._lexical(question, n, allowed)
             bm25_scores = dict(hits)
             rankings.append([i for i, _ in hits])
             weights.append(self.calibration.bm25_weight if self.settings.dense else 1.0)
@@ -92,8 +122,89 @@ class Retriever:
             scores = self.reranker.scores(question, [self.index.chunks[i].text for i in order])
             rerank = dict(zip(order, scores, strict=True))
             order = sorted(order, key=lambda i: -rerank[i])
-        return [self._passage(i, rank, similarity, dense_rank, bm25_scores, fused, rerank)
-                for rank, i in enumerate(order[:k], start=1)]
+        passages = [self._passage(i, rank, similarity, dense_rank, bm25_scores, fused, rerank)
+                    for rank, i in enumerate(order, start=1)]
+        return self._newest_first(self._folded(passages, query, k, scope), scope)
+
+    def _dense(self, query: np.ndarray, n: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        if allowed is None:
+            return self.index.store.search(query, n)
+        if not len(allowed):
+            return []
+        # Exact search over the range's rows: a filtered approximate search could miss them all.
+        scores = np.asarray(self.index.vectors[allowed] @ query)
+        best = np.argsort(-scores)[:n]
+        return [(int(allowed[b]), float(scores[b])) for b in best]
+
+    def _lexical(self, question: str, n: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        if allowed is None:
+            return self.bm25.search(question, n)
+        rows = set(allowed.tolist())
+        hits = self.bm25.search(question, min(len(self.index.chunks), n * BM25_FILTERED_DEPTH))
+        return [(i, s) for i, s in hits if i in rows][:n]
+
+    def _folded(self, passages: list[Passage], query: np.ndarray, k: int, scope: TimeScope | None,
+                ) -> list[Passage]:
+        """The first `k` passages that are not near-copies of one already kept (rag.indexing.copies). A copy is
+        folded only when it gives the same figures: a reprint that changed a number is a different report. The
+        group's earliest-dated copy stands for it (the newest when the question asks for the latest), the others
+        are named in its `also_in`."""
+        if not self.settings.fold_copies:
+            return passages[:k]
+        groups = self.index.copy_group
+        kept: list[Passage] = []
+        seen: dict[int, set[str]] = {}
+        for passage in passages:
+            group = int(groups[passage.chunk_id])
+            figures = self._numbers(passage.chunk_id)
+            if group in seen and figures in seen[group]:
+                continue
+            seen.setdefault(group, set()).add(figures)
+            kept.append(self._representative(passage, group, figures, query, scope))
+            if len(kept) == k:
+                break
+        return kept
+
+    def _numbers(self, row: int) -> frozenset[str]:
+        return frozenset(t for t in lexical_tokens(self.index.chunks[row].text) if t[0].isdigit())
+
+    def _representative(self, passage: Passage, group: int, figures: frozenset[str], query: np.ndarray,
+                        scope: TimeScope | None) -> Passage:
+        members = [int(r) for r in np.flatnonzero(np.asarray(self.index.copy_group) == group)]
+        members = [r for r in members if self._numbers(r) == figures
+                   and (scope is None or scope.holds(published_of(self.index.documents[self.index.chunks[r].doc_id])))]
+        if len(members) <= 1:
+            return passage
+        dated = [r for r in members if self._published(r)]
+        chosen = passage.chunk_id
+        if dated:
+            best = (max if scope and scope.latest else min)(self._published(r) for r in dated)
+            if self._published(passage.chunk_id) != best:
+                chosen = next(r for r in dated if self._published(r) == best)
+        representative = passage if chosen == passage.chunk_id else passage_of(
+            self.index.chunks[chosen], passage.rank, {**passage.scores, "dense_similarity": round(
+                float(self.index.vectors[chosen] @ query), 4)}, self.index.documents)
+        others = {self.index.chunks[r].doc_id for r in members} - {representative.doc_id}
+        representative.also_in = [self._article(doc_id) for doc_id in sorted(others)]
+        return representative
+
+    def _published(self, row: int) -> str:
+        return published_of(self.index.documents[self.index.chunks[row].doc_id])
+
+    def _article(self, doc_id: str) -> dict[str, str]:
+        entry = self.index.documents[doc_id]
+        return {"doc_id": doc_id, "title": str(entry.get("title") or doc_id), "published": published_of(entry),
+                "outlet": outlet_of(entry)}
+
+    @staticmethod
+    def _newest_first(passages: list[Passage], scope: TimeScope | None) -> list[Passage]:
+        """For a question that asks for the latest: the passages newest first (undated last), ranks renumbered."""
+        if not scope or not scope.latest:
+            return passages
+        ordered = sorted(passages, key=lambda p: p.published, reverse=True)  # stable: equal dates keep their order
+        for rank, passage in enumerate(ordered, start=1):
+            passage.rank = rank
+        return ordered
 
     @staticmethod
     def _figures(question: str) -> set[str]:
@@ -109,18 +220,30 @@ class Retriever:
         return passage_of(self.index.chunks[i], rank, {
             "dense_similarity": round(float(similarity[i]), 4), "dense_rank": dense_rank.get(i),
             "bm25": round(bm25[i], 4) if i in bm25 else None, "fused": round(fused[i], 5),
-            "rerank": round(rerank[i], 4) if i in rerank else None})
+            "rerank": round(rerank[i], 4) if i in rerank else None}, self.index.documents)
 
     def document_passages(self, doc_id: str, retrieved: list[Passage] | None = None) -> list[Passage]:
         """Every chunk of a document, in order, as Passages; those in `retrieved` keep their rank and scores."""
         known = {p.chunk_id: p for p in retrieved or []}
         chunks = sorted((c for c in self.index.chunks if c.doc_id == doc_id), key=lambda c: c.chunk_index)
-        return [known.get(c.id) or passage_of(c) for c in chunks]
+        return [known.get(c.id) or passage_of(c, documents=self.index.documents) for c in chunks]
 
 
-def passage_of(chunk: Chunk, rank: int = 0, scores: dict[str, float | None] | None = None) -> Passage:
+def passage_of(chunk: Chunk, rank: int = 0, scores: dict[str, float | None] | None = None,
+               documents: dict[str, dict] | None = None) -> Passage:
+    entry = (documents or {}).get(chunk.doc_id, {})
     return Passage(chunk_id=chunk.id, doc_id=chunk.doc_id, title=chunk.title, text=chunk.raw, start=chunk.start,
-                   end=chunk.end, paragraphs=chunk.paragraphs, rank=rank, scores=scores or {})
+                   end=chunk.end, paragraphs=chunk.paragraphs, rank=rank, scores=scores or {},
+                   published=published_of(entry), outlet=outlet_of(entry))
+
+
+def published_of(entry: dict) -> str:
+    """An indexed article's publication date (ISO) from its manifest entry, "" when unknown."""
+    return str(entry.get("published") or "")
+
+
+def outlet_of(entry: dict) -> str:
+    return str(entry.get("outlet") or "")
 
 
 _retrievers: Loaded[Retriever] = Loaded()
@@ -134,7 +257,7 @@ def get_retriever(settings: Settings, corpus: Path | None = None) -> Retriever:
     key = (folder.resolve(), settings.embedder, settings.chunk_tokens, settings.chunk_overlap_tokens,
            settings.index_type, settings.vector_store, settings.milvus_uri, settings.dense, settings.bm25,
            settings.reranker, settings.rrf_k, settings.candidates, settings.min_relevance, settings.bm25_weight,
-           settings.figure_rule)
+           settings.figure_rule, settings.fold_copies)
 
     def stale(kept: Retriever) -> bool:  # asked under the key's lock: a retriever another thread just made is kept
         build = current_build(folder)

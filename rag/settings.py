@@ -6,6 +6,7 @@ import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
+from datetime import date
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -70,6 +71,9 @@ class Settings:
     rrf_k: int = 60  # reciprocal rank fusion's k
     bm25_weight: float = -1.0  # BM25's vote in rank fusion (dense = 1); -1: the embedder's calibrated value
     figure_rule: str = "auto"  # auto (the embedder's calibration) | on | off: passages with every asked figure first
+    fold_copies: bool = True  # near-copies of a passage (wire reprints) take one place in the top-k, not several
+    # the day "last week", "this year", "in March" count from (YYYY-MM-DD); "" = today (rag/dates.py)
+    as_of: str = ""
 
     # generation
     context_tokens: int = 4096  # the KV cache: about 28 KB per token for the 1.5B model (115 MB at 4096)
@@ -100,6 +104,8 @@ class Settings:
     second_look: bool = True  # with offer_refusal: when the generator refuses, ask again without that option
     max_question_chars: int = 2000  # a longer question is refused as bad input
     history_turns: int = 3  # earlier turns read to rewrite a follow-up question
+    # other articles' passages asked for their own answer, to say when the articles disagree (0: never asked)
+    conflict_checks: int = 2
 
     # user interface
     host: str = "127.0.0.1"  # where the page and the API listen; beyond this machine needs a login or keys
@@ -116,6 +122,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.figure_rule not in ("auto", "on", "off"):
             raise SettingsError(f"setting figure_rule: expected auto, on or off, got {self.figure_rule!r}")
+        if self.as_of:
+            try:
+                date.fromisoformat(self.as_of)
+            except ValueError:
+                raise SettingsError(f"setting as_of: expected a date YYYY-MM-DD, got {self.as_of!r}") from None
         if self.embedder_precision not in ("auto", "float32", "bfloat16", "int8"):
             raise SettingsError("setting embedder_precision: expected auto, float32, bfloat16 or int8, got "
                                 f"{self.embedder_precision!r}")

@@ -14,7 +14,9 @@ class Document:
     path: str
     sha256: str
     body_start: int = 0  # where the body begins (after a title line or front matter)
-    meta: dict[str, str] = field(default_factory=dict)  # source, date, ... when the file gives them
+    meta: dict[str, str] = field(default_factory=dict)  # source, date, author, url, ... when the file gives them
+    published: str = ""  # the article's publication date, ISO "YYYY-MM-DD"; "" when unknown
+    outlet: str = ""  # who published it (a site name or a front matter `source`); "" when unknown
 
 
 @dataclass
@@ -53,6 +55,10 @@ class Passage:
     paragraphs: tuple[int, int]
     rank: int = 0
     scores: dict[str, float | None] = field(default_factory=dict)
+    published: str = ""  # the article's publication date (ISO) or "" when unknown
+    outlet: str = ""
+    # the other articles holding a near-copy of this passage (folded into it): {"doc_id", "title", "published"}
+    also_in: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def relevance(self) -> float:
@@ -77,6 +83,8 @@ class Citation:
     span_text: str
     retrieval_score: float
     support: float
+    published: str = ""  # the cited article's publication date (ISO) or ""
+    outlet: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -121,6 +129,11 @@ class Answer:
     partial: bool = False  # the reply answers part of the question and says the articles do not give the rest
     verdict: dict[str, Any] = field(default_factory=dict)  # the verifier's scores, when it ran
     closest: Citation | None = None  # with a refusal: the sentence of the articles nearest the question
+    # the passages that answer give different values: one group per value, {"value", "markers", "sources"}
+    conflict: bool = False
+    conflict_groups: list[dict[str, Any]] = field(default_factory=list)
+    # the publication dates the answer was limited to: {"since", "until", "latest", "phrase", "source", "applied"}
+    dates: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,6 +153,9 @@ class Answer:
             "partial": self.partial,
             "verdict": self.verdict,
             "closest": self.closest.to_json() if self.closest else None,
+            "conflict": self.conflict,
+            "conflict_groups": self.conflict_groups,
+            "dates": self.dates,
         }
 
 
@@ -225,5 +241,8 @@ class IndexReport:
 class ArticleInfo:
     doc_id: str
     title: str
-    date: str  # the article's own date (front matter or sidecar), else the day its file was last written
+    date: str  # the article's own date (published), else the day its file was last written
     chunks: int
+    published: str = ""  # the publication date read from the article (ISO), "" when it gives none
+    outlet: str = ""
+    copies: list[str] = field(default_factory=list)  # other articles that are near-copies of this one

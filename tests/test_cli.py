@@ -137,3 +137,90 @@ def test_ask_on_a_terminal_streams_then_leaves_one_answer(env_settings):
     shown = "\n".join(line.rstrip() for line in screen.display)
     assert b"\x1b[J" in written  # the streamed reply was cleared...
     assert shown.count("Answer:") == 1 and len(re.findall(r"2014 ?\[\d\]", shown)) == 1  # ...one answer remains
+
+
+# ---------------------------------------------------------------- dates, outlets, disagreements
+
+DISAGREE = REPO / "tests" / "data" / "dated" / "disagree"
+BRIDGE = "How much will the Harbor Bridge repairs in Norrport cost?"
+
+
+@pytest.fixture
+def disagree_corpus(tmp_path, monkeypatch):
+    """The disagreeing bridge articles (and an unrelated one), copied to a temporary corpus the CLI points at."""
+    import shutil
+
+    corpus = tmp_path / "disagree"
+    shutil.copytree(DISAGREE, corpus)
+    monkeypatch.setenv("RAG_CORPUS_DIR", str(corpus))
+    monkeypatch.setenv("RAG_INDEX_DIR", str(tmp_path / "index"))
+    return corpus
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("--since", "garbage", "since: 'garbage' is not a date"),
+    ("--until", "2024-13-45", "until: '2024-13-45' is not a date"),
+    ("--as-of", "someday", "setting as_of: expected a date YYYY-MM-DD"),
+])
+def test_a_bad_date_exits_2_naming_the_option_without_loading_a_model(env_settings, capsys, option, value, said):
+    assert main(["ask", BRIDGE, option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and said in err and "Traceback" not in err
+
+
+@pytest.mark.unit
+def test_since_after_until_exits_2(env_settings, capsys):
+    assert main(["ask", BRIDGE, "--since", "2024-05-04", "--until", "2024-05-03"]) == 2
+    assert "since (2024-05-04) is after until (2024-05-03)" in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_the_printed_sources_show_outlet_date_copies_and_the_disagreement():
+    from rag.cli import _render
+    from rag.types import Answer, Citation, Passage
+
+    def passage(n, doc_id, published, outlet, also_in=()):
+        return Passage(n, doc_id, f"Story {n}", f"Repairs cost ${n + 8}.2 million.", 0, 30, (0, 0),
+                       published=published, outlet=outlet, also_in=list(also_in))
+
+    copy = {"doc_id": "echo.txt", "title": "Echo reprint", "published": "2024-05-04", "outlet": "Daily Echo"}
+    ledger = passage(0, "ledger.md", "2024-05-02", "Coastal Ledger", [copy])
+    undated = passage(1, "notes.txt", "", "")
+    cites = [Citation(m, p.chunk_id, p.doc_id, p.title, p.text, 0, 30, p.text, 0.7, 1.0) for m, p in
+             ((1, ledger), (2, undated))]
+    groups = [{"value": "$8.2 million", "markers": [1], "sources": [{"published": "2024-05-02",
+                                                                     "outlet": "Coastal Ledger"}]},
+              {"value": "$9.2 million", "markers": [2], "sources": [{"published": "", "outlet": ""}]}]
+    final = Answer(BRIDGE, "It costs $8.2 million [1]. The articles disagree: …", cites, False, [ledger, undated],
+                   rewritten_question=BRIDGE, conflict=True, conflict_groups=groups,
+                   dates={"since": "2024-05-01", "until": None, "latest": False, "phrase": "", "source": "request",
+                          "applied": True})
+    shown = _render(final)
+    assert "  [1] Story 0 — Coastal Ledger, 2024-05-02\n" in shown and "  [2] Story 1 — date unknown\n" in shown
+    assert "also in: 1 other article (Echo reprint)" in shown
+    assert "The articles disagree (2 reports):\n  $8.2 million [1] (Coastal Ledger, 2024-05-02)\n" in shown
+    assert "  $9.2 million [2] (date unknown)" in shown
+    assert "(dates: published on or after 2024-05-01)" in shown
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ask_since_keeps_to_the_articles_published_from_that_day(disagree_corpus, capsys):
+    assert main(["ask", BRIDGE, "--since", "2024-05-03", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {p["doc_id"] for p in data["passages"]} == {"wire-bridge.txt"}, data["passages"]
+    assert all(p["published"] == "2024-05-03" and p["outlet"] == "Metro Wire" for p in data["passages"])
+    assert data["dates"]["since"] == "2024-05-03" and data["dates"]["source"] == "request"
+    assert "9.5 million" in data["answer"] and data["conflict"] is False
+    assert {"conflict", "conflict_groups", "dates"} <= set(data)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ask_prints_dated_sources_and_the_disagreement(disagree_corpus, capsys):
+    assert main(["ask", BRIDGE]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\[\d\] .+ — (Coastal Ledger, 2024-05-02|Metro Wire, 2024-05-03)\n", out), out
+    assert "The articles disagree (2 reports):" in out, out
+    assert "8.2 million" in out and "9.5 million" in out

@@ -17,11 +17,12 @@ from typing import Any
 import gradio as gr
 
 from rag.answering.flow import QuestionError, describe, stream_answer, warm_up
+from rag.dates import DateError, user_date
 from rag.errors import EXPECTED
 from rag.indexing.articles import add_articles, list_articles, remove_articles
 from rag.models.registry import GENERATORS
 from rag.settings import Settings, SettingsError
-from rag.types import Answer, Retrieval
+from rag.types import Answer, ArticleInfo, Retrieval
 from ui import render
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ WARNING = "⚠️"
 SEARCHING = "_Searching the articles…_"
 READING = "_Reading {n} passage(s)…_"
 SERVER_FAULT = "Something went wrong on the server (the details are in its log)."
+DATE_PLACEHOLDER = "YYYY-MM-DD"
 # Errors a question or an upload can meet that are the user's or the setup's to fix (the library's error family
 # and the system's, rag.errors): shown, never a traceback.
 EXPECTED_ERRORS = EXPECTED
@@ -77,6 +79,14 @@ mark.rag-span { background: #fde68a; color: #1f2937; padding: 0 .1em; border-rad
 .rag-articles td.rag-chunks { text-align: right; }
 .rag-confirm { border-left: 4px solid #dc2626; background: rgba(220, 38, 38, .08); padding: .5em .8em;
   border-radius: 4px; }
+.rag-meta, .rag-also, .rag-dates { color: var(--body-text-color-subdued); font-size: .85em; margin-bottom: .2em; }
+.rag-outlet { font-weight: 600; }
+.rag-undated { font-style: italic; }
+.rag-conflict { border-left: 4px solid #7c3aed; background: rgba(124, 58, 237, .10); padding: .5em .8em;
+  margin: .3em 0 .6em; border-radius: 4px; }
+.rag-conflict ul { margin: .3em 0 0 1.2em; }
+.rag-conflict .rag-value { font-size: 1.05em; }
+.rag-articles td.rag-published { white-space: nowrap; }
 """
 
 
@@ -136,6 +146,17 @@ def parse_auth(value: str) -> tuple[str, str]:
     return user, password
 
 
+def filtered_table(listed: list[ArticleInfo], text: str | None, since: str | None, until: str | None) -> str:
+    """The articles newest first, as the filter keeps them (title, outlet or file holding `text`, published within
+    since..until); a date that cannot be read is said, and the whole list stays out of the way."""
+    try:
+        kept = render.filter_articles(listed, text or "", user_date(since, "since"), user_date(until, "until"))
+    except DateError as exc:
+        return render.error_box(f"Check the filter's dates: {exc}")
+    filtered = bool((text or "").strip() or since or until)
+    return render.article_table(kept, len(listed) if filtered else None)
+
+
 def question_problem(question: str, exc: QuestionError) -> str:
     if not (question or "").strip():
         return f"Please type a question first ({exc})."
@@ -187,7 +208,7 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
             return f'<div class="rag-info">{WARNING} {escape(str(exc))}</div>'
 
     def respond(question: str, history: list[dict] | None, top_k: float, generator: str, show_scores: bool,
-                ) -> Iterator[tuple[list[dict], str, str, Any]]:
+                since: str | None = None, until: str | None = None) -> Iterator[tuple[list[dict], str, str, Any]]:
         history = list(history or [])
         prior = conversation(history)
         question = question or ""
@@ -199,7 +220,8 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
         pieces: list[str] = []
         current = chosen(top_k, generator)
         try:
-            for event in stream_answer(question, history=prior, settings=current, corpus=corpus):
+            for event in stream_answer(question, history=prior, settings=current, corpus=corpus,
+                                       since=since or None, until=until or None):
                 if isinstance(event, Retrieval):
                     last = event
                     history[-1] = said("assistant", READING.format(n=len(event.passages)))
@@ -214,6 +236,9 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
                     yield history, gr.skip(), "", gr.skip()
         except QuestionError as exc:
             history[-1] = said("assistant", f"{WARNING} {question_problem(question, exc)}")
+            yield history, render.render_event(last, show_scores), question, last
+        except DateError as exc:  # the question stays in its box and the dates in theirs, to be corrected
+            history[-1] = said("assistant", f"{WARNING} Check the dates (published since / until): {exc}.")
             yield history, render.render_event(last, show_scores), question, last
         except EXPECTED_ERRORS as exc:
             log.warning("answering failed: %s", exc)
@@ -247,14 +272,22 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
         progress(1.0, desc="Indexed")
         return render.upload_report(report, names), info(generator), None
 
-    def articles_view() -> tuple[str, Any]:
-        """The table of indexed articles and the choices of the delete dropdown."""
+    def articles_view(text: str | None = "", since: str | None = "", until: str | None = "") -> tuple[str, Any]:
+        """The table of indexed articles as the filter keeps them (`filtered_table`), and the choices of the delete
+        dropdown (every article)."""
         try:
             listed = list_articles(settings, corpus)
         except EXPECTED_ERRORS as exc:
             return render.error_box(f"The articles cannot be listed: {exc}"), gr.update(choices=[], value=None)
         choices = [(f"{a.title} ({a.doc_id})", a.doc_id) for a in listed]
-        return render.article_table(listed), gr.update(choices=choices, value=None)
+        return filtered_table(listed, text, since, until), gr.update(choices=choices, value=None)
+
+    def article_panel(text: str | None, since: str | None, until: str | None) -> str:
+        """The table alone, when the filter changes (the delete dropdown keeps its choice)."""
+        try:
+            return filtered_table(list_articles(settings, corpus), text, since, until)
+        except EXPECTED_ERRORS as exc:
+            return render.error_box(f"The articles cannot be listed: {exc}")
 
     def ask_delete(doc_id: str | None) -> tuple:
         """The first click: show what would be deleted and the confirm / cancel buttons; nothing changes yet."""
@@ -269,7 +302,7 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
     def cancel_delete() -> tuple:
         return gr.update(visible=False), "", None, ""
 
-    def delete(doc_id: str | None, generator: str) -> tuple:
+    def delete(doc_id: str | None, generator: str, *filtering: str | None) -> tuple:
         """The confirmed deletion of the article shown in the confirmation (kept server-side, not the dropdown)."""
         if not doc_id:
             status = render.error_box("Choose an article to delete first.")
@@ -283,20 +316,25 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
             except Exception:
                 log.exception("deleting %r failed", doc_id)
                 status = render.error_box(f"Nothing was deleted: {SERVER_FAULT}")
-        return (gr.update(visible=False), "", None, status, info(generator), *articles_view())
+        return (gr.update(visible=False), "", None, status, info(generator), *articles_view(*filtering))
 
-    def ask(question: str, top_k: int = 0, generator: str = "") -> dict:
+    def ask(question: str, top_k: int = 0, generator: str = "", since: str = "", until: str = "") -> dict:
         """Answer one question from the articles: the answer text with [n] markers, its checked citations
-        (title, passage, supporting span, scores), whether it was refused, and the retrieved passages."""
+        (title, passage, supporting span, scores, publication date, outlet), whether it was refused, the
+        retrieved passages, whether the articles disagree (conflict, conflict_groups) and the dates kept to.
+        `since` / `until` (YYYY-MM-DD, optional) keep only articles published in that range."""
         if generator and generator not in choices:
             raise gr.Error(f"unknown generator {generator!r}: use one of {', '.join(choices)}")
         final = None
         try:
-            for event in stream_answer(question, settings=chosen(top_k or None, generator or None), corpus=corpus):
+            for event in stream_answer(question, settings=chosen(top_k or None, generator or None), corpus=corpus,
+                                       since=since or None, until=until or None):
                 if isinstance(event, Answer):
                     final = event
         except QuestionError as exc:
             raise gr.Error(question_problem(question, exc)) from None
+        except DateError as exc:
+            raise gr.Error(f"Check the dates: {exc}") from None
         except EXPECTED_ERRORS as exc:
             raise gr.Error(f"Could not answer: {exc}") from None
         assert final is not None
@@ -316,6 +354,11 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
                                           elem_id="question", scale=5, lines=1, max_lines=5, autofocus=True)
                     ask_button = gr.Button("Ask", variant="primary", elem_id="ask", scale=1, min_width=80)
                     clear_button = gr.Button("Clear chat", elem_id="clear", scale=1, min_width=80)
+                with gr.Row(elem_id="ask-dates"):
+                    since = gr.Textbox(label="Published since (optional)", placeholder=DATE_PLACEHOLDER,
+                                       elem_id="since", max_lines=1, scale=1)
+                    until = gr.Textbox(label="Published until (optional)", placeholder=DATE_PLACEHOLDER,
+                                       elem_id="until", max_lines=1, scale=1)
                 gr.Examples([[q] for q in EXAMPLES], inputs=[question], label="Example questions",
                             elem_id="examples", api_visibility="private", api_name="load_example")
             with gr.Column(scale=2, min_width=320):
@@ -332,6 +375,13 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
                                 file_count="multiple", elem_id="upload")
                 upload_status = gr.HTML(elem_id="upload-status", js_on_load=None)
         with gr.Accordion("Articles", open=False, elem_id="articles"):
+            with gr.Row(elem_id="article-filter"):
+                filter_text = gr.Textbox(label="Filter by title, outlet or file", elem_id="filter-text",
+                                         max_lines=1, scale=2)
+                filter_since = gr.Textbox(label="Published since", placeholder=DATE_PLACEHOLDER,
+                                          elem_id="filter-since", max_lines=1, scale=1)
+                filter_until = gr.Textbox(label="Published until", placeholder=DATE_PLACEHOLDER,
+                                          elem_id="filter-until", max_lines=1, scale=1)
             article_list = gr.HTML(elem_id="article-list", js_on_load=None)
             with gr.Row(equal_height=True):
                 doomed = gr.Dropdown([], value=None, label="Article to delete", elem_id="delete-choice", scale=4)
@@ -341,11 +391,12 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
                 confirm_button = gr.Button("Confirm delete", variant="stop", elem_id="confirm-delete", min_width=120)
                 cancel_button = gr.Button("Cancel", elem_id="cancel-delete", min_width=80)
             delete_status = gr.HTML(elem_id="delete-status", js_on_load=None)
+        filtering = [filter_text, filter_since, filter_until]
         pending_delete = gr.State(None)
         last = gr.State(None)
 
         gr.on([question.submit, ask_button.click], respond,
-              inputs=[question, chatbot, top_k, generator, show_scores],
+              inputs=[question, chatbot, top_k, generator, show_scores, since, until],
               outputs=[chatbot, sources, question, last], api_name="chat", api_visibility="private",
               concurrency_id="models", concurrency_limit=1, show_progress="hidden")
         clear_button.click(clear, outputs=[chatbot, sources, last, question], api_name="clear",
@@ -356,17 +407,20 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
                            api_visibility="private", queue=False)
         files.upload(upload, inputs=[files, generator], outputs=[upload_status, info_html, files],
                      api_name="upload", api_visibility="private", concurrency_id="models", concurrency_limit=1
-                     ).then(articles_view, outputs=[article_list, doomed], api_visibility="private")
+                     ).then(articles_view, inputs=filtering, outputs=[article_list, doomed], api_visibility="private")
         confirming = [confirm_row, confirm_text, pending_delete, delete_status]
         delete_button.click(ask_delete, inputs=[doomed], outputs=confirming, api_visibility="private", queue=False)
         cancel_button.click(cancel_delete, outputs=confirming, api_visibility="private", queue=False)
-        confirm_button.click(delete, inputs=[pending_delete, generator],
+        confirm_button.click(delete, inputs=[pending_delete, generator, *filtering],
                              outputs=[*confirming, info_html, article_list, doomed], api_name="delete_article",
                              api_visibility="private", concurrency_id="models", concurrency_limit=1)
         generator.change(info, inputs=[generator], outputs=[info_html], api_name="model_info",
                          api_visibility="private")
         app.load(info, inputs=[generator], outputs=[info_html], api_name="corpus_info", api_visibility="private"
-                 ).then(articles_view, outputs=[article_list, doomed], api_visibility="private")
+                 ).then(articles_view, inputs=filtering, outputs=[article_list, doomed], api_visibility="private")
+        # typing in the text filter narrows at once; a date is applied when it is complete (Enter or leaving it)
+        gr.on([filter_text.change, filter_since.submit, filter_since.blur, filter_until.submit, filter_until.blur],
+              article_panel, inputs=filtering, outputs=[article_list], api_visibility="private", queue=False)
         gr.api(ask, api_name="ask", concurrency_id="models", concurrency_limit=1)
     return app
 

@@ -1,4 +1,5 @@
-"""HTML for the chat page's panels: sources with highlighted spans, the corpus info line, upload reports.
+"""HTML for the chat page's panels: sources with highlighted spans, dates and outlets, disagreements, the corpus
+info line, the articles, upload reports.
 
 Pure functions of the library's result objects; every piece of article or user text is escaped here.
 """
@@ -6,8 +7,11 @@ Pure functions of the library's result objects; every piece of article or user t
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 from html import escape
+from typing import Any
 
+from rag.dates import UNKNOWN_DATE, describe_scope, outlet_and_date
 from rag.types import Answer, ArticleInfo, Citation, IndexReport, Passage, Retrieval
 
 READ = {"document": "read the whole article (kept state)", "passages": "read the retrieved passages"}
@@ -18,6 +22,7 @@ REFUSAL_REASONS = {
     "unsupported": "no sentence of the model's reply was backed by a passage",
     "no-answer": "the model's reply only restated the question",
     "verifier": "asked to check, the model judged that the passages do not state the answer",
+    "date-range": "no article is dated within the requested dates",
 }
 
 
@@ -59,6 +64,9 @@ def render_answer(answer: Answer, show_scores: bool) -> str:
     else:
         parts.append(f"<h3>Cited passages <small>({len(answer.citations)})</small></h3>")
     parts.append(_searched_for(answer.question, answer.rewritten_question))
+    parts.append(_dates_note(answer.dates))
+    if answer.conflict:
+        parts.append(conflict_box(answer.conflict_groups))
     if answer.unsupported:
         items = "".join(f"<li>{escape(s)}</li>" for s in answer.unsupported)
         parts.append('<div class="rag-unsupported" role="alert"><strong>⚠ Not supported by the passages'
@@ -86,6 +94,30 @@ def _closest(answer: Answer) -> str:
         return ""
     return (f'<div class="rag-closest">Closest in the articles, from <b>{escape(closest.title)}</b>: '
             f"<q>{escape(closest.span_text.strip())}</q></div>")
+
+
+def conflict_box(groups: list[dict[str, Any]]) -> str:
+    """The articles give different values: each value with its markers, and who reported it when."""
+    items = []
+    for group in groups:
+        markers = " ".join(f'<span class="rag-marker">[{int(m)}]</span>' for m in group.get("markers") or [])
+        sources = "; ".join(_article_named(s) for s in group.get("sources") or [])
+        items.append(f'<li><b class="rag-value">{escape(str(group.get("value", "")))}</b> {markers}'
+                     + (f" — {sources}" if sources else "") + "</li>")
+    return (f'<div class="rag-conflict" role="alert"><strong>The articles disagree</strong> '
+            f"<small>({len(groups)} reports)</small><ul>{''.join(items)}</ul></div>")
+
+
+def _article_named(article: dict[str, Any]) -> str:
+    """"Title (Outlet, 2024-05-02)" for an article given as {"doc_id", "title", "published", "outlet"}."""
+    when = escape(outlet_and_date(str(article.get("outlet") or ""), str(article.get("published") or "")))
+    return f'{escape(str(article.get("title") or article.get("doc_id") or ""))} <span class="rag-when">({when})</span>'
+
+
+def _dates_note(dates: dict[str, Any]) -> str:
+    """The publication dates the answer kept to, when a range or "latest" was used."""
+    said = describe_scope(dates)
+    return f'<p class="rag-dates">Dates: {escape(said)}</p>' if said else ""
 
 
 def render_event(event: Answer | Retrieval | None, show_scores: bool) -> str:
@@ -122,10 +154,13 @@ def _citation_card(citation: Citation, passage: Passage | None, show_scores: boo
         values: dict[str, float | int | None] = {"support": citation.support}
         values.update(_passage_scores(passage) if passage else {"similarity": citation.retrieval_score})
         scores = _scores_line(values)
+    published = citation.published or (passage.published if passage else "")
+    outlet = citation.outlet or (passage.outlet if passage else "")
     return (f'<div class="rag-card rag-cited" data-marker="{citation.marker}">'
             f'<div class="rag-card-head"><span class="rag-marker">[{citation.marker}]</span> '
             f'<span class="rag-title">{escape(citation.title)}</span> '
-            f'<span class="rag-doc">{escape(citation.doc_id)}</span></div>{scores}'
+            f'<span class="rag-doc">{escape(citation.doc_id)}</span></div>'
+            f'{_published_line(published, outlet, passage.also_in if passage else [])}{scores}'
             f'<div class="rag-text">{highlight(text, start, citation)}</div></div>')
 
 
@@ -134,8 +169,23 @@ def _passage_card(passage: Passage, show_scores: bool, label: str) -> str:
     return (f'<div class="rag-card" data-chunk="{passage.chunk_id}">'
             f'<div class="rag-card-head"><span class="rag-marker">{escape(label)}</span> '
             f'<span class="rag-title">{escape(passage.title)}</span> '
-            f'<span class="rag-doc">{escape(passage.doc_id)}</span></div>{scores}'
+            f'<span class="rag-doc">{escape(passage.doc_id)}</span></div>'
+            f'{_published_line(passage.published, passage.outlet, passage.also_in)}{scores}'
             f'<div class="rag-text">{escape(passage.text)}</div></div>')
+
+
+def _published_line(published: str, outlet: str, also_in: list[dict[str, str]]) -> str:
+    """Who published the passage's article and when ("date unknown"), and the other articles holding a copy."""
+    when = (f'<span class="rag-published">{escape(published)}</span>' if published
+            else f'<span class="rag-published rag-undated">{UNKNOWN_DATE}</span>')
+    who = f'<span class="rag-outlet">{escape(outlet)}</span> · ' if outlet else ""
+    line = f'<div class="rag-meta">{who}{when}</div>'
+    if also_in:
+        titles = "; ".join(_article_named(a) for a in also_in)
+        count = len(also_in)
+        line += (f'<div class="rag-also">also in: {count} other article{"s" if count != 1 else ""} '
+                 f"({titles})</div>")
+    return line
 
 
 def _passage_scores(passage: Passage) -> dict[str, float | int | None]:
@@ -212,18 +262,59 @@ def error_box(message: str) -> str:
     return f'<div class="rag-upload"><div class="rag-rejected" role="alert">{escape(message)}</div></div>'
 
 
-def article_table(articles: Iterable[ArticleInfo]) -> str:
-    """The indexed articles: title, date, chunk count and file, one row each (`data-doc` holds the file)."""
-    articles = list(articles)
+def article_table(articles: Iterable[ArticleInfo], shown_of: int | None = None) -> str:
+    """The indexed articles, newest first (undated last): title, publication date, outlet, chunk count, file and
+    the near-copies, one row each (`data-doc` holds the file). `shown_of`: the whole list's length, when these
+    are the ones a filter kept."""
+    articles = newest_first(articles)
     if not articles:
-        return '<div class="rag-articles"><p>No article is indexed.</p></div>'
-    rows = "".join(f'<tr data-doc="{escape(a.doc_id)}"><td class="rag-title">{escape(a.title)}</td>'
-                   f'<td>{escape(a.date)}</td><td class="rag-chunks">{a.chunks}</td>'
-                   f'<td class="rag-doc">{escape(a.doc_id)}</td></tr>' for a in articles)
+        kept = " matches the filter" if shown_of else " is indexed"
+        return f'<div class="rag-articles"><p>No article{kept}.</p></div>'
+    rows = "".join(_article_row(a) for a in articles)
     total = sum(a.chunks for a in articles)
-    return ('<div class="rag-articles"><table><thead><tr><th>Title</th><th>Date</th><th>Chunks</th><th>File</th>'
-            f'</tr></thead><tbody>{rows}</tbody></table><p class="rag-summary">{len(articles)} '
-            f"article{'s' if len(articles) != 1 else ''}, {total} chunks</p></div>")
+    of = f" (of {shown_of})" if shown_of is not None and shown_of != len(articles) else ""
+    return ('<div class="rag-articles"><table><thead><tr><th>Title</th><th>Published</th><th>Outlet</th>'
+            f'<th>Chunks</th><th>File</th></tr></thead><tbody>{rows}</tbody></table><p class="rag-summary">'
+            f"{len(articles)} article{'s' if len(articles) != 1 else ''}{of}, {total} chunks</p></div>")
+
+
+def _article_row(article: ArticleInfo) -> str:
+    published = (f'<td class="rag-published">{escape(article.published)}</td>' if article.published else
+                 f'<td class="rag-published rag-undated" title="file written {escape(article.date)}">'
+                 f"{UNKNOWN_DATE}</td>")
+    copies = (f'<div class="rag-also">near-copies: {escape(", ".join(article.copies))}</div>'
+              if article.copies else "")
+    return (f'<tr data-doc="{escape(article.doc_id)}"><td class="rag-title">{escape(article.title)}{copies}</td>'
+            f'{published}<td class="rag-outlet">{escape(article.outlet)}</td>'
+            f'<td class="rag-chunks">{article.chunks}</td><td class="rag-doc">{escape(article.doc_id)}</td></tr>')
+
+
+def newest_first(articles: Iterable[ArticleInfo]) -> list[ArticleInfo]:
+    """Articles by publication date, newest first; those of unknown date last, by title."""
+    by_title = sorted(articles, key=lambda a: (a.title.casefold(), a.doc_id))
+    dated = sorted((a for a in by_title if a.published), key=lambda a: a.published, reverse=True)
+    return dated + [a for a in by_title if not a.published]
+
+
+def filter_articles(articles: Iterable[ArticleInfo], text: str = "", since: date | None = None,
+                    until: date | None = None) -> list[ArticleInfo]:
+    """The articles whose title, outlet or file holds `text` (any case) and whose publication date is within
+    `since`..`until` (inclusive); with a date bound, an article of unknown date is left out."""
+    needle = text.strip().casefold()
+    kept = []
+    for article in articles:
+        if needle and needle not in f"{article.title}\n{article.outlet}\n{article.doc_id}".casefold():
+            continue
+        if (since or until) and not _within(article.published, since, until):
+            continue
+        kept.append(article)
+    return kept
+
+
+def _within(published: str, since: date | None, until: date | None) -> bool:
+    # ISO days compare as strings
+    return bool(published) and (since is None or published >= since.isoformat()) and (
+        until is None or published <= until.isoformat())
 
 
 def confirm_delete(article: ArticleInfo) -> str:

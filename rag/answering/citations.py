@@ -64,7 +64,8 @@ def closest_sentence(question: str, passages: list[Passage], reply: str = "") ->
     if is_instruction(span):  # never offer a planted instruction as what the articles say
         return None
     return Citation(0, passage.chunk_id, passage.doc_id, passage.title, passage.text, passage.start + start,
-                    passage.start + end, span, passage.relevance, round(max(best, 0.0), 3))
+                    passage.start + end, span, passage.relevance, round(max(best, 0.0), 3), passage.published,
+                    passage.outlet)
 
 
 def support(claim: str, passage: str) -> float:
@@ -170,7 +171,7 @@ def check_citations(text: str, passages: list[Passage], min_support: float,
                     start, end, span, _ = supporting_span(claim, passages[n - 1])
                     p = passages[n - 1]
                     used[n] = Citation(n, p.chunk_id, p.doc_id, p.title, p.text, start, end, span, p.relevance,
-                                       round(scores[n], 3))
+                                       round(scores[n], 3), p.published, p.outlet)
         else:
             sentence = claim
         out_sentences.append(sentence)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.answering.citations import check_citations, closest_sentence, is_bare_label, supporting_span
+from rag.answering.conflicts import detect
 from rag.answering.decision import adds_information
 from rag.answering.prompts import (
     ANSWER_RULE,
@@ -24,6 +25,7 @@ from rag.answering.prompts import (
     build_prompt,
 )
 from rag.answering.verification import Verdict, layout_of, reply_layers, studied_reply_layers, threshold_for, verify
+from rag.dates import TimeScope, as_of_date, request_scope, time_scope
 from rag.errors import BadInput
 from rag.generators.base import Generator, complete
 from rag.generators.factory import get_generator
@@ -155,15 +157,21 @@ def reading_context(question: str, passages: list[Passage], retriever: Retriever
 
 
 def stream_answer(question: str, history: Any = None, settings: Settings | None = None,
-                  corpus: Path | None = None, **overrides: Any) -> Iterator[Retrieval | str | Answer]:
+                  corpus: Path | None = None, since: Any = None, until: Any = None,
+                  **overrides: Any) -> Iterator[Retrieval | str | Answer]:
     """Yield a Retrieval event, then the reply's text pieces as they are generated, then the final Answer.
 
     The final Answer's text is the checked one (markers fixed, refusals normalised), so it can differ from
     the concatenated pieces; show `Answer.text` once it arrives. A reply that is the refusal sentence is held
     back until it is final, since a second look may replace it. One generation runs at a time per model.
+
+    `since` / `until` (a date or "YYYY-MM-DD", inclusive) keep only articles published in that range; without
+    them, a range the question names ("in March 2023", "last week") is applied when it leaves a relevant
+    passage, and "latest" / "most recent" puts the newest reports first (rag/dates.py).
     """
     settings = (settings or load_settings()).replace(**overrides) if overrides else (settings or load_settings())
     question = clean_question(question, settings)
+    request_scope(since, until, TimeScope())  # bad dates are refused before any model work
     started = time.perf_counter()
     generator = get_generator(settings)
     models = {"generator": generator.name, "engine": generator.engine, "embedder": settings.embedder}
@@ -176,10 +184,12 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
     timings["rewrite_s"] = time.perf_counter() - started
     t0 = time.perf_counter()
     retriever = get_retriever(settings, corpus)
-    passages = retriever.run(search_query, settings.top_k)
+    scope = request_scope(since, until, time_scope(search_query, as_of_date(settings.as_of)))
+    passages, applied = retriever.search(search_query, settings.top_k, scope)
     timings["retrieval_s"] = time.perf_counter() - t0
     yield Retrieval(question, search_query, passages)
     usage: dict[str, Any] = {"context": "none", "calls": calls}
+    dates = scope.to_json(applied) if scope.ranged or scope.latest else {}
 
     def finish(text: str, refused: bool, reason: str, raw: str = "", checked: CheckResult | None = None) -> Answer:
         nearest = refused and reason != "instruction"
@@ -189,12 +199,20 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
                       {k: round(v, 4) for k, v in timings.items()}, models, rewritten_question=search_query,
                       refusal_reason=reason, raw_text=raw, usage=usage,
                       partial=bool(checked and checked.declined and not refused),
-                      closest=closest_sentence(search_query, passages, raw) if nearest else None)
+                      closest=closest_sentence(search_query, passages, raw) if nearest else None, dates=dates)
 
     if attack:
         timings["ttft_s"] = timings["generation_s"] = 0.0
         yield settings.refusal_text
         yield finish(settings.refusal_text, True, "instruction")
+        return
+    if not passages and scope.source == "request":
+        timings["ttft_s"] = timings["generation_s"] = 0.0
+        outside = no_article_dated(scope)
+        yield outside
+        final = finish(outside, True, "date-range")
+        final.text = outside
+        yield final
         return
     best = max((p.relevance for p in passages), default=0.0)
     if best < retriever.calibration.min_relevance:
@@ -215,10 +233,36 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
         outcomes.append((yield from _answer_part(part, whole, context, generator, settings, timings, started, calls)))
     timings["generation_s"] = time.perf_counter() - t0
     text, reason, checked = combine_parts(parts, outcomes, settings)
+    conflict = None
+    if not reason and checked:
+        t0 = time.perf_counter()
+        conflict = detect(search_query, checked, context, generator, settings, scope,
+                          retriever.calibration.min_relevance, calls)
+        timings["conflict_s"] = time.perf_counter() - t0
+    if conflict:
+        yield ("" if ended(text) == text else ".") + " " + conflict.sentence
+        text = conflict.sentence if conflict.replace_answer else f"{ended(text)} {conflict.sentence}"
+        checked.citations = sorted({c.marker: c for c in checked.citations + conflict.citations}.values(),
+                                   key=lambda c: c.marker)
     final = finish(text, bool(reason), reason, " ".join(o.raw for o in outcomes), checked)
     final.second_look = any(o.second_look for o in outcomes)
     final.verdict = next((o.verdict.to_json() for o in outcomes if o.verdict), {})
+    if conflict:
+        final.conflict, final.conflict_groups = True, conflict.groups
     yield final
+
+
+def ended(text: str) -> str:
+    """The text with a full stop after its last sentence when it has none ("$8.2 million [1]" -> "... [1].")."""
+    return text if re.search(r"[.!?][\"')\]]*(?:\s*\[\d+\])*$", text.rstrip()) else text.rstrip() + "."
+
+
+def no_article_dated(scope: TimeScope) -> str:
+    """The reply when the requested dates leave no article."""
+    since, until = scope.since, scope.until
+    span = (f"between {since} and {until}" if since and until else f"on or after {since}" if since
+            else f"on or before {until}")
+    return f"No article in the collection is dated {span}."
 
 
 @dataclass
@@ -387,10 +431,10 @@ def extractive_answer(label: str, question: str, passages: list[Passage]) -> str
 
 
 def answer(question: str, history: Any = None, settings: Settings | None = None, corpus: Path | None = None,
-           **overrides: Any) -> Answer:
-    """Answer a question from the articles; see `stream_answer` for the streaming form."""
+           since: Any = None, until: Any = None, **overrides: Any) -> Answer:
+    """Answer a question from the articles; see `stream_answer` for the streaming form and `since` / `until`."""
     final = None
-    for event in stream_answer(question, history, settings, corpus, **overrides):
+    for event in stream_answer(question, history, settings, corpus, since, until, **overrides):
         if isinstance(event, Answer):
             final = event
     assert final is not None

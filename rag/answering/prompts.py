@@ -63,7 +63,7 @@ def build_prompt(question: str, context: Context, settings: Settings, rule: str 
     `rule` ends the question part: by default the first ask's (`offer_refusal` adds the refusal sentence)."""
     rule = answer_rule(settings) if rule is None else rule
     blocks = document_blocks(context.passages) if context.whole_document else "\n\n".join(
-        f"[{i}] ({without_instructions(p.title)})\n{without_instructions(normalize_text(p.text))}"
+        f"[{i}] ({without_instructions(p.title)}{provenance(p, '; ')})\n{without_instructions(normalize_text(p.text))}"
         for i, p in enumerate(context.passages, start=1))
     varying = QUESTION_PART.format(question=question, rule=rule.format(refusal=settings.refusal_text))
     messages = [{"role": "system", "content": SYSTEM_PROMPT},
@@ -80,4 +80,12 @@ def document_blocks(chunks: list[Passage]) -> str:
         text = chunk.text[max(0, shown_until - chunk.start):]
         blocks.append(f"[{number}] {without_instructions(normalize_text(text))}")
         shown_until = chunk.end
-    return f"Article: {without_instructions(chunks[0].title)}\n\n" + "\n\n".join(blocks)
+    return (f"Article: {without_instructions(chunks[0].title)}{provenance(chunks[0], ' (', ')')}\n\n"
+            + "\n\n".join(blocks))
+
+
+def provenance(passage: Passage, before: str = "", after: str = "") -> str:
+    """When and by whom the passage's article was published ("2019-11-18, Reuters"), as far as known; "" when
+    neither is, so an undated article's prompt is exactly what it was before dates were read."""
+    known = ", ".join(part for part in (passage.published, without_instructions(passage.outlet)) if part)
+    return f"{before}{known}{after}" if known else ""

@@ -33,14 +33,23 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> int:
     if args.benchmark and args.split not in (None, "all"):
         raise EvaluationError("--split selects from the project's question set, not from a benchmark")
     reject = getattr(args, "reject", None)
-    if reject and args.benchmark != "rgb":
-        raise EvaluationError("--reject is a condition of --benchmark rgb")
+    condition = "conflict" if getattr(args, "conflict", False) else (
+        "counterfactual" if getattr(args, "counterfactual", False) else None)
+    copies = getattr(args, "copies", 0) or 0
+    if (reject or condition or copies) and args.benchmark != "rgb":
+        raise EvaluationError("--reject, --conflict, --counterfactual and --copies are conditions of --benchmark rgb")
+    if sum(map(bool, (reject, condition))) > 1 or (getattr(args, "conflict", False)
+                                                    and getattr(args, "counterfactual", False)):
+        raise EvaluationError("choose one of --reject, --conflict and --counterfactual")
+    if not 0 <= copies <= 3:
+        raise EvaluationError(f"--copies: 0 to 3 edited copies of each snippet, got {copies}")
     if args.benchmark == "rgb":
         if args.corpus:
             raise EvaluationError("--corpus cannot be combined with --benchmark rgb (it brings its own corpus)")
         questions, corpus, note = prepare_rgb(args.benchmark_path or DEFAULT_RGB_PATH, settings,
-                                              getattr(args, "queries", None), reject)
-        name += "-reject" if reject else ""
+                                              getattr(args, "queries", None), reject, condition, copies)
+        name += "-reject" if reject else f"-{condition}" if condition else ""
+        name += f"-copies{copies}" if copies else ""
         print(note, file=sys.stderr)
     else:
         questions = select_split(load_questions(args.questions or settings.corpus_dir / DEFAULT_QUESTIONS),

@@ -22,7 +22,8 @@ SPLITS = ("tune", "test")
 RATE_KEYS = ("answer_accuracy", "exact_match", "f1", "retrieval_hit_at_k", "mrr", "retrieval_hit_at_1",
              "retrieval_hit_at_3", "retrieval_hit_at_5", "mrr_at_5", "refusal_accuracy", "false_refusal_rate",
              "right_replies_refused", "citation_accuracy", "closest_holds_gold", "closest_if_refused",
-             "unsupported_rate", "partial_answer_rate")
+             "unsupported_rate", "partial_answer_rate", "disagreement_rate", "both_named", "fake_answer_rate",
+             "distinct_reports_at_5")
 _PARAGRAPH_ID = re.compile(r"^p(\d+)$", re.IGNORECASE)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from rag.evaluation.metrics import (
     f1,
     first_relevant_rank,
     passage_relevant,
+    rgb_correct,
 )
 from rag.evaluation.questions import Question
 from rag.text import split_sentences, strip_markers, words_kept
@@ -104,6 +106,31 @@ class Result:
             return answer_found(first.passage, self.question)
         return bool(self.answer.passages) and passage_relevant(self.answer.passages[0], self.question)
 
+    @property
+    def both_named(self) -> bool | None:
+        """For a query of the conflict condition: whether the answer names both the gold and the fake answer, each
+        in a passage it cites (None for other queries)."""
+        fake = self.question.extra.get("fake")
+        if self.question.extra.get("condition") != "conflict" or not fake:
+            return None
+        cited = [c.passage for c in self.answer.citations]
+        return (not self.refused and rgb_correct(self.prediction, self.question.rgb_answer)
+                and rgb_correct(self.prediction, fake) and any(rgb_correct(p, self.question.rgb_answer) for p in cited)
+                and any(rgb_correct(p, fake) for p in cited))
+
+    @property
+    def fake_given(self) -> bool | None:
+        """Whether the answer gives the counterfactual (fake) answer, where the question has one."""
+        fake = self.question.extra.get("fake")
+        return None if not fake else not self.refused and rgb_correct(self.prediction, fake)
+
+    @property
+    def distinct_reports_at_5(self) -> bool:
+        """Whether the top 5 passages come from 5 different reports: an edited reprint (a "-copyN" file of the
+        RGB copies condition) counts as its original."""
+        origins = [re.sub(r"-copy\d+(?=\.\w+$)", "", p.doc_id) for p in self.top5]
+        return len(set(origins)) == len(origins)
+
     def to_json(self) -> dict[str, Any]:
         golds = self.question.rgb_answer if self.question.rgb_answer is not None else self.question.answers
         return {
@@ -123,4 +150,6 @@ class Result:
             "refused_right": self.refused_right,
             "first_source_gold": self.first_source_gold,
             "words_kept": self.words_kept, "latency": self.answer.timings, "usage": self.answer.usage,
+            "conflict": self.answer.conflict, "conflict_groups": self.answer.conflict_groups,
+            "both_named": self.both_named, "fake_given": self.fake_given, "dates": self.answer.dates,
         }

@@ -1,4 +1,5 @@
-"""The RGB benchmark: its questions, its snippet corpus, the negative-rejection condition."""
+"""The RGB benchmark: its questions, its snippet corpus, and its conditions: negative rejection, conflicting reports
+(half a query's positives replaced by their counterfactual twins), counterfactual only, and wire copies."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from rag.evaluation.metrics import rgb_correct
 from rag.evaluation.questions import REJECT_MODES, RGB_FILE, EvaluationError, Question, parse_positions
 from rag.files import remove_stale_partials, write_text_atomically
 from rag.settings import Settings
+
+CONDITIONS = ("conflict", "counterfactual")
+# Small edits a reprint makes: a credit line, a word changed, a tag. Copy k of a snippet gets edit k (k <= 3).
+COPY_EDITS = (lambda s: f"{s} (Wire)", lambda s: "UPDATE: " + s.replace(" and ", " & ", 1),
+              lambda s: s.replace(" said ", " stated ", 1) + " Reporting by staff.")
 
 # ---------------------------------------------------------------- RGB
 
@@ -38,7 +44,8 @@ def load_rgb(path: Path) -> list[dict[str, Any]]:
 
 
 def rgb_questions(rows: list[dict[str, Any]]) -> list[Question]:
-    return [Question(str(row.get("id", n)), str(row["query"]), _flatten(row["answer"]), rgb_answer=row["answer"])
+    return [Question(str(row.get("id", n)), str(row["query"]), _flatten(row["answer"]), rgb_answer=row["answer"],
+                     extra={"fake": row["fakeanswer"]} if row.get("fakeanswer") else {})
             for n, row in enumerate(rows)]
 
 
@@ -52,11 +59,15 @@ def rgb_snippets(rows: list[dict[str, Any]]) -> list[str]:
     return sorted(pooled, key=lambda s: hashlib.sha1(s.encode("utf-8")).hexdigest())
 
 
-def write_rgb_corpus(snippets: list[str], folder: Path) -> None:
-    """One .txt article per snippet under a neutral title ("RGB snippet 0042"); stale files are removed."""
+def write_rgb_corpus(snippets: list[str], folder: Path, copies: int = 0) -> None:
+    """One .txt article per snippet under a neutral title ("RGB snippet 0042"), with `copies` edited reprints of
+    each (snippet-0042-copy1.txt, ...); stale files are removed."""
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(folder)
     wanted = {f"snippet-{n:04d}.txt": f"RGB snippet {n:04d}\n{text}\n" for n, text in enumerate(snippets)}
+    for n, text in enumerate(snippets):
+        for copy, edit in enumerate(COPY_EDITS[:copies], start=1):
+            wanted[f"snippet-{n:04d}-copy{copy}.txt"] = f"RGB snippet {n:04d}\n{edit(text)}\n"
     for stale in folder.glob("*.txt"):
         if stale.name not in wanted:
             stale.unlink()
@@ -67,7 +78,7 @@ def write_rgb_corpus(snippets: list[str], folder: Path) -> None:
 
 
 def prepare_rgb(path: Path, settings: Settings, positions: str | None = None, reject: str | None = None,
-                ) -> tuple[list[Question], Path, str]:
+                condition: str | None = None, copies: int = 0) -> tuple[list[Question], Path, str]:
     """RGB's questions (those at `positions`, default all), the folder of their pooled corpus (indexed, in its own
     index folder) and a line about it.
 
@@ -87,10 +98,13 @@ def prepare_rgb(path: Path, settings: Settings, positions: str | None = None, re
         snippets, removed = kept, len(snippets) - len(kept)
         for n in rejected:
             questions[n].unanswerable, questions[n].extra["condition"] = True, "rejection"
-    tag = hashlib.sha1(",".join(map(str, rejected)).encode()).hexdigest()[:10]
-    name = f"reject-{tag}" if rejected else "corpus"
+    if condition:
+        snippets = _with_twins(snippets, rows, chosen, condition, questions)
+    tag = hashlib.sha1(f"{rejected}{condition}{chosen if condition else ''}".encode()).hexdigest()[:10]
+    name = f"reject-{tag}" if rejected else f"{condition}-{tag}" if condition else "corpus"
+    name += f"-copies{copies}" if copies else ""
     folder = settings.cache_dir / "benchmarks" / "rgb" / name
-    write_rgb_corpus(snippets, folder)
+    write_rgb_corpus(snippets, folder, copies)
     report = build_index([folder], index_folder(settings, folder), settings)
     pooled = sum(len(row.get("positive", [])) + len(row.get("negative", [])) for row in rows)
     note = (f"RGB corpus: {pooled} snippets pooled, {len(snippets)} distinct, {report.chunks} passages indexed "
@@ -98,7 +112,31 @@ def prepare_rgb(path: Path, settings: Settings, positions: str | None = None, re
     if rejected:
         note += (f"; negative rejection: {len(rejected)} of {len(chosen)} queries lose their {removed} answering "
                  "snippets and must be refused")
+    if condition:
+        marked = sum(questions[n].extra.get("condition") == condition for n in chosen)
+        note += f"; {condition}: {marked} of {len(chosen)} queries have twins in the pool"
+    if copies:
+        note += f"; {copies} edited copies of every snippet"
     return [questions[n] for n in chosen], folder, note
+
+
+def _with_twins(snippets: list[str], rows: list[dict[str, Any]], chosen: list[int], condition: str,
+                questions: list[Question]) -> list[str]:
+    """The pool with the chosen queries' positives replaced by their counterfactual twins (every second one for
+    "conflict", all for "counterfactual"); the queries so changed are marked with the condition."""
+    if condition not in CONDITIONS:
+        raise EvaluationError(f"unknown RGB condition {condition!r}: use one of {', '.join(CONDITIONS)}")
+    removed, added = set(), []
+    for n in chosen:
+        positives, twins = rows[n].get("positive", []), rows[n].get("positive_wrong", [])
+        if len(twins) != len(positives) or (condition == "conflict" and len(positives) < 2):
+            continue
+        replaced = range(1, len(positives), 2) if condition == "conflict" else range(len(positives))
+        removed.update(positives[i].strip() for i in replaced)
+        added += [twins[i].strip() for i in replaced]
+        questions[n].extra["condition"] = condition
+    pooled = [s for s in snippets if s not in removed] + [s for s in dict.fromkeys(added) if s not in snippets]
+    return sorted(pooled, key=lambda s: hashlib.sha1(s.encode("utf-8")).hexdigest())
 
 
 def reject_positions(chosen: list[int], reject: str) -> list[int]:

@@ -93,6 +93,13 @@ def compute_metrics(results: list[Result], settings: Settings) -> Metrics:
         "probes_p95_s": percentile(probes, 95),
         # replies the fitted decision's screen settled before the judge's pass, over the verified ones
         "settled_without_judge": mean(float(v.get("judged") is False) for v in verified),
+        # saying the articles disagree: over the answers given (on normal RGB every one is a false disagreement);
+        # the conflict condition's queries answered with both reports cited; the counterfactual answer given
+        "disagreement_rate": mean(float(r.answer.conflict) for r in answered),
+        "both_named": mean(float(r.both_named) for r in results if r.both_named is not None),
+        "fake_answer_rate": mean(float(r.fake_given) for r in results
+                                 if r.fake_given is not None and r.question.extra.get("condition")),
+        "distinct_reports_at_5": mean(float(r.distinct_reports_at_5) for r in results),
         "questions": len(results), "answerable": len(answerable), "unanswerable": len(unanswerable),
         "answered": len(answered), "k": settings.top_k, "generator": generator, "embedder": settings.embedder,
     }

@@ -168,12 +168,19 @@ def _free_name(corpus: Path, name: str) -> Path:
 
 
 def list_articles(settings: Settings, corpus: Path | None = None) -> list[ArticleInfo]:
-    """The articles the current index holds, by title: id, title, date and chunk count (from its manifest)."""
+    """The articles the current index holds, by title: id, title, date, chunk count, publication date, outlet and
+    near-copies (from its manifest; an index built before dates were read gives "" and [])."""
     corpus = corpus or settings.corpus_dir
-    articles = [ArticleInfo(doc_id, str(entry.get("title") or doc_id), _article_date(corpus / doc_id, entry),
-                            int(entry.get("chunks", 0)))
+    articles = [_article_info(doc_id, entry, corpus)
                 for doc_id, entry in _indexed_documents(index_folder(settings, corpus)).items()]
     return sorted(articles, key=lambda a: (a.title.casefold(), a.doc_id))
+
+
+def _article_info(doc_id: str, entry: dict, corpus: Path) -> ArticleInfo:
+    return ArticleInfo(doc_id, str(entry.get("title") or doc_id), _article_date(corpus / doc_id, entry),
+                       int(entry.get("chunks", 0)), published=str(entry.get("published") or ""),
+                       outlet=str(entry.get("outlet") or ""),
+                       copies=[str(c) for c in entry.get("copies") or [] if c != doc_id])
 
 
 def remove_articles(doc_ids: Iterable[str], settings: Settings, corpus: Path | None = None,
@@ -271,7 +278,8 @@ def _indexed_documents(folder: Path) -> dict[str, dict]:
 
 
 def _article_date(path: Path, entry: dict) -> str:
-    date = str((entry.get("meta") or {}).get("date") or "")
+    """The publication date, else the date the file gives in its metadata, else the day the file was written."""
+    date = str(entry.get("published") or (entry.get("meta") or {}).get("date") or "")
     if date:
         return date
     try:

@@ -12,14 +12,16 @@ import time
 import uuid
 from array import array
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from rag.calibration import COPY_PERMS, COPY_SHINGLE_WORDS, COPY_THRESHOLD
 from rag.errors import BadInput, Unavailable
 from rag.files import fsync_folder, remove_stale_partials, write_bytes_atomically, write_text_atomically
 from rag.indexing.bm25 import BM25Stage, write_bm25
+from rag.indexing.copies import article_copies, copies_summary, copy_groups, signature_name, signatures
 from rag.indexing.distributed import EMBED_GROUP_BATCHES
 from rag.indexing.stores import (
     BACKENDS,
@@ -32,7 +34,7 @@ from rag.indexing.stores import (
     write_store,
 )
 from rag.ingest.chunking import chunk_document, chunking
-from rag.ingest.reading import IngestError, find_articles, read_article_bytes, read_document
+from rag.ingest.reading import READER_VERSION, IngestError, find_articles, read_article_bytes, read_document
 from rag.models.embedders import Embedder, LlamaEmbedder, embedder_precision, get_embedder
 from rag.settings import Settings
 from rag.types import Chunk, Document, IndexReport
@@ -60,6 +62,13 @@ class LoadedIndex:
     vectors: np.ndarray
     store: VectorStore
     lexical: BM25Stage | None = None  # the saved BM25 index, memory-mapped; None for builds older than it
+    # per chunk row, its near-copy group: the smallest row it was folded with (rag/indexing/copies.py); each row its
+    # own group for a build older than copies.npy
+    copy_group: np.ndarray = field(default=None)  # type: ignore[assignment]  # filled in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.copy_group is None:
+            self.copy_group = np.arange(len(self.chunks), dtype=np.int64)
 
     @property
     def build_id(self) -> str:
@@ -80,10 +89,12 @@ def index_folder(settings: Settings, corpus: Path | None = None) -> Path:
 
 
 def fingerprint(settings: Settings) -> dict:
-    """What the vectors and chunks depend on: any change forces a full rebuild."""
+    """What the vectors and chunks depend on: any change forces a full rebuild. Near-copy signatures and groups
+    (minhash.npy, copies.npy) are not in it: a build without them stays valid and folds nothing until the next
+    build, which makes them (the manifest's "copies" entry says which signatures a build holds)."""
     precision = embedder_precision(settings)  # named only when not float32: float32 indexes stay valid
     chunk_tokens, overlap_tokens = chunking(settings)
-    return {"format": FORMAT_VERSION, "embedder": settings.embedder,
+    return {"format": FORMAT_VERSION, "reader": READER_VERSION, "embedder": settings.embedder,
             **({"embedder_precision": precision} if precision != "float32" else {}),
             "chunk_tokens": chunk_tokens, "chunk_overlap_tokens": overlap_tokens,
             "index_type": settings.index_type, "vector_store": settings.vector_store,
@@ -238,6 +249,8 @@ class BuildWriter:
         self.tmp.mkdir()
         self._chunks = open(self.tmp / "chunks.jsonl", "w", encoding="utf-8")  # noqa: SIM115 - closed in commit
         self._vectors: NpyWriter | None = None
+        self._signatures = NpyWriter(self.tmp / "minhash.npy", COPY_PERMS, dtype="<u4")  # near-copies: copies.py
+        self.sizes = array("q")  # per row: the chunk's length, what article_copies weighs passages by
         self.doc_ids: list[str] = []  # per row: one shared string per document
         self.keys = array("q")  # per row: the chunk's key, kept across builds (new chunks get the next ones)
         self.next_key = _next_key(previous[1]) if previous else 0
@@ -251,19 +264,23 @@ class BuildWriter:
         self._chunks.close()
         if self._vectors is not None:
             self._vectors.close()
+        self._signatures.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def add(self, document: Document, chunks: list[Chunk], vectors: np.ndarray) -> None:
         self.documents[document.doc_id] = {"sha256": document.sha256, "title": document.title,
-                                           "path": document.path, "meta": document.meta, "chunks": len(chunks)}
+                                           "path": document.path, "meta": document.meta, "chunks": len(chunks),
+                                           "published": document.published, "outlet": document.outlet}
         self.fresh.add(document.doc_id)
         numbered = [{**c.to_json(), "key": self.next_key + n} for n, c in enumerate(chunks)]
         self.next_key += len(chunks)
-        self._append(numbered, vectors)
+        self._append(numbered, vectors, signatures([c.text for c in chunks]))
 
     def carry_over(self, build: Path, manifest: dict, keep: set[str]) -> None:
-        """Copy the chunks and vectors of the documents in `keep` from a previous build, in its order, in batches."""
+        """Copy the chunks, vectors and signatures of the documents in `keep` from a previous build, in its order, in
+        batches."""
         old_vectors = np.load(build / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        old_signatures = _signatures(build, manifest)
         batch: list[tuple[int, dict]] = []
         with open(build / "chunks.jsonl", encoding="utf-8") as handle:
             for row, line in enumerate(handle):
@@ -273,16 +290,24 @@ class BuildWriter:
                     data["key"] = data.get("key", row)  # a build from before keys: its rows were its keys
                     batch.append((row, data))
                 if len(batch) >= COPY_BATCH:
-                    self._copy(batch, old_vectors)
+                    self._copy(batch, old_vectors, old_signatures)
                     batch = []
-        self._copy(batch, old_vectors)
+        self._copy(batch, old_vectors, old_signatures)
 
-    def _copy(self, batch: list[tuple[int, dict]], old_vectors: np.ndarray) -> None:
+    def _copy(self, batch: list[tuple[int, dict]], old_vectors: np.ndarray, old_signatures: np.ndarray | None
+              ) -> None:
+        """`old_signatures` None: the previous build has none (or other ones), they are made from the texts."""
         if batch:
-            self._append([data for _, data in batch], np.asarray(old_vectors[[row for row, _ in batch]]))
+            rows = [row for row, _ in batch]
+            chunks = [data for _, data in batch]
+            minhashes = (signatures([data["text"] for data in chunks]) if old_signatures is None
+                         else np.asarray(old_signatures[rows]))
+            self._append(chunks, np.asarray(old_vectors[rows]), minhashes)
             release_pages(old_vectors)
+            if old_signatures is not None:
+                release_pages(old_signatures)
 
-    def _append(self, chunks: list[dict], vectors: np.ndarray) -> None:
+    def _append(self, chunks: list[dict], vectors: np.ndarray, minhashes: np.ndarray) -> None:
         if self._vectors is None:
             self._vectors = NpyWriter(self.tmp / "vectors.npy", vectors.shape[1])
         for data in chunks:
@@ -291,14 +316,18 @@ class BuildWriter:
             self._chunks.write(json.dumps(data, ensure_ascii=False) + "\n")
             same = self.doc_ids and self.doc_ids[-1] == data["doc_id"]
             self.doc_ids.append(self.doc_ids[-1] if same else data["doc_id"])  # one string per document
+            self.sizes.append(len(data["text"]))
         self._vectors.append(vectors)
+        self._signatures.append(minhashes)
 
     def commit(self, settings: Settings, wanted_fp: dict) -> int:
         """Fill the vector store and BM25 from the written files, write the manifest, swap the build in; returns
         the number of chunks."""
         self._chunks.close()
         dim = self._vectors.close()
+        self._signatures.close()
         vectors = np.load(self.tmp / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        copies = self._fold()  # names each document's copies in its entry
         manifest = {
             "fingerprint": wanted_fp,
             "dim": dim,
@@ -306,6 +335,7 @@ class BuildWriter:
             "documents": self.documents,
             "counts": {"documents": len(self.documents), "chunks": len(self.doc_ids)},
             "next_key": self.next_key,
+            "copies": copies,
         }
         keys = np.frombuffer(self.keys, dtype=np.int64)
         manifest["store"] = write_store(settings, self.folder, self.tmp, self.build_id, vectors, self.doc_ids, keys,
@@ -325,6 +355,31 @@ class BuildWriter:
         drop_stale(settings, self.folder, self.build_id)
         return len(self.doc_ids)
 
+    def _fold(self) -> dict:
+        """Group near-copy passages (copies.npy) and name each document's near-copies in its manifest entry; the
+        manifest's "copies" entry."""
+        minhashes = np.load(self.tmp / "minhash.npy", mmap_mode="r", allow_pickle=False)
+        groups = copy_groups(minhashes, COPY_THRESHOLD)
+        del minhashes
+        np.save(self.tmp / "copies.npy", groups, allow_pickle=False)
+        named = article_copies(self.doc_ids, groups, sizes=self.sizes)
+        self.documents = {doc: {**entry, "copies": named.get(doc, [])} for doc, entry in self.documents.items()}
+        return {"threshold": COPY_THRESHOLD, "perms": COPY_PERMS, "shingle_words": COPY_SHINGLE_WORDS,
+                "signature": signature_name(), **copies_summary(groups)}
+
+
+def _signatures(build: Path, manifest: dict) -> np.ndarray | None:
+    """A previous build's near-copy signatures (memory-mapped) when it holds ones made as this build makes them;
+    None for a build from before them or with others."""
+    if manifest.get("copies", {}).get("signature") != signature_name():
+        return None
+    try:
+        minhashes = np.load(build / "minhash.npy", mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    expected = (int(manifest["counts"]["chunks"]), COPY_PERMS)
+    return minhashes if minhashes.shape == expected and minhashes.dtype == np.uint32 else None
+
 
 def _next_key(manifest: dict) -> int:
     """The first key a build after this one gives a new chunk (a build from before keys: its chunk count)."""
@@ -339,27 +394,29 @@ def _titles_and_texts(chunks_path: Path) -> Iterator[tuple[str, str]]:
 
 
 class NpyWriter:
-    """A float32 .npy file of `dim` columns written a block of rows at a time: a fixed-size header is written
-    first and rewritten with the final row count on close, so no row is held in memory."""
+    """A .npy file of `dim` columns (float32 unless `dtype` says otherwise) written a block of rows at a time: a
+    fixed-size header is written first and rewritten with the final row count on close, so no row is held in
+    memory."""
 
     HEADER_BYTES = 128  # magic, version, length and the padded dictionary: a multiple of 64 as numpy writes
 
-    def __init__(self, path: Path, dim: int) -> None:
+    def __init__(self, path: Path, dim: int, dtype: str = "<f4") -> None:
         self.path = path
         self.dim = dim
+        self.dtype = dtype
         self.rows = 0
         self._handle = open(path, "wb")  # noqa: SIM115 - closed in close()
         self._handle.write(self._header())
 
     def _header(self) -> bytes:
-        described = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({self.rows}, {self.dim}), }}"
+        described = f"{{'descr': '{self.dtype}', 'fortran_order': False, 'shape': ({self.rows}, {self.dim}), }}"
         padded = described.ljust(self.HEADER_BYTES - 10 - 1) + "\n"
         return b"\x93NUMPY\x01\x00" + len(padded).to_bytes(2, "little") + padded.encode("latin1")
 
     def append(self, vectors: np.ndarray) -> None:
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"vectors of shape {vectors.shape} in a file of {self.dim} columns")
-        self._handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+        self._handle.write(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
         self.rows += len(vectors)
 
     def close(self) -> int:
@@ -514,18 +571,20 @@ def load_index(folder: Path) -> LoadedIndex:
             chunks = [Chunk.from_json(json.loads(line)) for line in handle]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StaleIndex(f"index in {build} is damaged ({exc}): run `rag index --rebuild`") from exc
-    vectors, store, lexical = _open_build(build, manifest, len(chunks), [c.doc_id for c in chunks])
-    return LoadedIndex(build, manifest, chunks, vectors, store, lexical)
+    vectors, store, lexical, copy_group = _open_build(build, manifest, len(chunks), [c.doc_id for c in chunks])
+    return LoadedIndex(build, manifest, chunks, vectors, store, lexical, copy_group)
 
 
 def _open_build(build: Path, manifest: dict, chunk_count: int, doc_ids: list[str]
-                ) -> tuple[np.ndarray, VectorStore, BM25Stage | None]:
-    """A build's vectors (memory-mapped), vector store and saved BM25 index (None for a build older than saved
-    indexes), checked against each other and the manifest; StaleIndex when anything is damaged or missing."""
+                ) -> tuple[np.ndarray, VectorStore, BM25Stage | None, np.ndarray]:
+    """A build's vectors (memory-mapped), vector store, saved BM25 index (None for a build older than saved
+    indexes) and near-copy groups, checked against each other and the manifest; StaleIndex when anything is damaged
+    or missing."""
     try:
         vectors = np.load(build / "vectors.npy", mmap_mode="r", allow_pickle=False)  # read rows as needed
         store = open_store(manifest.get("store", {}), build, vectors, doc_ids)
         lexical = BM25Stage.load(build, chunk_count) if "lexical" in manifest else None
+        copy_group = _copy_groups(build, manifest, chunk_count)
     except VectorStoreError as exc:
         raise StaleIndex(str(exc)) from exc
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
@@ -535,7 +594,17 @@ def _open_build(build: Path, manifest: dict, chunk_count: int, doc_ids: list[str
     if vectors.ndim != 2 or vectors.shape[1] != manifest.get("dim"):
         raise StaleIndex(f"index in {build} holds vectors of shape {vectors.shape}, its manifest says dimension "
                          f"{manifest.get('dim')}: run `rag index --rebuild`")
-    return vectors, store, lexical
+    return vectors, store, lexical, copy_group
+
+
+def _copy_groups(build: Path, manifest: dict, chunk_count: int) -> np.ndarray:
+    """copies.npy, memory-mapped; every row its own group for a build from before it."""
+    if "copies" not in manifest:
+        return np.arange(chunk_count, dtype=np.int64)
+    groups = np.load(build / "copies.npy", mmap_mode="r", allow_pickle=False)
+    if groups.shape != (chunk_count,) or groups.dtype != np.int64:
+        raise ValueError(f"copies.npy holds {groups.dtype} of shape {groups.shape} for {chunk_count} chunks")
+    return groups
 
 
 def _compatible_build(folder: Path, wanted_fp: dict) -> tuple[Path, dict] | None:

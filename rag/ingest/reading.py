@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import time
 import unicodedata
 from collections.abc import Callable, Iterable
+from datetime import date
 from pathlib import Path
+from typing import Any, NamedTuple
 
+from rag.dates import EARLIEST_YEAR, dateline_agency, dateline_date, iso_date
 from rag.errors import BadInput
 from rag.text import normalize_text
 from rag.types import Document
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
+# Raised when what a file reads as changes (2: web pages through trafilatura, publication dates and outlets): an
+# index built by an earlier reader is rebuilt (rag.indexing.build.fingerprint).
+READER_VERSION = 2
 MB = 1024 * 1024
 # Bounds on reading a PDF (see _read_pdf): a news article is a few pages; a book-length PDF is refused.
 PDF_MAX_PAGES = 2_000
@@ -24,10 +32,41 @@ PDF_MAX_SECONDS = 60.0
 # leaving room for a "-N" suffix, a ".meta.json" sidecar and the hidden temporary names around it.
 NAME_MAX_BYTES = 120
 WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{n}" for n in range(10)), *(f"LPT{n}" for n in range(10))}
+# Bounds on reading a web page (see read_html_bytes). trafilatura's time grows with the number of elements, whatever
+# their shape: measured on 2 cores, 100,000 elements took 4-9 s (nested <b>, flat <p>, <div>, <span>, table rows) and
+# 1.2 million (7 MB of nested tags) 101 s and 1.3 GB; the 181 real news pages of the article-extraction benchmark have
+# at most 1,596 elements (median 743), nested at most 51 deep. libxml2 stops building the tree 255 elements deep and
+# drops the rest of the page, so a page that deep would be read cut short.
+# Refusing 20 MB of tags after parsing them took 530 MB, so a page with more '<' than HTML_MAX_TAGS (each element
+# has one or two; the benchmark's pages have at most 3,229) is refused before it is parsed: with both bounds a hostile
+# page is refused in at most 0.2 s and 40 MB, and one just under them is read in at most 5 s.
+HTML_MAX_ELEMENTS = 50_000
+HTML_MAX_TAGS = 4 * HTML_MAX_ELEMENTS
+HTML_MAX_DEPTH = 255
+# Who published an article, and when, as a sidecar or front matter may name them (the first given wins).
+OUTLET_KEYS = ("outlet", "publisher", "source")
+DATE_KEYS = ("published", "date")
+# Encodings a web page declares that browsers read as their Windows superset (WHATWG Encoding Standard).
+_WINDOWS_FOR = {"iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252", "us-ascii": "cp1252",
+                "ascii": "cp1252", "iso-8859-9": "cp1254", "tis-620": "cp874"}
+_DECLARED_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([\w.:-]{1,40})""", re.IGNORECASE)
 
 
 class IngestError(BadInput, ValueError):
     """A file cannot be used as an article; the message names the file and the reason."""
+
+
+class Extracted(NamedTuple):
+    """What reading one file gives: its title, text and where the body starts, its metadata as strings (front
+    matter, a page's author and URL), and the publication date (ISO or "") and outlet its own markup or PDF
+    metadata name (front matter dates and outlets stay in `meta`; read_document weighs every source)."""
+
+    title: str
+    text: str
+    body_start: int
+    meta: dict[str, str]
+    published: str = ""
+    outlet: str = ""
 
 
 # ---------------------------------------------------------------- reading files
@@ -87,14 +126,35 @@ def read_document(path: Path, doc_id: str, max_mb: float) -> Document:
     data = read_article_bytes(path, max_mb)
     sha256 = hashlib.sha256(data).hexdigest()
     if path.suffix.lower() == ".pdf":  # compressed: its text is bounded by the same limit as a text file's
-        title, text, body_start, meta = _read_pdf(path, data, max_chars=int(max_mb * MB))
+        found = _read_pdf(path, data, max_chars=int(max_mb * MB))
     else:
-        title, text, body_start, meta = _READERS.get(path.suffix.lower(), _read_plain)(path, data)
+        found = _READERS.get(path.suffix.lower(), _read_plain)(path, data)
+    text, body_start = found.text, found.body_start
     if not text[body_start:].strip():
         raise IngestError(f"{path}: no text in it (empty file or only a title)")
-    meta.update(_sidecar_meta(path))
-    title = meta.pop("title", "") or title or path.stem.replace("-", " ").replace("_", " ")
-    return Document(doc_id, normalize_text(title), text, str(path), sha256, body_start, meta)
+    sidecar = _sidecar_meta(path)
+    meta = {**found.meta, **sidecar}
+    title = meta.pop("title", "") or found.title or path.stem.replace("-", " ").replace("_", " ")
+    published = _published(sidecar, found, text[body_start:])
+    outlet = next((value for value in (*_keyed(sidecar, OUTLET_KEYS), *_keyed(found.meta, OUTLET_KEYS),
+                                       found.outlet, dateline_agency(text[body_start:])) if value), "")
+    return Document(doc_id, normalize_text(title), text, str(path), sha256, body_start, meta, published,
+                    normalize_text(outlet))
+
+
+def _published(sidecar: dict[str, str], found: Extracted, body: str) -> str:
+    """The publication date, from the most trusted source that gives a readable one: a sidecar, front matter, the
+    page's markup or the PDF's metadata, else a dateline at the start of the body; "" when none does (a date that
+    cannot be read counts as none given)."""
+    for value in (*_keyed(sidecar, DATE_KEYS), *_keyed(found.meta, DATE_KEYS), found.published):
+        day = iso_date(value)
+        if day:
+            return day
+    return dateline_date(body)
+
+
+def _keyed(meta: dict[str, str], keys: tuple[str, ...]) -> list[str]:
+    return [meta[key].strip() for key in keys if str(meta.get(key) or "").strip()]
 
 
 def read_article_bytes(path: Path, max_mb: float) -> bytes:
@@ -124,7 +184,7 @@ def _decode(path: Path, data: bytes) -> str:
                           "convert it, e.g. `iconv -f latin1 -t utf-8`") from None
 
 
-def _read_plain(path: Path, data: bytes) -> tuple[str, str, int, dict]:
+def _read_plain(path: Path, data: bytes) -> Extracted:
     """.txt/.md: optional front matter (--- YAML ---), then the first non-empty line is the title."""
     text = _decode(path, data).replace("\r\n", "\n").replace("\r", "\n")
     meta: dict[str, str] = {}
@@ -144,31 +204,123 @@ def _read_plain(path: Path, data: bytes) -> tuple[str, str, int, dict]:
     if first and "title" not in meta:
         title = first.group(0).lstrip("# ").strip()
         body_start += first.end()
-    return title, text, body_start, meta
+    return Extracted(title, text, body_start, meta)
 
 
-def _read_html(path: Path, data: bytes) -> tuple[str, str, int, dict]:
-    from bs4 import BeautifulSoup
+def _read_html(path: Path, data: bytes) -> Extracted:
+    return read_html_bytes(data, source=str(path))
 
-    soup = BeautifulSoup(_decode(path, data), "html.parser")
-    for tag in soup(["script", "style", "noscript", "template", "nav", "footer"]):
-        tag.decompose()
-    title = soup.title.get_text(" ", strip=True) if soup.title else ""
-    if soup.head:
-        soup.head.decompose()
-    heading = soup.find("h1")
-    if not title and heading:
-        title = heading.get_text(" ", strip=True)
-    blocks = [b.get_text(" ", strip=True) for b in soup.find_all(["p", "li", "h1", "h2", "h3", "h4", "blockquote"])]
-    text = "\n".join(b for b in blocks if b) or soup.get_text("\n", strip=True)
-    return title, text, 0, {}
+
+def read_html_bytes(data: bytes, url: str | None = None, source: str = "page") -> Extracted:
+    """A web page's article: its main text (one paragraph a line; navigation, related links, comments, cookie
+    banners and footers left out), title, author, URL, outlet (site name) and publication date, by trafilatura, with
+    htmldate for the date. `url` is where the page was, when known (a saved file's is known only if the page names it
+    in <link rel=canonical> or og:url); `source` names the page in error messages.
+
+    htmldate reads the date from meta tags, JSON-LD, <time> and similar markup and the URL; its "extensive" search
+    of the page's text is left off: when it finds no full date it falls back to the copyright year as 1 January
+    (read_document looks for a dateline at the body's start instead). IngestError for binary data, an encoding that
+    cannot be told, a page beyond HTML_MAX_TAGS, HTML_MAX_ELEMENTS or HTML_MAX_DEPTH, or one with no article
+    text.
+    """
+    tags = data.count(b"<")
+    if tags > HTML_MAX_TAGS:
+        raise IngestError(f"{source}: the page has {tags:,} tags, far more than the {HTML_MAX_ELEMENTS:,} HTML "
+                          "elements an article page may have (generated or hostile markup?); refused")
+    import trafilatura
+
+    tree = _html_tree(_html_markup(data, source), source)
+    _quiet_extractors()
+    try:
+        page = trafilatura.bare_extraction(
+            tree, url=url, with_metadata=True, include_comments=False, include_tables=True, favor_precision=True,
+            date_extraction_params={"extensive_search": False, "original_date": True,
+                                    "min_date": f"{EARLIEST_YEAR}-01-01", "max_date": date.today().isoformat()})
+    except Exception as exc:  # trafilatura handles its own ValueError/TypeError; anything else is a page it cannot read
+        raise IngestError(f"{source}: the page could not be read ({type(exc).__name__}: {exc})") from None
+    text = "\n".join(line.strip() for line in (page.text if page else "").splitlines() if line.strip())
+    if not text:
+        raise IngestError(f"{source}: no text in it (no article text found in the page)")
+    meta = {key: _clean(value) for key, value in (("author", page.author), ("url", page.url)) if _clean(value)}
+    title = _clean(page.title) or _page_heading(tree)
+    first_line = text.partition("\n")[0]
+    body_start = len(first_line) + 1 if title and normalize_text(first_line) == title else 0  # a headline, as in .txt
+    return Extracted(title, text, min(body_start, len(text)), meta, iso_date(page.date), _clean(page.sitename))
+
+
+def _html_markup(data: bytes, source: str) -> str:
+    """A page's bytes as text: UTF-8, else the charset its <meta> declares, else the encoding trafilatura guesses
+    (trafilatura 2.3 itself reads no declared charset: UTF-8 or a charset_normalizer guess)."""
+    if b"\x00" in data[:8192]:
+        raise IngestError(f"{source}: looks like a binary file, not text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        offset = exc.start
+    declared = _DECLARED_CHARSET.search(data[:4096])
+    if declared:
+        name = declared.group(1).decode("ascii", "replace").lower()
+        with contextlib.suppress(LookupError):
+            return data.decode(codecs.lookup(_WINDOWS_FOR.get(name, name)).name, errors="replace")
+    from trafilatura.utils import detect_encoding
+
+    for guess in detect_encoding(data):
+        with contextlib.suppress(LookupError, UnicodeDecodeError):
+            return data.decode(guess)
+    raise IngestError(f"{source}: not UTF-8 text (invalid byte at offset {offset}) and no charset declared in a "
+                      "<meta> tag; convert it, e.g. `iconv -f latin1 -t utf-8`")
+
+
+def _html_tree(markup: str, source: str) -> Any:
+    """The parsed page (lxml), refused beyond HTML_MAX_ELEMENTS elements or HTML_MAX_DEPTH deep, before trafilatura
+    spends seconds per 100,000 elements on it."""
+    from lxml import etree
+    from trafilatura.utils import load_html
+
+    tree = load_html(markup)
+    if tree is None:  # trafilatura refuses a fragment (no <html>, one top element) as not HTML: read it wrapped
+        tree = load_html(f"<html><body>{markup}</body></html>")
+    if tree is None:
+        raise IngestError(f"{source}: no text in it (not an HTML page)")
+    count = depth = deepest = 0
+    for event, _ in etree.iterwalk(tree, events=("start", "end")):
+        if event == "end":
+            depth -= 1
+            continue
+        count, depth = count + 1, depth + 1
+        deepest = max(deepest, depth)
+        if count > HTML_MAX_ELEMENTS:
+            raise IngestError(f"{source}: the page has more than the {HTML_MAX_ELEMENTS:,} HTML elements an article "
+                              "page may have (generated or hostile markup?); refused")
+    if deepest >= HTML_MAX_DEPTH:
+        raise IngestError(f"{source}: the page's elements are nested {HTML_MAX_DEPTH} deep, where the HTML parser "
+                          "stops reading the page (broken or hostile markup); refused")
+    return tree
+
+
+def _page_heading(tree: Any) -> str:
+    for found in (tree.find(".//title"), tree.find(".//h1")):
+        if found is not None and _clean(found.text_content()):
+            return _clean(found.text_content())
+    return ""
+
+
+def _clean(value: object, limit: int = 300) -> str:
+    """A metadata value from a page as one line of at most `limit` characters."""
+    return normalize_text(str(value or ""))[:limit]
+
+
+def _quiet_extractors() -> None:
+    """trafilatura and htmldate log pages they discard as warnings and errors; the IngestError says it instead."""
+    for name in ("trafilatura", "htmldate"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 class _OutOfTime(Exception):
     """Raised inside pypdf's text extraction when the time for one PDF is up."""
 
 
-def _read_pdf(path: Path, data: bytes, max_chars: int = 20 * MB) -> tuple[str, str, int, dict]:
+def _read_pdf(path: Path, data: bytes, max_chars: int = 20 * MB) -> Extracted:
     """A PDF's text, read within bounds: a small hostile file must not take unbounded time or memory.
 
     Measured with pypdf 7.1 on 2 cores: a 98 KB PDF whose content stream inflates to 100 MB of spaces stopped at
@@ -208,6 +360,7 @@ def _read_pdf(path: Path, data: bytes, max_chars: int = 20 * MB) -> tuple[str, s
                     raise IngestError(f"{path}: the PDF holds more than {max_chars / MB:g} MB of text, more than "
                                       "a text file may (a compressed 'zip bomb'?); refused")
             title = str((reader.metadata or {}).get("/Title") or "")
+            published, outlet, meta = _pdf_metadata(reader)
     except IngestError:
         raise
     except _OutOfTime:
@@ -221,7 +374,24 @@ def _read_pdf(path: Path, data: bytes, max_chars: int = 20 * MB) -> tuple[str, s
     text = "\n".join(p.strip() for p in pages if p.strip())
     if not text.strip():
         raise IngestError(f"{path}: the PDF has no extractable text (scanned images need OCR first)")
-    return title, text, 0, {}
+    return Extracted(title, text, 0, meta, published, outlet)
+
+
+def _pdf_metadata(reader: Any) -> tuple[str, str, dict[str, str]]:
+    """(publication date, publisher, {"author": ...}) from a PDF's document information and XMP metadata: the
+    creation date (info, then XMP), else XMP dc:date, else the modification date; a /Publisher or XMP dc:publisher
+    (a PDF's /Author is a person, its /Producer a program: neither is an outlet). Unreadable metadata is none."""
+    try:
+        info = reader.metadata or {}
+        xmp = reader.xmp_metadata
+        dates = [info.get("/CreationDate"), xmp and xmp.xmp_create_date, *((xmp and xmp.dc_date) or [])[:1],
+                 info.get("/ModDate")]
+        publishers = [info.get("/Publisher"), *((xmp and xmp.dc_publisher) or [])[:1]]
+        author = _clean(info.get("/Author"))
+    except Exception:  # a malformed info dictionary or XMP stream: pypdf raises many types
+        return "", "", {}
+    published = next((day for day in map(iso_date, dates) if day), "")
+    return published, next((_clean(p) for p in publishers if _clean(p)), ""), {"author": author} if author else {}
 
 
 def _pdf_limits(max_bytes: int) -> contextlib.AbstractContextManager:
@@ -242,7 +412,7 @@ def _pdf_limits(max_bytes: int) -> contextlib.AbstractContextManager:
     return pypdf.apply_configuration(**limits)
 
 
-_READERS: dict[str, Callable[[Path, bytes], tuple[str, str, int, dict]]] = {
+_READERS: dict[str, Callable[[Path, bytes], Extracted]] = {
     ".html": _read_html, ".htm": _read_html, ".pdf": _read_pdf,
 }
 

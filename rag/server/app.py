@@ -22,6 +22,8 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -33,15 +35,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.answering.flow import clean_question, stream_answer, warm_up
+from rag.dates import TimeScope, request_scope
 from rag.errors import EXPECTED, BadInput, Busy, NotFound, RagError, Unauthorized, Unavailable, kind_of, outcome
 from rag.indexing.articles import UnknownArticle, add_articles, check_upload_size, list_articles, remove_articles
 from rag.indexing.build import current_build, index_folder
 from rag.ingest.reading import MB
-from rag.retrieval import calibration, retrieve
+from rag.retrieval import calibration, get_retriever
 from rag.server.housekeeping import housekeeping_reply, is_housekeeping
 from rag.server.wire import (
     MODEL_ID,
     ChatRequest,
+    DateRange,
     EmbeddingRequest,
     RetrieveRequest,
     by_article,
@@ -58,7 +62,7 @@ from rag.server.wire import (
     usage_of,
 )
 from rag.settings import Settings
-from rag.types import Answer, ArticleInfo, IndexReport, Retrieval
+from rag.types import Answer, ArticleInfo, IndexReport, Passage, Retrieval
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +258,17 @@ def check_model(model: str, also: tuple[str, ...] = ()) -> None:
         raise NotFound(f"the model {model!r} does not exist: this server has {', '.join((MODEL_ID, *also))}")
 
 
+@dataclass(frozen=True)
+class Asked:
+    """One question to answer: its text, the earlier turns, the settings and the publication dates it keeps to."""
+
+    question: str
+    history: list[dict[str, str]]
+    settings: Settings
+    since: date | None = None
+    until: date | None = None
+
+
 def answer_settings(body: ChatRequest, settings: Settings) -> Settings:
     changes: dict[str, Any] = {}
     if body.top_k:
@@ -267,10 +282,14 @@ def answer_settings(body: ChatRequest, settings: Settings) -> Settings:
              max_body_size=JSON_BODY_LIMIT)
 async def chat_completions(body: ChatRequest, request: Request, state: State) -> Response:
     """The last user message is the question and the earlier turns its history; the reply is the checked answer of
-    `rag.answer`, with `message.annotations`, `sources`, `refused`, `refusal_reason` and `partial`. With
-    `stream`, server-sent `chat.completion.chunk` frames: the role, one `source` event per article of the
-    retrieved passages, the text as it is generated, then a frame with the finish reason, the sources and, when the
-    checked text differs from what streamed, `correction.content`; then `data: [DONE]`."""
+    `rag.answer`, with `message.annotations`, `sources` (each with its article's `published` date and `outlet`,
+    and `also_in`: the other articles holding a near-copy), `refused`, `refusal_reason`, `partial`, `conflict`
+    and `conflict_groups` (the articles give different values: one group per value, its markers and sources) and
+    `dates` (the publication dates the answer kept to). The extras `since` / `until` (YYYY-MM-DD, inclusive) keep
+    only articles published in that range; a bad date is a 400 naming the field. With `stream`, server-sent
+    `chat.completion.chunk` frames: the role, one `source` event per article of the retrieved passages, the text
+    as it is generated, then a frame with the finish reason, the fields above and, when the checked text differs
+    from what streamed, `correction.content`; then `data: [DONE]`."""
     check_model(body.model)
     question, history = split_messages(body.messages)
     if is_housekeeping(question):
@@ -279,12 +298,13 @@ async def chat_completions(body: ChatRequest, request: Request, state: State) ->
     state.require_ready()
     settings = answer_settings(body, state.settings)
     question = clean_question(question, settings)  # an empty or over-long question is a 400 before it queues
+    asked = Asked(question, history, settings, body.since, body.until)
     ticket = state.gate.admit()
     include_usage = bool((body.stream_options or {}).get("include_usage"))
     if body.stream:
-        return EventStream(_answer_frames(state, question, history, settings, body.model, include_usage), ticket)
+        return EventStream(_answer_frames(state, asked, body.model, include_usage), ticket)
     try:
-        final = await unless_disconnected(request, _final_answer(state, question, history, settings))
+        final = await unless_disconnected(request, _final_answer(state, asked))
     except ClientGone:
         state.gate.stopped += 1
         return Response(status_code=499)
@@ -293,28 +313,28 @@ async def chat_completions(body: ChatRequest, request: Request, state: State) ->
     return JSONResponse(completion(final, str(request.base_url), settings.max_new_tokens, body.model))
 
 
-async def _answer_events(state: ApiState, question: str, history: list[dict[str, str]],
-                         settings: Settings) -> AsyncIterator[Retrieval | str | Answer]:
+async def _answer_events(state: ApiState, asked: Asked) -> AsyncIterator[Retrieval | str | Answer]:
     async with state.gate.turn():
-        async for event in pump(stream_answer(question, history, settings, state.corpus)):
+        async for event in pump(stream_answer(asked.question, asked.history, asked.settings, state.corpus,
+                                              asked.since, asked.until)):
             yield event
 
 
-async def _final_answer(state: ApiState, question: str, history: list[dict[str, str]], settings: Settings) -> Answer:
+async def _final_answer(state: ApiState, asked: Asked) -> Answer:
     final = None
-    async with contextlib.aclosing(_answer_events(state, question, history, settings)) as events:
+    async with contextlib.aclosing(_answer_events(state, asked)) as events:
         async for event in events:
             final = event if isinstance(event, Answer) else final
     assert final is not None
     return final
 
 
-async def _answer_frames(state: ApiState, question: str, history: list[dict[str, str]], settings: Settings,
-                         model: str, include_usage: bool) -> AsyncIterator[str]:
+async def _answer_frames(state: ApiState, asked: Asked, model: str, include_usage: bool) -> AsyncIterator[str]:
     stream_id, streamed, finished = new_id(), [], False  # not finished: the client went away
+    settings, question = asked.settings, asked.question
     yield sse(chunk(stream_id, model, {"role": "assistant", "content": ""}))
     try:
-        async with contextlib.aclosing(_answer_events(state, question, history, settings)) as events:
+        async with contextlib.aclosing(_answer_events(state, asked)) as events:
             async for event in events:
                 if isinstance(event, Retrieval):
                     floor = calibration(settings).min_relevance  # below it the answer is refused unread: no sources
@@ -384,11 +404,18 @@ def _model_card(state: ApiState) -> dict[str, Any]:
              max_body_size=JSON_BODY_LIMIT)
 async def retrieve_passages(body: RetrieveRequest, request: Request,
                             state: State) -> dict[str, Any]:
+    """The passages retrieval finds, each with its article's `published` date, `outlet` and `also_in` (near-copies
+    folded into it); `since` / `until` (YYYY-MM-DD, inclusive) keep only articles published in that range."""
     state.require_ready()
     query = clean_question(body.query, state.settings)
     k = body.top_k or state.settings.top_k
-    passages = await _queued(request, state, lambda: retrieve(query, k, state.settings, state.corpus))
+    passages = await _queued(request, state, lambda: _retrieve(query, k, body, state))
     return {"object": "list", "query": query, "data": [{**p.to_json(), "relevance": p.relevance} for p in passages]}
+
+
+def _retrieve(query: str, k: int, dates: DateRange, state: ApiState) -> list[Passage]:
+    scope = request_scope(dates.since, dates.until, TimeScope())
+    return get_retriever(state.settings, state.corpus).run(query, k, scope)
 
 
 @router.post("/embeddings", summary="Embeddings by the project's embedder (OpenAI embeddings)",
@@ -433,7 +460,10 @@ async def _queued(request: Request, state: ApiState, work: Callable[[], T]) -> T
 
 
 def _article(info: ArticleInfo) -> dict[str, Any]:
-    return {"id": info.doc_id, "object": "article", "title": info.title, "date": info.date, "chunks": info.chunks}
+    """An article as listed: `date` is its publication date, else the day its file was written; `published` is
+    the publication date alone ("" when the article gives none); `copies` the articles that are near-copies."""
+    return {"id": info.doc_id, "object": "article", "title": info.title, "date": info.date, "chunks": info.chunks,
+            "published": info.published, "outlet": info.outlet, "copies": list(info.copies)}
 
 
 def _report(report: IndexReport) -> dict[str, Any]:
@@ -442,7 +472,7 @@ def _report(report: IndexReport) -> dict[str, Any]:
             "duplicates": report.duplicates, "renamed": report.renamed}
 
 
-@router.get("/articles", summary="The indexed articles (the Articles panel's list)")
+@router.get("/articles", summary="The indexed articles with their publication dates (the Articles panel's list)")
 async def articles(state: State) -> dict[str, Any]:
     listed = await anyio.to_thread.run_sync(list_articles, state.settings, state.corpus)
     return {"object": "list", "data": [_article(a) for a in listed]}
@@ -545,7 +575,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
+        said = str(first.get("msg", "invalid request")).removeprefix("Value error, ")  # our own validators' text
+        message = f"{where}: {said}" if where else said
         return JSONResponse(error_body(message, "invalid_request_error", "bad_input", where or None), status_code=400)
 
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

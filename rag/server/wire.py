@@ -6,10 +6,11 @@ import base64
 import re
 import time
 import uuid
+from datetime import date
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rag.errors import BadInput
 from rag.types import Answer, Citation, Passage
@@ -28,9 +29,48 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
-class ChatRequest(BaseModel):
-    """An OpenAI chat completion request; `top_k` is this API's own extra. Other OpenAI fields are accepted and
-    ignored (decoding is greedy: temperature, top_p, seed and n do not apply)."""
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+SINCE = "this API's extra: only articles published on or after this day (YYYY-MM-DD, inclusive)"
+UNTIL = "this API's extra: only articles published on or before this day (YYYY-MM-DD, inclusive)"
+
+
+def checked_day(value: Any) -> date | None:
+    """A request's `since` / `until`: None when absent or empty, else a real calendar day written YYYY-MM-DD
+    (ValueError saying what is wrong; the error handler names the field)."""
+    if value is None or value == "" or isinstance(value, date):
+        return value or None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a date as a string YYYY-MM-DD, not {type(value).__name__}")
+    if not ISO_DAY.fullmatch(value.strip()):
+        raise ValueError(f"{value[:40]!r} is not a date YYYY-MM-DD (e.g. 2024-05-03)")
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a day of the calendar") from None
+
+
+class DateRange(BaseModel):
+    """`since` / `until`: the publication dates an answer (or a search) is limited to; both inclusive, either
+    open. An article of unknown date is left out when either is given."""
+
+    since: date | None = Field(None, description=SINCE, examples=["2024-05-03"])
+    until: date | None = Field(None, description=UNTIL, examples=["2024-05-31"])
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _a_day(cls, value: Any) -> date | None:
+        return checked_day(value)
+
+    @model_validator(mode="after")
+    def _in_order(self) -> DateRange:
+        if self.since and self.until and self.since > self.until:
+            raise ValueError(f"since ({self.since}) is after until ({self.until}): no article can be in that range")
+        return self
+
+
+class ChatRequest(DateRange):
+    """An OpenAI chat completion request; `top_k`, `since` and `until` are this API's own extras. Other OpenAI
+    fields are accepted and ignored (decoding is greedy: temperature, top_p, seed and n do not apply)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -43,7 +83,7 @@ class ChatRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
 
 
-class RetrieveRequest(BaseModel):
+class RetrieveRequest(DateRange):
     query: str
     top_k: int | None = Field(None, ge=1, le=50)
 
@@ -86,6 +126,16 @@ def new_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
+def dated(published: str, outlet: str, also_in: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """Who published an article and when ("" when unknown), and the other articles holding a near-copy of the
+    passage (only when there are some)."""
+    fields: dict[str, Any] = {"published": published, "outlet": outlet}
+    if also_in:
+        fields["also_in"] = [{k: str(a.get(k) or "") for k in ("doc_id", "title", "published", "outlet")}
+                             for a in also_in]
+    return fields
+
+
 def source_event(passages: list[Passage]) -> dict[str, Any]:
     """One article's passages as the `event` of a stream frame, in the shape Open WebUI keeps as a message's source
     (documents, and per document its metadata and a relevance in [-1, 1] it shows as a percentage)."""
@@ -94,7 +144,8 @@ def source_event(passages: list[Passage]) -> dict[str, Any]:
         "source": {"id": first.doc_id, "name": first.title},
         "document": [p.text for p in passages],
         "metadata": [{"source": first.doc_id, "name": first.title, "article": p.doc_id, "chunk": p.chunk_id,
-                      "start": p.start, "end": p.end, "rank": p.rank, "scores": p.scores} for p in passages],
+                      "start": p.start, "end": p.end, "rank": p.rank, "scores": p.scores,
+                      **dated(p.published, p.outlet, p.also_in)} for p in passages],
         "distances": [round(p.relevance, 4) for p in passages],
     }}
 
@@ -113,23 +164,29 @@ def closest_event(closest: Citation) -> dict[str, Any]:
         "source": {"id": closest.doc_id, "name": f"Closest in the articles: {closest.title}"},
         "document": [closest.span_text],
         "metadata": [{"source": closest.doc_id, "name": f"Closest in the articles: {closest.title}",
-                      "article": closest.doc_id, "chunk": closest.chunk_id, "closest": True}],
+                      "article": closest.doc_id, "chunk": closest.chunk_id, "closest": True,
+                      **dated(closest.published, closest.outlet)}],
     }}
 
 
-def source_of(citation: Citation, closest: bool = False) -> dict[str, Any]:
-    """A cited passage: its marker, article, chunk, text and the character offsets of the supporting sentence in
-    the article's text."""
+def source_of(citation: Citation, closest: bool = False, passage: Passage | None = None) -> dict[str, Any]:
+    """A cited passage: its marker, article, chunk, text, the character offsets of the supporting sentence in
+    the article's text, when and by whom it was published, and the articles holding a near-copy of it."""
+    published = citation.published or (passage.published if passage else "")
+    outlet = citation.outlet or (passage.outlet if passage else "")
     return {"marker": None if closest else citation.marker, "article": citation.doc_id, "title": citation.title,
             "chunk": citation.chunk_id, "text": citation.passage,
             "span": {"start": citation.span_start, "end": citation.span_end, "text": citation.span_text},
-            "scores": {"retrieval": citation.retrieval_score, "support": citation.support}, "closest": closest}
+            "scores": {"retrieval": citation.retrieval_score, "support": citation.support}, "closest": closest,
+            **dated(published, outlet, passage.also_in if passage else None)}
 
 
 def sources_of(final: Answer) -> list[dict[str, Any]]:
+    by_chunk = {p.chunk_id: p for p in final.passages}
     if final.refused:
-        return [source_of(final.closest, closest=True)] if final.closest else []
-    return [source_of(c) for c in final.citations]
+        closest = final.closest
+        return [source_of(closest, True, by_chunk.get(closest.chunk_id))] if closest else []
+    return [source_of(c, passage=by_chunk.get(c.chunk_id)) for c in final.citations]
 
 
 def annotations(final: Answer, base_url: str) -> list[dict[str, Any]]:
@@ -162,9 +219,11 @@ def finish_reason(final: Answer, max_tokens: int) -> str:
 
 
 def extensions(final: Answer) -> dict[str, Any]:
-    """This API's fields beside OpenAI's: sources, whether and why the articles do not say, a partial answer."""
+    """This API's fields beside OpenAI's: sources, whether and why the articles do not say, a partial answer,
+    whether the articles disagree (one group per value given), and the publication dates the answer kept to."""
     return {"sources": sources_of(final), "refused": final.refused, "refusal_reason": final.refusal_reason,
-            "partial": final.partial, "rewritten_question": final.rewritten_question}
+            "partial": final.partial, "rewritten_question": final.rewritten_question, "conflict": final.conflict,
+            "conflict_groups": final.conflict_groups, "dates": final.dates}
 
 
 def completion(final: Answer, base_url: str, max_tokens: int, model: str = MODEL_ID) -> dict[str, Any]:

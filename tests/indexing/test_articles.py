@@ -183,6 +183,46 @@ def test_articles_are_listed_and_deleted_incrementally(tmp_settings, store):
     assert len(found) == len(after.chunks) and {after.chunks[i].doc_id for i in found} == {"a.txt", "c.txt"}
 
 
+DISAGREE = Path(__file__).resolve().parents[1] / "data" / "dated" / "disagree"
+REPRINT = """Echo reprint: Norrport bridge repair bill put at $9.5 million
+NORRPORT, May 4, 2024 (Daily Echo) - Repairs to the Harbor Bridge in Norrport will cost $9.5 million, according to \
+a council budget document seen by Metro Wire. Trucks will be kept off the bridge for about five months while crews \
+replace its steel joints. The council is due to vote on the spending next week.
+"""
+
+
+def test_articles_are_listed_with_their_publication_date_outlet_and_copies(tmp_settings):
+    """Front matter (`date:`, `source:`) and a dateline give the publication date and outlet; a reprint of the wire
+    story is listed as its near-copy."""
+    import shutil
+
+    for path in DISAGREE.iterdir():
+        shutil.copy(path, tmp_settings.corpus_dir)
+    write(tmp_settings.corpus_dir / "echo-reprint.txt", REPRINT)
+    build_index([tmp_settings.corpus_dir], tmp_settings.index_dir, tmp_settings, progress=False)
+    listed = {a.doc_id: a for a in list_articles(tmp_settings)}
+    assert {d: (a.published, a.outlet) for d, a in listed.items()} == {
+        "ledger-bridge.md": ("2024-05-02", "Coastal Ledger"), "other-park.md": ("2024-04-20", "Coastal Ledger"),
+        "wire-bridge.txt": ("2024-05-03", "Metro Wire"), "echo-reprint.txt": ("2024-05-04", "Daily Echo")}
+    assert all(a.date == a.published for a in listed.values())
+    assert "echo-reprint.txt" in listed["wire-bridge.txt"].copies
+    assert listed["ledger-bridge.md"].copies == [] and listed["other-park.md"].copies == []
+
+
+def test_an_index_built_before_dates_were_read_lists_them_as_unknown(tmp_settings, monkeypatch):
+    import rag.indexing.articles as articles
+
+    write(tmp_settings.corpus_dir / "old.txt", ARTICLE_A)
+    entries = {"old.txt": {"title": "Chip exports", "chunks": 2, "meta": {"date": "2023-03-01"}},
+               "new.txt": {"title": "Bridge", "chunks": 1, "published": "2024-05-03", "outlet": "Metro Wire",
+                           "copies": ["new.txt", "copy.txt"]}}
+    monkeypatch.setattr(articles, "_indexed_documents", lambda folder: entries)
+    new, old = list_articles(tmp_settings)  # by title
+    assert (new.doc_id, new.published, new.outlet, new.copies, new.date) == (
+        "new.txt", "2024-05-03", "Metro Wire", ["copy.txt"], "2024-05-03")
+    assert (old.doc_id, old.published, old.outlet, old.copies, old.date) == ("old.txt", "", "", [], "2023-03-01")
+
+
 @pytest.mark.parametrize("doc_ids", [["../a.txt"], ["/etc/passwd"], ["sub/../a.txt"], ["..\\a.txt"], ["a.txt\x00"],
                                      [str(SEED_ARTICLE)], ["nope.txt"], ["A.TXT"], [], "", ["a.txt", "b.txt"]],
                          ids=["parent", "absolute", "dotdot-inside", "backslash", "nul", "outside-file",

@@ -33,6 +33,15 @@ def test_seed_article_title_and_paragraphs(count_tokens):
         assert fact in joined
 
 
+@pytest.mark.unit
+def test_seed_article_reads_as_it_always_has():
+    doc = read_document(SEED_ARTICLE, "seed.txt", max_mb=20)
+    text = SEED_ARTICLE.read_text(encoding="utf-8")
+    assert (doc.title, doc.text, doc.meta) == ("South Korea is increasing investment in the AI field.", text, {})
+    assert doc.body_start == text.index("\n")  # just after the title line, as before
+    assert (doc.published, doc.outlet) == ("", "")  # it names no date at its start: unknown
+
+
 @pytest.mark.integration
 def test_chunks_never_cut_a_sentence(count_tokens, tmp_path):
     sentences = [f"Sentence number {i} says that the value is {i * 7}.5 percent of the total." for i in range(40)]
@@ -65,7 +74,8 @@ def test_html_drops_scripts_and_styles(tmp_path):
                  "<p>SK Hynix too.</p></body></html>")
     doc = read_document(path, "d.html", 20)
     assert doc.title == "Chips"
-    assert "Samsung makes memory chips." in doc.text and "alert" not in doc.text and "color" not in doc.text
+    assert doc.text[doc.body_start:] == "Samsung makes memory chips.\nSK Hynix too."  # one paragraph a line
+    assert "alert" not in doc.text and "color" not in doc.text
 
 
 @pytest.mark.unit
