@@ -55,6 +55,16 @@ def focus_values(text: str, question: str) -> set[str]:
     return numbers | names
 
 
+def agree(one: set[str], other: set[str]) -> bool:
+    """Whether two replies' values can be the same report: figures are compared when both give some (one's within
+    the other's: "June 19, 2020" and "6/19/2020" agree, "June 9, 2010" does not), else names (any shared:
+    "Tim Buckley" and "Buckley")."""
+    numbers = {v for v in one if v[0].isdigit()}, {v for v in other if v[0].isdigit()}
+    if all(numbers):
+        return numbers[0] <= numbers[1] or numbers[1] <= numbers[0]
+    return bool(one & other)
+
+
 def detect(question: str, checked: CheckResult, context: Context, generator: Generator, settings: Settings,
            scope: TimeScope | None, floor: float, calls: list[dict[str, Any]]) -> Conflict | None:
     """The disagreement between the cited passage and another article's, or None (see the module's text)."""
@@ -73,7 +83,7 @@ def detect(question: str, checked: CheckResult, context: Context, generator: Gen
         if not other:
             continue
         own = ask(first.marker, cited)
-        if not own or focus_values(own, question) & focus_values(other, question):
+        if not own or agree(focus_values(own, question), focus_values(other, question)):
             continue
         return _conflict((own, first.marker, cited), (other, number, passage), question, scope)
     return None

@@ -3,7 +3,7 @@ groups made from two reports. The generator's part is tested in test_dated_news.
 
 import pytest
 
-from rag.answering.conflicts import _conflict, _grounded, focus_values
+from rag.answering.conflicts import _conflict, _grounded, agree, focus_values
 from rag.dates import TimeScope
 from rag.types import Passage
 
@@ -56,3 +56,14 @@ def test_for_the_latest_the_newest_report_leads_and_replaces_an_older_answer():
     undated = passage("x.txt", "It is $1 million.")
     plain = _conflict(("$452 million", 1, old), ("$1 million", 2, undated), "latest?", TimeScope(latest=True))
     assert plain.sentence.startswith("The articles disagree:") and "$1 million [2]." in plain.sentence
+
+
+@pytest.mark.parametrize(("one", "other", "same"), [
+    ({"june", "19", "2020"}, {"6", "19", "2020"}, True),  # the same day written two ways
+    ({"june", "19", "2020"}, {"june", "9", "2010"}, False),  # a shared month is not a shared date
+    ({"8.2"}, {"9.5"}, False),
+    ({"tim", "buckley"}, {"buckley"}, True),
+    ({"tampa", "florida"}, {"glendale", "arizona"}, False),
+])
+def test_values_agree_by_their_figures_else_by_their_names(one, other, same):
+    assert agree(one, other) is same
