@@ -296,6 +296,14 @@ def as_of_date(setting: str) -> date:
 UNKNOWN_DATE = "date unknown"
 
 
+def spoken_date(published: str) -> str:
+    """An ISO date as an article would write it: "2024-02-14" -> "February 14, 2024" ("" stays "")."""
+    if not published:
+        return ""
+    day = date.fromisoformat(published)
+    return f"{_MONTH_NAMES[day.month - 1].capitalize()} {day.day}, {day.year}"
+
+
 def outlet_and_date(outlet: str, published: str) -> str:
     """"Outlet, 2024-05-02" as sources show it, "date unknown" in place of a missing date."""
     return ", ".join(part for part in (outlet, published or UNKNOWN_DATE) if part)

@@ -118,3 +118,51 @@ def test_cross_encoder_reranker_code_path(seed_settings, tmp_path):
 def test_reciprocal_rank_fusion():
     fused = reciprocal_rank_fusion([[1, 2, 3], [3, 1]], k=60)
     assert max(fused, key=fused.get) == 1 and fused[3] > fused[2]
+
+
+# ---------------------------------------------------------------- near-copies and dates in retrieval
+
+WIRE = ("Reservoir levels in the fictional Tamsin valley fell to 41 percent of capacity, the water board said on "
+        "Monday. Engineers asked farmers to delay irrigation until the spring rains arrive. The board will meet "
+        "again next month to decide on rationing for the towns along the river.")
+REPRINTS = {  # an original and two reprints with a credit line and a word changed, dated apart
+    "original.md": ("2024-03-04", "Valley Courier", WIRE),
+    "reprint-a.md": ("2024-03-05", "Coast Daily", WIRE.replace("said on Monday", "said Monday") + " (Wire)"),
+    "reprint-b.md": ("2024-03-06", "Hill Gazette", "UPDATE: " + WIRE.replace(" asked ", " urged ")),
+    "other.md": ("2024-03-05", "Valley Courier", "The Tamsin valley football club won its first match of the season "
+                 "on Saturday. Fans filled the small stadium beside the river."),
+}
+
+
+@pytest.fixture(scope="module")
+def reprints(tmp_path_factory):
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path_factory.mktemp("reprints"))
+    for name, (published, outlet, text) in REPRINTS.items():
+        write(settings.corpus_dir / name, f"---\ntitle: Valley news {name}\ndate: {published}\nsource: {outlet}\n"
+                                          f"---\n{text}\n")
+    build_index([settings.corpus_dir], settings.index_dir, settings, progress=False)
+    return settings
+
+
+@pytest.mark.integration
+def test_reprints_take_one_place_under_the_earliest_copy_and_name_the_others(reprints):
+    passages = retrieve("How full are the Tamsin valley reservoirs?", 3, reprints)
+    wire = [p for p in passages if p.doc_id != "other.md"]
+    assert [p.doc_id for p in wire] == ["original.md"]  # one place for the three copies: the earliest
+    assert wire[0].published == "2024-03-04" and wire[0].outlet == "Valley Courier"
+    assert sorted(a["doc_id"] for a in wire[0].also_in) == ["reprint-a.md", "reprint-b.md"]
+    unfolded = retrieve("How full are the Tamsin valley reservoirs?", 3, reprints.replace(fold_copies=False))
+    assert len({p.doc_id for p in unfolded} - {"other.md"}) >= 2  # without folding the copies crowd the top
+
+
+@pytest.mark.integration
+def test_for_the_latest_the_newest_copy_stands_for_the_group(reprints):
+    from rag.dates import TimeScope
+    from rag.retrieval import get_retriever
+
+    passages = get_retriever(reprints).run("How full are the Tamsin valley reservoirs?", 3, TimeScope(latest=True))
+    wire = [p for p in passages if p.doc_id != "other.md"]
+    assert [p.doc_id for p in wire] == ["reprint-b.md"] and wire[0].published == "2024-03-06"
+    assert sorted(a["doc_id"] for a in wire[0].also_in) == ["original.md", "reprint-a.md"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from rag.dates import spoken_date
 from rag.text import (
     MARKER,
     STOP_WORDS,
@@ -153,7 +154,7 @@ def check_citations(text: str, passages: list[Passage], min_support: float,
         if not numbers and not words:
             out_sentences.append(sentence)
             continue
-        scores = {i: score(claim, normalize_text(p.text)) for i, p in enumerate(passages, start=1)}
+        scores = {i: score(claim, as_read(p)) for i, p in enumerate(passages, start=1)}
         valid = [n for n in dict.fromkeys(cited) if n in scores and scores[n] >= min_support]
         if not valid:
             best = max(scores, key=lambda i: (scores[i], -i), default=None)
@@ -178,6 +179,13 @@ def check_citations(text: str, passages: list[Passage], min_support: float,
     result.text = " ".join(out_sentences)
     result.citations = [used[n] for n in sorted(used)]
     return result
+
+
+def as_read(passage: Passage) -> str:
+    """A passage as the generator read it: its text, and the outlet and date its header gave ("in February
+    2024, according to the Gazette" is supported by a passage dated 2024-02-14 from the Gazette)."""
+    return normalize_text(" ".join(part for part in (passage.text, passage.outlet, spoken_date(passage.published))
+                                   if part))
 
 
 def is_bare_label(text: str) -> bool:

@@ -77,8 +77,9 @@ def detect(question: str, checked: CheckResult, context: Context, generator: Gen
     first = checked.citations[0]
     cited = context.passages[first.marker - 1]
     ask = _asker(question, context, generator, settings, calls)
+    latest = bool(scope and scope.latest and cited.published)
     for number, passage in _candidates(question, values, cited, context.passages, checked, floor,
-                                       settings.conflict_checks):
+                                       settings.conflict_checks, latest):
         other = ask(number, passage)
         if not other:
             continue
@@ -90,9 +91,11 @@ def detect(question: str, checked: CheckResult, context: Context, generator: Gen
 
 
 def _candidates(question: str, values: set[str], cited: Passage, passages: list[Passage], checked: CheckResult,
-                floor: float, limit: int) -> list[tuple[int, Passage]]:
+                floor: float, limit: int, latest: bool = False) -> list[tuple[int, Passage]]:
     """Passages of other articles, relevant, covering the question's figures and words about as well as the cited
-    one, and not holding all the answer's values (those agree): the ones worth asking."""
+    one, and not holding all the answer's values (those agree): the ones worth asking. When the latest is asked
+    for, only reports newer than the cited one, newest first, whatever values they hold (a revision names the
+    figure it replaces)."""
     numbers, words = key_terms(question)
     cited_words = _covered(words, cited.text)
     cited_docs = {c.doc_id for c in checked.citations}
@@ -100,12 +103,16 @@ def _candidates(question: str, values: set[str], cited: Passage, passages: list[
     for number, passage in enumerate(passages, start=1):
         if passage.doc_id in cited_docs or passage.relevance < floor:
             continue
+        if latest and not passage.published > cited.published:
+            continue
         held = set(lexical_tokens(passage.text)) | {w.lower() for w in _NAME.findall(passage.text)}
-        if values <= held or not numbers <= set(lexical_tokens(passage.text)):
+        if (values <= held and not latest) or not numbers <= set(lexical_tokens(passage.text)):
             continue
         if _covered(words, passage.text) < cited_words - 1:
             continue
         chosen.append((number, passage))
+    if latest:
+        chosen.sort(key=lambda item: item[1].published, reverse=True)
     return chosen[:limit]
 
 

@@ -33,6 +33,11 @@ def disagree(tmp_path_factory):
     return corpus_settings(tmp_path_factory.mktemp("disagree"), "disagree")
 
 
+def gives(text: str, row: dict) -> bool:
+    """Whether an answer gives the row's figure (its first form is the one the articles write)."""
+    return any(answer in text for answer in row["answers"])
+
+
 def questions(kind: str) -> list[dict]:
     rows = [json.loads(line) for line in (DATED / "questions.jsonl").read_text().splitlines()]
     return [row for row in rows if row["type"] == kind]
@@ -42,7 +47,7 @@ def questions(kind: str) -> list[dict]:
 def test_latest_is_answered_with_the_newest_figure(revisions, row):
     result = answer(row["question"], settings=revisions)
     assert not result.refused, result.to_json()
-    assert row["answers"][0] in result.text, result.text
+    assert gives(result.text, row), result.text
     assert result.dates["latest"]
     assert result.passages[0].published.startswith("2024-04")  # the newest report first
     newest = next(c for c in result.citations if row["answers"][0] in c.passage)
@@ -55,7 +60,7 @@ def test_in_month_is_answered_with_that_months_figure(revisions, row):
     result = answer(row["question"], settings=revisions)
     month = row["id"][-7:]  # 2024-02
     assert not result.refused, result.to_json()
-    assert row["answers"][0] in result.text, result.text
+    assert gives(result.text, row), result.text
     assert result.dates["applied"] and result.dates["since"] == f"{month}-01"
     assert {p.published[:7] for p in result.passages} == {month}
 
