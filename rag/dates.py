@@ -202,6 +202,13 @@ def time_scope(question: str, as_of: date) -> TimeScope:
     return TimeScope(latest=latest, phrase=_LATEST.search(question).group(0) if latest else "")
 
 
+def without_time_words(question: str) -> str:
+    """The question without its time phrases ("latest", "in March 2024", "last week"): what it asks about."""
+    for pattern in (_OPERATOR, _RELATIVE, _LATEST):
+        question = pattern.sub(" ", question)
+    return re.sub(r"\s+", " ", question).strip()
+
+
 def _span(found: re.Match[str], as_of: date) -> tuple[date, date] | None:
     """The first and last day a date expression names: a year, a month (of the year given, else the last one
     at or before `as_of`), or a day."""

@@ -18,7 +18,8 @@ from typing import Any
 
 from rag.answering.citations import supporting_span
 from rag.answering.prompts import Context, build_prompt
-from rag.dates import TimeScope
+from rag.calibration import STATEMENT_COVERAGE
+from rag.dates import TimeScope, without_time_words
 from rag.generators.base import Generator, complete
 from rag.settings import Settings
 from rag.text import STOP_WORDS, key_terms, lexical_tokens, normalize_text, split_sentences, strip_markers
@@ -65,6 +66,15 @@ def agree(one: set[str], other: set[str]) -> bool:
     return bool(one & other)
 
 
+def states_it(question: str, value: str, passage: Passage) -> bool:
+    """Whether the passage's sentence holding `value` answers the question itself: it names every figure of the
+    question and at least STATEMENT_COVERAGE of its content words, its time phrases aside ("the most recent level"
+    is stated by "stood at 49 percent")."""
+    numbers, words = key_terms(without_time_words(question))
+    have_numbers, have_words = key_terms(supporting_span(value, passage)[2])
+    return numbers <= have_numbers and len(words & have_words) >= STATEMENT_COVERAGE * len(words)
+
+
 def detect(question: str, checked: CheckResult, context: Context, generator: Generator, settings: Settings,
            scope: TimeScope | None, floor: float, calls: list[dict[str, Any]]) -> Conflict | None:
     """The disagreement between the cited passage and another article's, or None (see the module's text)."""
@@ -86,6 +96,8 @@ def detect(question: str, checked: CheckResult, context: Context, generator: Gen
         own = ask(first.marker, cited)
         if not own or agree(focus_values(own, question), focus_values(other, question)):
             continue
+        if not (states_it(question, own, cited) and states_it(question, other, passage)):
+            continue  # a value of something else the passage speaks of: the winner where the runner-up was asked
         return _conflict((own, first.marker, cited), (other, number, passage), question, scope)
     return None
 

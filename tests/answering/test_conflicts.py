@@ -3,7 +3,7 @@ groups made from two reports. The generator's part is tested in test_dated_news.
 
 import pytest
 
-from rag.answering.conflicts import _conflict, _grounded, agree, focus_values
+from rag.answering.conflicts import _conflict, _grounded, agree, focus_values, states_it
 from rag.dates import TimeScope
 from rag.types import Passage
 
@@ -67,3 +67,13 @@ def test_for_the_latest_the_newest_report_leads_and_replaces_an_older_answer():
 ])
 def test_values_agree_by_their_figures_else_by_their_names(one, other, same):
     assert agree(one, other) is same
+
+
+def test_a_value_counts_only_from_a_sentence_that_answers_the_question_itself():
+    final = passage("final.txt", "France won the 2018 World Cup in Moscow. Croatia were the runners-up of the "
+                                 "2018 World Cup after a 4-2 defeat.")
+    question = "Who was the runner-up of the 2018 World Cup?"
+    assert states_it(question, "Croatia", final)
+    assert not states_it(question, "Spain", passage("other.txt", "Spain won the 2010 World Cup in Johannesburg."))
+    level = passage("april.txt", "The Lake Orman reservoir stood at 49 percent of capacity, the board said.")
+    assert states_it("What is the most recent reported level of the Lake Orman reservoir?", "49 percent", level)

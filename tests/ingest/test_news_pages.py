@@ -103,7 +103,7 @@ def test_a_bad_date_in_a_page_is_unknown_not_an_error(tmp_path, head):
 def test_dates_and_outlets_of_text_files_sidecars_and_front_matter(tmp_path):
     dateline = "Lights on the quay\nSEOUL, March 3, 2023 (Reuters) - Lanternport's sister city said it would help.\n"
     doc = read_document(write(tmp_path / "a.txt", dateline), "a.txt", 20)
-    assert (doc.title, doc.published, doc.outlet) == ("Lights on the quay", "2023-03-03", "")
+    assert (doc.title, doc.published, doc.outlet) == ("Lights on the quay", "2023-03-03", "Reuters")  # its agency
     assert read_document(write(tmp_path / "b.txt", "A title\nNo date is given here.\n"), "b.txt", 20).published == ""
 
     front = "---\ntitle: Quay lights\ndate: 2024-03-01\nsource: Harbour Weekly\n---\n" + dateline
