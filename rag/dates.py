@@ -203,8 +203,9 @@ def time_scope(question: str, as_of: date) -> TimeScope:
 
 
 def without_time_words(question: str) -> str:
-    """The question without its time phrases ("latest", "in March 2024", "last week"): what it asks about."""
-    for pattern in (_OPERATOR, _RELATIVE, _LATEST):
+    """The question without its words about recency ("latest", "most recent", "last week"); a date it names ("in
+    2021") stays: it is part of what is asked ("the CEO in 2021")."""
+    for pattern in (_RELATIVE, _LATEST):
         question = pattern.sub(" ", question)
     return re.sub(r"\s+", " ", question).strip()
 

@@ -77,3 +77,9 @@ def test_a_value_counts_only_from_a_sentence_that_answers_the_question_itself():
     assert not states_it(question, "Spain", passage("other.txt", "Spain won the 2010 World Cup in Johannesburg."))
     level = passage("april.txt", "The Lake Orman reservoir stood at 49 percent of capacity, the board said.")
     assert states_it("What is the most recent reported level of the Lake Orman reservoir?", "49 percent", level)
+
+
+def test_a_year_the_question_names_must_be_in_both_sentences():
+    question = "Who is the CEO of Google in 2021?"
+    assert states_it(question, "Sundar Pichai", passage("a.txt", "Sundar Pichai is the CEO of Google in 2021."))
+    assert not states_it(question, "Eric Schmidt", passage("b.txt", "Eric Schmidt was the CEO of Google until 2011."))

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -70,10 +71,17 @@ def ui_settings(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def app_url(ui_settings) -> Iterator[str]:
+    with served_page(ui_settings) as url:
+        yield url
+
+
+@contextmanager
+def served_page(settings: Settings) -> Iterator[str]:
+    """The chat page over `settings` on a free port of 127.0.0.1, in this process, models and index loaded first."""
     from ui.app import build_app
 
-    warm_up(ui_settings)  # models and index loaded before the first page asks
-    app = build_app(ui_settings)
+    warm_up(settings)  # models and index loaded before the first page asks
+    app = build_app(settings)
     port = free_port()
     app.launch(prevent_thread_lock=True, ssr_mode=False, share=False, server_name="127.0.0.1", server_port=port,
                quiet=True)
@@ -124,9 +132,7 @@ def browser_context(app_url: str):
 def page(browser_context, app_url: str, request: pytest.FixtureRequest):
     context, _ = browser_context
     page = context.new_page()
-    page.goto(app_url)
-    page.wait_for_selector("#question textarea")
-    page.wait_for_selector("#corpus-info .rag-info", timeout=120_000)
+    open_page(page, app_url)
     try:
         yield page
     finally:
@@ -135,6 +141,13 @@ def page(browser_context, app_url: str, request: pytest.FixtureRequest):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def open_page(page, url: str) -> None:  # noqa: ANN001 - a playwright Page
+    """Load the chat page and wait for its question box and the line about the indexed articles."""
+    page.goto(url)
+    page.wait_for_selector("#question textarea")
+    page.wait_for_selector("#corpus-info .rag-info", timeout=120_000)
 
 
 def ask(page, question: str, timeout: float = ANSWER_TIMEOUT_S) -> dict:  # noqa: ANN001 - playwright Page

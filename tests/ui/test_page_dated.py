@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 import rag  # noqa: F401  - offline environment first
-from rag.answering.flow import warm_up
-from tests.conftest import REPO, free_port, make_settings
-from tests.ui.test_page import CHROMIUM_ARGS, UI_GENERATOR, ask, open_accordion, page_text
+from tests.conftest import REPO, make_settings
+from tests.ui.test_page import CHROMIUM_ARGS, UI_GENERATOR, ask, open_accordion, open_page, page_text, served_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -31,8 +30,6 @@ ROWS_JS = "() => [...document.querySelectorAll('#article-list tbody tr')].map(r 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from ui.app import build_app
-
     tmp = tmp_path_factory.mktemp("ui-dated")
     shutil.copytree(DISAGREE, tmp / "corpus")
     with pytest.MonkeyPatch.context() as mp:  # the defaults, not a developer's rag.toml or RAG_* variables
@@ -40,15 +37,8 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             mp.delenv(key)
         mp.chdir(REPO)
         settings = make_settings(tmp, generator=UI_GENERATOR, as_of="2024-06-01")
-    warm_up(settings)
-    app = build_app(settings)
-    port = free_port()
-    app.launch(prevent_thread_lock=True, ssr_mode=False, share=False, server_name="127.0.0.1", server_port=port,
-               quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        app.close(verbose=False)
+    with served_page(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +63,7 @@ def page(browser, app_url: str):  # noqa: ANN001, ANN201 - playwright objects
                   else route.abort())  # nothing outside the app
     context.set_default_timeout(30_000)
     page = context.new_page()
-    page.goto(app_url)
-    page.wait_for_selector("#question textarea")
-    page.wait_for_selector("#corpus-info .rag-info", timeout=120_000)
+    open_page(page, app_url)
     try:
         yield page
     finally:
