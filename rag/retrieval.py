@@ -20,7 +20,10 @@ from rag.types import Chunk, Passage
 # "The latest" reorders only passages within this cosine similarity of the best one: a newer passage on another
 # subject must not lead. A design margin (not fitted): reports of one story sit within a few hundredths of each other.
 LATEST_MARGIN = 0.1
-BM25_FILTERED_DEPTH = 8  # with a date range, BM25 hits are fetched this many times deeper, then filtered
+FILTERED_DEPTH = 8  # with a date range, hits are fetched this many times deeper, then filtered
+# A date range over more passages than this is searched through the vector store and filtered (its rows' vectors are
+# not all read into memory: 100,000 768-d passages are 300 MB); below it, exactly over the range's rows.
+EXACT_RANGE_ROWS = 100_000
 
 
 class Reranker:
@@ -134,6 +137,10 @@ class Retriever:
             return self.index.store.search(query, n)
         if not len(allowed):
             return []
+        if len(allowed) > EXACT_RANGE_ROWS:  # most of a large archive: the store's search, deeper, then filtered
+            rows = set(allowed.tolist())
+            return [(i, score) for i, score in self.index.store.search(query, n * FILTERED_DEPTH)
+                    if i in rows][:n]
         # Exact search over the range's rows: a filtered approximate search could miss them all.
         scores = np.asarray(self.index.vectors[allowed] @ query)
         best = np.argsort(-scores)[:n]
@@ -143,7 +150,7 @@ class Retriever:
         if allowed is None:
             return self.bm25.search(question, n)
         rows = set(allowed.tolist())
-        hits = self.bm25.search(question, min(len(self.index.chunks), n * BM25_FILTERED_DEPTH))
+        hits = self.bm25.search(question, min(len(self.index.chunks), n * FILTERED_DEPTH))
         return [(i, s) for i, s in hits if i in rows][:n]
 
     def _folded(self, passages: list[Passage], query: np.ndarray, k: int, scope: TimeScope | None,
@@ -156,7 +163,7 @@ class Retriever:
             return passages[:k]
         groups = self.index.copy_group
         kept: list[Passage] = []
-        seen: dict[int, set[str]] = {}
+        seen: dict[int, set[frozenset[str]]] = {}
         for passage in passages:
             group = int(groups[passage.chunk_id])
             figures = self._numbers(passage.chunk_id)
