@@ -17,9 +17,11 @@ from rag.settings import Settings
 from rag.text import lexical_tokens
 from rag.types import Chunk, Passage
 
-# "The latest" reorders only passages within this cosine similarity of the best one: a newer passage on another
-# subject must not lead. A design margin (not fitted): reports of one story sit within a few hundredths of each other.
-LATEST_MARGIN = 0.1
+# "About as relevant" in cosine similarity: "the latest" reorders only passages this close to the best one (a newer
+# passage on another subject must not lead), and a question's date range stands only when a passage within it is
+# this close to the best of any date. A design margin (not fitted): reports of one story sit within a few hundredths
+# of each other.
+CLOSE_RELEVANCE = 0.1
 FILTERED_DEPTH = 8  # with a date range, hits are fetched this many times deeper, then filtered
 # A date range over more passages than this is searched through the vector store and filtered (its rows' vectors are
 # not all read into memory: 100,000 768-d passages are 300 MB); below it, exactly over the range's rows.
@@ -77,17 +79,20 @@ class Retriever:
     def search(self, question: str, k: int | None = None, scope: TimeScope | None = None,
                ) -> tuple[list[Passage], bool]:
         """The top passages and whether `scope`'s date range was applied. A range read from the question is
-        dropped (all dates searched) when no passage within it reaches the relevance floor; a range the request
-        gave is kept whatever it leaves."""
+        dropped (all dates searched) when no passage within it reaches the relevance floor or comes within
+        CLOSE_RELEVANCE of the best passage of any date: "How many passengers did the airport serve last year?" asks
+        about last year, not about articles published then. A range the request gave is kept whatever it leaves."""
         k = k or self.settings.top_k
         query = self.embedder.embed_query(question)
         if scope is None or not scope.ranged:
             return self._ranked(question, query, k, scope, None), False
-        allowed = self._rows_within(scope)
-        passages = self._ranked(question, query, k, scope, allowed)
-        if scope.source == "question" and max((p.relevance for p in passages), default=0.0) < \
-                self.calibration.min_relevance:
-            return self._ranked(question, query, k, TimeScope(latest=scope.latest), None), False
+        passages = self._ranked(question, query, k, scope, self._rows_within(scope))
+        if scope.source == "request":
+            return passages, True
+        everywhere = self._ranked(question, query, k, TimeScope(latest=scope.latest), None)
+        best, best_anywhere = (max((p.relevance for p in found), default=0.0) for found in (passages, everywhere))
+        if best < self.calibration.min_relevance or best < best_anywhere - CLOSE_RELEVANCE:
+            return everywhere, False  # the phrase was about the content ("served last year"), not about publishing
         return passages, True
 
     def _rows_within(self, scope: TimeScope) -> np.ndarray:
@@ -209,13 +214,13 @@ class Retriever:
     @staticmethod
     def _newest_first(passages: list[Passage], scope: TimeScope | None) -> list[Passage]:
         """For a question that asks for the latest: the passages about as relevant as the best one (within
-        LATEST_MARGIN of its similarity) newest first, undated last, then the others; ranks renumbered."""
+        CLOSE_RELEVANCE of its similarity) newest first, undated last, then the others; ranks renumbered."""
         if not scope or not scope.latest or not passages:
             return passages
         best = max(p.relevance for p in passages)
-        close = [p for p in passages if p.relevance >= best - LATEST_MARGIN]
+        close = [p for p in passages if p.relevance >= best - CLOSE_RELEVANCE]
         ordered = sorted(close, key=lambda p: p.published, reverse=True)  # stable: equal dates keep their order
-        ordered += [p for p in passages if p.relevance < best - LATEST_MARGIN]
+        ordered += [p for p in passages if p.relevance < best - CLOSE_RELEVANCE]
         for rank, passage in enumerate(ordered, start=1):
             passage.rank = rank
         return ordered

@@ -144,11 +144,14 @@ def news_rows(settings: Settings, questions: list[str], quick: bool) -> list[Row
 
 
 def _interleaved(questions: list[str], settings: Settings, corpus: Path | None) -> tuple[list[float], list[float]]:
-    on, off = [], []
-    for question in questions:
-        on.append(answer(question, settings=settings, corpus=corpus).timings["total_s"])
-        off.append(answer(question, settings=settings.replace(**NEWS_OFF), corpus=corpus).timings["total_s"])
-    return on, off
+    """Each question answered both ways, which one first alternating: the second answer to the same question finds
+    its whole prompt already processed, so always putting one way second would flatter it (by 4.8 times on RGB)."""
+    timed: dict[bool, list[float]] = {True: [], False: []}
+    for n, question in enumerate(questions):
+        for on in (True, False) if n % 2 == 0 else (False, True):
+            ways = settings if on else settings.replace(**NEWS_OFF)
+            timed[on].append(answer(question, settings=ways, corpus=corpus).timings["total_s"])
+    return timed[True], timed[False]
 
 
 def pages_index_row(settings: Settings, pages: int) -> Row:

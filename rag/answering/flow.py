@@ -247,8 +247,8 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
     if conflict:
         yield ("" if ended(text) == text else ".") + " " + conflict.sentence
         text = conflict.sentence if conflict.replace_answer else f"{ended(text)} {conflict.sentence}"
-        checked.citations = sorted({c.marker: c for c in checked.citations + conflict.citations}.values(),
-                                   key=lambda c: c.marker)
+        cited = {c.marker: c for c in checked.citations + conflict.citations if f"[{c.marker}]" in text}
+        checked.citations = sorted(cited.values(), key=lambda c: c.marker)  # a replaced answer's marker is gone
     final = finish(text, bool(reason), reason, " ".join(o.raw for o in outcomes), checked)
     final.second_look = any(o.second_look for o in outcomes)
     final.verdict = next((o.verdict.to_json() for o in outcomes if o.verdict), {})
