@@ -86,10 +86,15 @@ def _dateline_day(found: re.Match[str]) -> date | None:
     for n in "123":
         if groups[f"y{n}"]:
             month = groups[f"m{n}"]
-            month_number = int(month) if month.isdigit() else _MONTHS.get(month.lower().rstrip(".")[:4]) \
-                or _MONTHS.get(month.lower()[:3])
+            month_number = int(month) if month.isdigit() else _month_number(month)
             return _day(int(groups[f"y{n}"]), month_number or 0, int(groups[f"d{n}"]))
     return None
+
+
+def _month_number(name: str) -> int:
+    """1-12 for an English month name or abbreviation ("Sept.", "sep", "September"), 0 for anything else."""
+    lowered = name.lower().rstrip(".")
+    return _MONTHS.get(lowered[:4]) or _MONTHS.get(lowered[:3]) or 0
 
 
 def _day(year: int, month: int, day: int) -> date | None:
@@ -216,7 +221,7 @@ def _span(found: re.Match[str], as_of: date) -> tuple[date, date] | None:
     if found.group("year_only"):
         year = int(found.group("year_only"))
         return date(year, 1, 1), date(year, 12, 31)
-    month = _MONTHS.get(found.group("month").lower().rstrip(".")[:4]) or _MONTHS.get(found.group("month")[:3].lower())
+    month = _month_number(found.group("month"))
     if not month:
         return None
     year = int(found.group("year")) if found.group("year") else (as_of.year if month <= as_of.month

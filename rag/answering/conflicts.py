@@ -117,7 +117,7 @@ def _candidates(question: str, values: set[str], cited: Passage, passages: list[
             continue
         if latest and not passage.published > cited.published:
             continue
-        held = set(lexical_tokens(passage.text)) | {w.lower() for w in _NAME.findall(passage.text)}
+        held = _values_in(passage.text)
         if (values <= held and not latest) or not numbers <= set(lexical_tokens(passage.text)):
             continue
         if _covered(words, passage.text) < cited_words - 1:
@@ -153,8 +153,13 @@ def _grounded(reply: str, passage: Passage, question: str) -> str:
     if not reply or reply.lower().startswith("none") or len(reply) > MAX_VALUE_CHARS:
         return ""
     values = focus_values(reply, question)
-    held = set(lexical_tokens(passage.text)) | {w.lower().strip(".'") for w in _NAME.findall(passage.text)}
-    return reply if values and values <= held else ""
+    return reply if values and values <= _values_in(passage.text) else ""
+
+
+def _values_in(text: str) -> set[str]:
+    """Every token and capitalised name of a text, lower-cased as focus_values makes them: what a value must be
+    among to be in the text."""
+    return set(lexical_tokens(text)) | {w.lower().strip(".'") for w in _NAME.findall(text)}
 
 
 def _conflict(own: tuple[str, int, Passage], other: tuple[str, int, Passage], question: str,
