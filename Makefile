@@ -15,7 +15,7 @@ CPU_ID := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut 
 WHEELS := $(HOME)/.cache/rag-news/wheels/llama-$(LLAMA_VERSION)-native-noamx-$(CPU_ID)
 PYTEST_ARGS ?= --durations=25  # the slowest tests, to keep the suite within 30 minutes
 
-.PHONY: install prepare index chat serve check test bench bench-scale eval lint clean
+.PHONY: install prepare index chat serve check test bench bench-scale eval lint clean check-openwebui check-contract
 
 install:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ test: index
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The API's OpenAPI contract for longer than `make test` runs it (docs/testing.md): schemathesis with every check
+# against a real `rag serve` for CONTRACT_SECONDS; the report and the server's log go to test-artifacts/contract.
+CONTRACT_SECONDS ?= 300
+check-contract: index
+	$(BIN)/python -m tools.check_contract --seconds $(CONTRACT_SECONDS)
+
 bench: index
 	$(BIN)/python -m tools.bench
 
@@ -67,6 +73,12 @@ bench-scale: install
 
 eval: index
 	$(BIN)/rag eval
+
+# Open WebUI in a real Chromium over `rag serve`, checked on what a user sees (docs/testing.md#open-webui; about
+# 5 minutes). Not part of `make test`: it installs Open WebUI in its own .openwebui-venv (about 3 GB, once).
+# CHECK_OPENWEBUI_ARGS="--label after-" names the screenshots (docs/images/openwebui/).
+check-openwebui: index
+	$(BIN)/python -m tools.check_openwebui $(CHECK_OPENWEBUI_ARGS)
 
 lint: install
 	$(BIN)/ruff check rag ui tools tests

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
+import unicodedata
 from collections import Counter
 from pathlib import Path
+from typing import TextIO
 
 import rag  # noqa: F401  - sets the offline environment before any model library is imported
 from rag.answering.flow import prepare_document_states, stream_answer
@@ -23,6 +26,9 @@ from rag.types import Answer, Citation, Passage
 
 BAD_INPUT = BAD_INPUT_EXIT
 FAILURE = FAILURE_EXIT
+DRAFT_LABEL = "Draft — checking… "
+MORE = " …"  # ends a draft cut at the screen's height
+DIM, RESET = "\x1b[2m", "\x1b[0m"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,12 +72,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder")
     p.set_defaults(run=cmd_index)
 
-    p = sub.add_parser("ask", help="answer one question")
+    p = sub.add_parser("ask", help="answer one question", description="Answer one question from the articles: "
+                       "the checked answer (or the refusal) with its sources. On a terminal the draft streams dimmed "
+                       "after \"Draft — checking…\" while the checks run, then is erased; a pipe or a file gets only "
+                       "the checked answer.")
     p.add_argument("question")
     _answer_options(p)
     p.add_argument("--since", metavar="DATE", help="only articles published on or after this day (YYYY-MM-DD)")
     p.add_argument("--until", metavar="DATE", help="only articles published on or before this day (YYYY-MM-DD)")
     p.add_argument("--json", action="store_true", help="print the whole Answer as JSON")
+    p.add_argument("--no-draft", action="store_true",
+                   help="on a terminal, show only \"Draft — checking…\" until the checked answer is ready, not the "
+                        "unchecked draft (dimmed, then erased, by default; a pipe or a file never gets the draft)")
     p.set_defaults(run=cmd_ask)
 
     p = sub.add_parser("eval", help="evaluate on a question set or the RGB benchmark")
@@ -174,36 +186,94 @@ def _states_line(states: dict[str, str], seconds: float) -> str:
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    """Stream the reply to a terminal, then replace it with the checked answer, so one answer is seen.
-
-    When the output is not a terminal (a pipe, a file), only the checked answer is printed."""
-    live = sys.stdout.isatty() and not args.json
-    shown = ""
+    """Print the checked answer with its sources. On a terminal the draft streams first, dimmed after "Draft —
+    checking…" (only that label with --no-draft), and is erased when the checked answer or the refusal replaces it;
+    into a pipe or a file (or with --json) only the checked answer is written, never the draft."""
+    draft = _Draft(sys.stdout, show_text=not args.no_draft) if _live(args) else None
     final = None
-    for event in stream_answer(args.question, settings=settings, corpus=args.corpus, since=args.since,
-                               until=args.until):
-        if isinstance(event, str) and live:
-            if not shown:
-                event = "Answer: " + event
-            print(event, end="", flush=True)
-            shown += event
-        elif isinstance(event, Answer):
-            final = event
+    try:
+        for event in stream_answer(args.question, settings=settings, corpus=args.corpus, since=args.since,
+                                   until=args.until):
+            if isinstance(event, Answer):
+                final = event
+            elif isinstance(event, str) and draft:
+                draft.add(event)
+    finally:  # an error or Ctrl-C leaves no unchecked text on the screen either
+        if draft:
+            draft.erase()
     if args.json:
         print(json.dumps(final.to_json(), ensure_ascii=False, indent=2))
         return 0
-    if shown:
-        _erase(shown)
     print(_render(final))
     return 0
 
 
-def _erase(text: str) -> None:
-    """Move the cursor back over `text` on the terminal and clear from there to the end of the screen."""
-    width = max(1, shutil.get_terminal_size().columns)
-    rows = sum(max(1, -(-len(line) // width)) for line in text.split("\n"))
-    sys.stdout.write("\r" + "\x1b[1A" * (rows - 1) + "\x1b[J")
-    sys.stdout.flush()
+def _live(args: argparse.Namespace) -> bool:
+    """Whether the draft may be shown: stdout is a terminal that can move its cursor, and no JSON was asked for."""
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and not args.json
+
+
+class _Draft:
+    """The unchecked reply on a terminal: dimmed after its label, kept within the screen's height (a row that
+    scrolled off could not be erased), and erased before the checked answer is printed."""
+
+    def __init__(self, out: TextIO, show_text: bool = True) -> None:
+        size = shutil.get_terminal_size()
+        self.out, self.show_text = out, show_text
+        self.width, self.rows = max(1, size.columns), max(3, size.lines) - 1
+        self.shown = ""  # what is on the screen, without escape codes
+        self.full = False
+
+    def add(self, piece: str) -> None:
+        if not self.shown:  # no-color.org: without the dimming, the label still marks the draft
+            self._write("" if os.environ.get("NO_COLOR") else DIM, DRAFT_LABEL)
+        piece = _printable(piece)
+        if not self.show_text or self.full or not piece:
+            return
+        if _rows(self.shown + piece + MORE, self.width) > self.rows:
+            self.full = True
+            piece = MORE
+        self._write("", piece)
+
+    def erase(self) -> None:
+        """Move the cursor back over the draft and clear from there to the end of the screen."""
+        if not self.shown:
+            return
+        up = _rows(self.shown, self.width) - 1
+        self.out.write(RESET + "\r" + (f"\x1b[{up}A" if up else "") + "\x1b[J")
+        self.out.flush()
+        self.shown = ""
+
+    def _write(self, codes: str, text: str) -> None:
+        self.out.write(codes + text)
+        self.out.flush()
+        self.shown += text
+
+
+def _printable(text: str) -> str:
+    """The text without control characters (escape codes in a reply would move the cursor); tabs as spaces."""
+    return "".join(" " if c == "\t" else c for c in text if c == "\n" or c == "\t" or unicodedata.category(c) != "Cc")
+
+
+def _rows(text: str, width: int) -> int:
+    """The terminal rows `text` takes from the start of a row, wrapped at `width` columns as a terminal wraps it
+    (a wide character that does not fit the row's end goes whole to the next)."""
+    rows = 0
+    for line in text.split("\n"):
+        rows, column = rows + 1, 0
+        for char in line:
+            cells = _cells(char)
+            if column + cells > width:
+                rows, column = rows + 1, 0
+            column += cells
+    return rows
+
+
+def _cells(char: str) -> int:
+    """The columns a character takes: two when wide (East Asian), none when combining or a format character."""
+    if unicodedata.combining(char) or unicodedata.category(char) == "Cf":
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in "WF" else 1
 
 
 def _render(final: Answer) -> str:
@@ -218,7 +288,7 @@ def _render(final: Answer) -> str:
     by_chunk = {p.chunk_id: p for p in final.passages}
     for c in final.citations:
         lines += _source_lines(c, by_chunk.get(c.chunk_id))
-    for sentence in final.unsupported:
+    for sentence in [] if final.refused else final.unsupported:  # a refusal's are the rejected reply
         lines.append(f"  ! not supported by the passages: {sentence}")
     if final.refused and final.closest:
         lines.append(f"  closest in the articles ({final.closest.title}): “{final.closest.span_text.strip()}”")

@@ -95,6 +95,8 @@ class Settings:
     min_relevance: float = -1.0  # below this similarity of the best passage, refuse; -1: the embedder's calibrated
     min_support: float = 0.5  # fraction of a sentence's key words a cited passage must hold
     partial_answers: bool = True  # a two-part question is answered part by part; a part not in the articles is named
+    trim_details: bool = True  # a detail no passage gives ("in 2021") is cut from a supported sentence, not refused
+    focus_check: bool = True  # the cited sentences must carry the question's figures, years and names, or refuse
     verify: bool = True  # the generator judges whether the passages state the answer (rag/answering/verification.py)
     verify_threshold: float = -1.0  # P(Yes) + 0.1 x sentence support below it is refused; -1: the generator's own
     # the fitted answer-or-refuse decision (rag/answering/decision.py): "" = the one packaged for the generator, if any;
@@ -118,6 +120,9 @@ class Settings:
     # the OpenAI-compatible API (`rag serve`, and beside the chat page in `rag chat`; rag/server/app.py)
     api_port: int = 8080  # `rag serve`
     api_keys_env: str = "RAG_API_KEYS"  # the environment variable holding the API's keys, comma-separated
+    # stream the reply as it is generated and send the checked text as `correction` (for clients that apply it);
+    # off: only the checked text is streamed, once the checks have decided (a request's `stream_unchecked` overrides)
+    stream_unchecked: bool = False
 
     def __post_init__(self) -> None:
         if self.figure_rule not in ("auto", "on", "off"):

@@ -18,6 +18,20 @@ def normalize_text(text: str) -> str:
     return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
 
 
+def char_outside(excluded: str) -> str:
+    """A regular expression for one character not in `excluded` (characters of the Basic Multilingual Plane),
+    written as \\uXXXX ranges, which Python's `re` and JSON Schema's `pattern` (ECMA-262) read alike."""
+    codes = sorted({ord(c) for c in excluded})
+    ranges: list[list[int]] = []
+    for code in codes:
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    body = "".join(f"\\u{a:04x}" + (f"-\\u{b:04x}" if b > a else "") for a, b in ranges)
+    return f"[^{body}]"
+
+
 # ---------------------------------------------------------------- tokens and key terms
 
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+", re.UNICODE)

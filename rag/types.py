@@ -98,6 +98,7 @@ class CheckResult:
     fixes: list[str] = field(default_factory=list)  # what the checker changed, for logs and tests
     supported_sentences: int = 0
     declined: list[str] = field(default_factory=list)  # sentences saying the articles do not give a part
+    trimmed: list[str] = field(default_factory=list)  # details cut from a sentence because no passage gives them
 
 
 @dataclass

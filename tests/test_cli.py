@@ -1,11 +1,14 @@
 """The `rag` command line: exit codes and messages for bad input, `rag index` summaries, `rag ask` (JSON, another
-corpus, a pipe and a real terminal) and the generator states `rag index` saves."""
+corpus, a pipe and a real terminal: the draft dimmed while it is checked, then only the checked answer) and the
+generator states `rag index` saves."""
 
+import io
 import json
 import re
 import subprocess
 import sys
 
+import pyte
 import pytest
 
 from rag.cli import main
@@ -95,6 +98,60 @@ def test_index_saves_the_generator_state_of_each_document(env_settings, capsys, 
 
 
 QUESTION = "When did Zuckerberg last visit South Korea?"
+# The seed article does not give Samsung's workforce: the draft invents a figure and the checks refuse it.
+REFUSED = "How many employees does Samsung Electronics have?"
+
+
+class DimScreen(pyte.Screen):
+    """A pyte terminal that also follows SGR 2 (dim), which pyte itself leaves out: `drawn` holds every text drawn,
+    in order, with whether it was drawn dim."""
+
+    def __init__(self, columns: int, lines: int) -> None:
+        super().__init__(columns, lines)
+        self.dim = False
+        self.drawn: list[tuple[bool, str]] = []
+
+    def select_graphic_rendition(self, *attrs: int, **kwargs) -> None:
+        for attr in attrs or (0,):
+            self.dim = True if attr == 2 else False if attr in (0, 22) else self.dim
+        super().select_graphic_rendition(*attrs, **kwargs)
+
+    def draw(self, data: str) -> None:
+        self.drawn.append((self.dim, data))
+        super().draw(data)
+
+    def text(self, dim: bool) -> str:
+        return "".join(data for flag, data in self.drawn if flag == dim)
+
+    def shown(self) -> str:
+        return "\n".join(line.rstrip() for line in self.display).strip()
+
+
+def on_terminal(*args: str, columns: int = 100, lines: int = 40) -> tuple[bytes, DimScreen]:
+    """Run `rag ask ARGS` on a real pseudo-terminal; what it wrote, replayed on a terminal emulator."""
+    import os
+    import pty
+
+    screen = DimScreen(columns, lines)
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": str(columns), "LINES": str(lines), "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    process = subprocess.Popen([sys.executable, "-m", "rag.cli", "ask", *args], stdout=follower,
+                               stderr=subprocess.DEVNULL, cwd=REPO, env=env)
+    os.close(follower)
+    written = b""
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the other side closed
+            break
+        if not data:
+            break
+        written += data
+    os.close(leader)
+    assert process.wait(timeout=600) == 0
+    pyte.ByteStream(screen).feed(written.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    return written, screen
 
 
 @pytest.mark.integration
@@ -110,33 +167,93 @@ def test_ask_prints_one_answer_to_a_pipe(env_settings):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_ask_on_a_terminal_streams_then_leaves_one_answer(env_settings):
-    """Run `rag ask` on a real pseudo-terminal and replay what it wrote on a terminal emulator."""
-    import os
-    import pty
-
-    import pyte
-
-    screen = pyte.Screen(100, 40)
-    stream = pyte.ByteStream(screen)
-    leader, follower = pty.openpty()
-    env = {**os.environ, "COLUMNS": "100", "LINES": "40"}
-    process = subprocess.Popen([sys.executable, "-m", "rag.cli", "ask", QUESTION], stdout=follower,
-                               stderr=subprocess.DEVNULL, cwd=REPO, env=env)
-    os.close(follower)
-    written = b""
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:  # the other side closed
-            break
-        if not data:
-            break
-        written += data
-    assert process.wait(timeout=600) == 0
-    stream.feed(written.replace(b"\n", b"\r\n"))
-    shown = "\n".join(line.rstrip() for line in screen.display)
-    assert b"\x1b[J" in written  # the streamed reply was cleared...
+    written, screen = on_terminal(QUESTION)
+    shown = screen.shown()
+    assert b"\x1b[J" in written  # the streamed draft was cleared...
     assert shown.count("Answer:") == 1 and len(re.findall(r"2014 ?\[\d\]", shown)) == 1  # ...one answer remains
+    assert "Draft" not in shown and "checking" not in shown
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_refused_draft_never_reaches_a_pipe(env_settings):
+    from rag import answer
+    from rag.settings import load_settings
+
+    done = subprocess.run([sys.executable, "-m", "rag.cli", "ask", REFUSED], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr
+    checked = answer(REFUSED, settings=load_settings())  # the same settings, from the same environment
+    assert checked.refused and checked.raw_text.strip() and checked.raw_text.strip() != checked.text, checked
+    # the checked text, then the article's closest sentence and the time taken: nothing of the draft
+    said = [line for line in done.stdout.splitlines() if not line.startswith(("  closest in the articles (", "("))]
+    assert said == [f"Answer: {checked.text}"], done.stdout
+    assert checked.raw_text.strip() not in done.stdout and "Draft" not in done.stdout and "\x1b[" not in done.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_refused_draft_is_dimmed_on_a_terminal_then_replaced_by_the_refusal(env_settings):
+    written, screen = on_terminal(REFUSED)
+    from rag.cli import DRAFT_LABEL
+
+    dimmed, plain = screen.text(dim=True), screen.text(dim=False)
+    draft = dimmed.split(DRAFT_LABEL.strip(), 1)[-1].strip()
+    assert dimmed.startswith(DRAFT_LABEL.strip()) and draft, screen.drawn  # the draft was shown, dimmed
+    assert draft not in plain and "Draft" not in plain  # never undimmed
+    shown = screen.shown()
+    assert shown.startswith("Answer: The articles do not say.") and shown.count("Answer:") == 1, shown
+    assert draft not in shown and "Draft" not in shown and "checking" not in shown, shown
+
+
+@pytest.mark.unit
+def test_the_draft_stays_within_the_screen_and_is_erased_to_the_row_it_began(monkeypatch):
+    from rag.cli import DRAFT_LABEL, _Draft
+
+    monkeypatch.setenv("COLUMNS", "24")
+    monkeypatch.setenv("LINES", "6")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    out = io.StringIO()
+    out.write("$ rag ask\n")
+    draft = _Draft(out)
+    for piece in ["Samsung has ", "10,000\temployees [3].", "\n中文中文中文中文中文中", "\x1b[2J gone? ", "more " * 40]:
+        draft.add(piece)
+    screen = DimScreen(24, 6)
+    stream = pyte.Stream(screen)
+    stream.feed(out.getvalue().replace("\n", "\r\n"))
+    assert screen.display[0].rstrip() == "$ rag ask"  # nothing scrolled off: the whole draft can be erased
+    assert screen.text(dim=False) == "$ rag ask" and screen.text(dim=True).startswith(DRAFT_LABEL)
+    assert "10,000 employees" in screen.shown() and screen.shown().endswith("…")  # cut at the screen's height
+    assert "\x1b[2J" not in screen.text(dim=True)
+    mark = len(out.getvalue())
+    draft.erase()
+    out.write("Answer: refused.\n")
+    stream.feed(out.getvalue()[mark:].replace("\n", "\r\n"))
+    assert screen.shown() == "$ rag ask\nAnswer: refused." and not screen.dim
+
+
+@pytest.mark.unit
+def test_a_refusal_prints_nothing_of_the_rejected_reply():
+    from rag.cli import _render
+    from rag.types import Answer
+
+    invented = "Samsung Electronics has 10,000 employees."
+    refused = Answer(REFUSED, "The articles do not say.", [], True, [], unsupported=[invented],
+                     refusal_reason="unsupported", raw_text=invented + " [3]", timings={"total_s": 1.0})
+    assert _render(refused).splitlines()[0] == "Answer: The articles do not say." and "10,000" not in _render(refused)
+
+
+@pytest.mark.unit
+def test_no_draft_shows_only_the_label(monkeypatch):
+    from rag.cli import DRAFT_LABEL, _Draft
+
+    monkeypatch.setenv("COLUMNS", "40")
+    out = io.StringIO()
+    draft = _Draft(out, show_text=False)
+    draft.add("Samsung has 10,000 employees [3].")
+    assert DRAFT_LABEL in out.getvalue() and "10,000" not in out.getvalue()
+    draft.erase()
+    assert out.getvalue().endswith("\x1b[0m\r\x1b[J")
 
 
 # ---------------------------------------------------------------- dates, outlets, disagreements

@@ -500,9 +500,9 @@ def run(settings: Settings, quick: bool) -> list[Row]:
     rows += retrieval_rows(settings, sample, repetitions)
     rows += index_rows(settings, 2 if quick else 20, repetitions)
     rows.append(cold_start_row(settings, warm, 1 if quick else 3))
-    from tools.bench_api import api_overhead_row  # its own module (tools/bench_api.py); it imports this one
+    from tools.bench_api import api_rows  # its own module (tools/bench_api.py); it imports this one
 
-    rows.append(api_overhead_row(settings, sample))
+    rows += api_rows(settings, sample)
     for name in (["qwen2.5-coder-0.5b"] if quick else GENERATORS):
         rows.append(rss_row(name, warm))
     return rows

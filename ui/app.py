@@ -87,6 +87,9 @@ mark.rag-span { background: #fde68a; color: #1f2937; padding: 0 .1em; border-rad
 .rag-conflict ul { margin: .3em 0 0 1.2em; }
 .rag-conflict .rag-value { font-size: 1.05em; }
 .rag-articles td.rag-published { white-space: nowrap; }
+.rag-draft { border-left: 4px dashed var(--border-color-primary); padding: .2em .7em; }
+.rag-draft-label { font-size: .85em; font-weight: 600; color: var(--body-text-color); }
+.rag-draft-text { font-style: italic; color: var(--body-text-color-subdued); opacity: .8; }
 """
 
 
@@ -168,8 +171,8 @@ def generator_choices(settings: Settings) -> list[str]:
 
 
 def conversation(history: list[dict] | None) -> list[dict]:
-    """The chat so far, as plain text, without the turns that ended in an error message (they are not part of
-    the dialogue)."""
+    """The chat so far, as plain text, without the turns that ended in an error message or in an unchecked draft
+    (a reply cut off before its checks): neither is part of the dialogue."""
     kept: list[dict] = []
     for message in history or []:
         if not isinstance(message, dict):
@@ -178,7 +181,7 @@ def conversation(history: list[dict] | None) -> list[dict]:
         content = message.get("content")
         parts = content if isinstance(content, list) else [content]
         text = " ".join(str(p.get("text", "")) if isinstance(p, dict) else str(p or "") for p in parts).strip()
-        if message.get("role") == "assistant" and text.startswith(WARNING):
+        if message.get("role") == "assistant" and (text.startswith(WARNING) or render.is_draft(text)):
             if kept and kept[-1].get("role") == "user":
                 kept.pop()
             continue
@@ -230,9 +233,9 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
                     last = event
                     history[-1] = said("assistant", event.text)
                     yield history, render.render_answer(event, show_scores), "", last
-                else:
+                else:  # unchecked: shown as a draft until the Answer replaces it
                     pieces.append(event)
-                    history[-1] = said("assistant", "".join(pieces))
+                    history[-1] = {"role": "assistant", "content": render.draft_bubble("".join(pieces))}
                     yield history, gr.skip(), "", gr.skip()
         except QuestionError as exc:
             history[-1] = said("assistant", f"{WARNING} {question_problem(question, exc)}")

@@ -24,6 +24,8 @@ REFUSAL_REASONS = {
     "verifier": "asked to check, the model judged that the passages do not state the answer",
     "date-range": "no article is dated within the requested dates",
 }
+DRAFT_LABEL = "Draft — checking against the articles…"
+DRAFT_START = '<div class="rag-draft"'
 
 
 def as_chat_text(text: str) -> str:
@@ -35,6 +37,20 @@ def as_chat_text(text: str) -> str:
 def from_chat_text(text: str) -> str:
     """The text a chat bubble was made from (inverse of `as_chat_text`)."""
     return text.replace("&lt;", "<").replace("&gt;", ">")
+
+
+def draft_bubble(text: str) -> str:
+    """The reply as it streams, before the checks: a box labelled as an unchecked draft (greyed and italic, and
+    said in words, not by colour alone), which the checked answer or the refusal replaces. The text is escaped and
+    its line breaks become <br>, so no blank line can end the box early in the bubble's Markdown."""
+    body = "<br>".join(escape(line) for line in text.split("\n"))
+    return (f'{DRAFT_START} aria-busy="true"><div class="rag-draft-label" role="status">{DRAFT_LABEL}</div>'
+            f'<div class="rag-draft-text">{body}</div></div>')
+
+
+def is_draft(content: str) -> bool:
+    """Whether a chat bubble holds a draft (a checked answer cannot: its "<" is escaped by `as_chat_text`)."""
+    return content.startswith(DRAFT_START)
 
 
 def placeholder_sources() -> str:
@@ -67,7 +83,7 @@ def render_answer(answer: Answer, show_scores: bool) -> str:
     parts.append(_dates_note(answer.dates))
     if answer.conflict:
         parts.append(conflict_box(answer.conflict_groups))
-    if answer.unsupported:
+    if answer.unsupported and not answer.refused:  # a refusal's are the rejected reply: never shown
         items = "".join(f"<li>{escape(s)}</li>" for s in answer.unsupported)
         parts.append('<div class="rag-unsupported" role="alert"><strong>⚠ Not supported by the passages'
                      f"</strong> (check these yourself):<ul>{items}</ul></div>")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
+from typing import Any
 
 from rag.dates import spoken_date
 from rag.text import (
@@ -19,6 +21,8 @@ from rag.text import (
 )
 from rag.types import CheckResult, Citation, Passage
 
+# A list of markers, whatever separates them ("[1], [2] and [4]", "[1] [2]", "[1, 2]"), with the space before it.
+_MARKER_LIST = re.compile(r"(\s*)(\[\d+(?:\s*[,;]\s*\d+)*\](?:\s*(?:[,;]|and)?\s*\[\d+(?:\s*[,;]\s*\d+)*\])*)")
 PASSAGE_LABEL = re.compile(r"\b(?:passage|source|document)\s*#?\s*(\d+)\b", re.IGNORECASE)
 # Words about the sources rather than the news: a sentence made only of these (and stop words) is filler.
 _META = {
@@ -179,6 +183,33 @@ def check_citations(text: str, passages: list[Passage], min_support: float,
     result.text = " ".join(out_sentences)
     result.citations = [used[n] for n in sorted(used)]
     return result
+
+
+def renumber(text: str, citations: list[Citation], groups: list[dict[str, Any]] | None = None,
+             ) -> tuple[str, list[Citation], list[dict[str, Any]]]:
+    """The text, its citations and its conflict groups with the markers numbered as a reader meets them: [1], [2], …
+    in order of first appearance, without gaps, so that the n-th source a front-end lists is the passage of [n]
+    (the checks number them by the passages' order in the prompt). A list of markers becomes adjacent markers
+    ("[2], [1]" and "[1] and [2]" -> "[1][2]"), so a front-end that drops a marker leaves no ", ," behind.
+
+    A marker that no citation backs opens nothing and is dropped, and so is a citation that no marker names;
+    the citations come back in the new order."""
+    cited = {c.marker: c for c in citations}
+    numbers: dict[int, int] = {}
+
+    def rewrite(match: re.Match[str]) -> str:
+        found = [int(n) for n in re.findall(r"\d+", match.group(2)) if int(n) in cited]
+        for old in found:
+            numbers.setdefault(old, len(numbers) + 1)
+        new = sorted({numbers[old] for old in found})
+        return match.group(1) + "".join(f"[{n}]" for n in new) if new else ""
+
+    text = _MARKER_LIST.sub(rewrite, text)
+    renumbered = sorted((dataclasses.replace(c, marker=numbers[c.marker]) for c in citations if c.marker in numbers),
+                        key=lambda c: c.marker)
+    regrouped = [{**group, "markers": [numbers[m] for m in group.get("markers") or [] if m in numbers]}
+                 for group in groups or []]
+    return text, renumbered, regrouped
 
 
 def as_read(passage: Passage) -> str:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import collections.abc
+import functools
 import re
 import time
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.answering.citations import check_citations, closest_sentence, is_bare_label, supporting_span
-from rag.answering.conflicts import detect
+from rag.answering.citations import check_citations, closest_sentence, is_bare_label, renumber, supporting_span
+from rag.answering.conflicts import Conflict, detect
 from rag.answering.decision import adds_information
+from rag.answering.focus import missing_focus, trim_details
 from rag.answering.prompts import (
     ANSWER_RULE,
     OR_REFUSE_RULE,
@@ -32,7 +34,7 @@ from rag.generators.factory import get_generator
 from rag.models.embedders import get_embedder
 from rag.retrieval import Retriever, get_retriever
 from rag.settings import Settings, load_settings
-from rag.text import is_instruction, key_terms, normalize_text, split_sentences, strip_markers
+from rag.text import char_outside, is_instruction, key_terms, normalize_text, split_sentences, strip_markers
 from rag.types import Answer, CheckResult, Passage, Prefix, Retrieval, Usage
 
 NOT_IN_ARTICLES = "The articles do not say: {part}"
@@ -76,6 +78,15 @@ def clean_question(question: str, settings: Settings) -> str:
         raise QuestionError(f"the question is {len(question)} characters long; the limit is "
                             f"{settings.max_question_chars} (setting max_question_chars)")
     return question
+
+
+@functools.cache
+def question_pattern() -> str:
+    """A regular expression (Python's and JSON Schema's alike) for one character that `clean_question` keeps and
+    does not count as space: a question must hold one to be asked (the API's schema states it)."""
+    dropped = "".join(c for c in map(chr, range(0x10000))
+                      if not 0xD800 <= ord(c) <= 0xDFFF and (c.isspace() or _CONTROL.match(c) or c == "\ufffd"))
+    return char_outside(dropped)
 
 
 def history_turns(history: Any) -> list[tuple[str, str]]:
@@ -166,9 +177,10 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
                   **overrides: Any) -> Iterator[Retrieval | str | Answer]:
     """Yield a Retrieval event, then the reply's text pieces as they are generated, then the final Answer.
 
-    The final Answer's text is the checked one (markers fixed, refusals normalised), so it can differ from
-    the concatenated pieces; show `Answer.text` once it arrives. A reply that is the refusal sentence is held
-    back until it is final, since a second look may replace it. One generation runs at a time per model.
+    The final Answer's text is the checked one (markers fixed and numbered [1], [2], … in order of first appearance,
+    refusals normalised), so it can differ from the concatenated pieces; show `Answer.text` once it arrives. A reply
+    that is the refusal sentence is held back until it is final, since a second look may replace it. One generation
+    runs at a time per model.
 
     `since` / `until` (a date or "YYYY-MM-DD", inclusive) keep only articles published in that range; without
     them, a range the question names ("in March 2023", "last week") is applied when it leaves a relevant
@@ -196,15 +208,20 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
     usage: dict[str, Any] = {"context": "none", "calls": calls}
     dates = scope.to_json(applied) if scope.ranged or scope.latest else {}
 
-    def finish(text: str, refused: bool, reason: str, raw: str = "", checked: CheckResult | None = None) -> Answer:
+    def finish(text: str, refused: bool, reason: str, raw: str = "", checked: CheckResult | None = None,
+               conflict: Conflict | None = None) -> Answer:
         nearest = refused and reason != "instruction"
         timings["total_s"] = time.perf_counter() - started
-        return Answer(question, settings.refusal_text if refused else text, [] if refused or not checked else
+        done = Answer(question, settings.refusal_text if refused else text, [] if refused or not checked else
                       checked.citations, refused, passages, checked.unsupported if checked else [],
                       {k: round(v, 4) for k, v in timings.items()}, models, rewritten_question=search_query,
                       refusal_reason=reason, raw_text=raw, usage=usage,
-                      partial=bool(checked and checked.declined and not refused),
+                      partial=bool(checked and (checked.declined or checked.trimmed) and not refused),
                       closest=closest_sentence(search_query, passages, raw) if nearest else None, dates=dates)
+        if conflict:
+            done.conflict, done.conflict_groups = True, conflict.groups
+        done.text, done.citations, done.conflict_groups = renumber(done.text, done.citations, done.conflict_groups)
+        return done
 
     if attack:
         timings["ttft_s"] = timings["generation_s"] = 0.0
@@ -249,11 +266,14 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
         text = conflict.sentence if conflict.replace_answer else f"{ended(text)} {conflict.sentence}"
         cited = {c.marker: c for c in checked.citations + conflict.citations if f"[{c.marker}]" in text}
         checked.citations = sorted(cited.values(), key=lambda c: c.marker)  # a replaced answer's marker is gone
-    final = finish(text, bool(reason), reason, " ".join(o.raw for o in outcomes), checked)
+    final = finish(text, bool(reason), reason, " ".join(o.raw for o in outcomes), checked, conflict)
     final.second_look = any(o.second_look for o in outcomes)
     final.verdict = next((o.verdict.to_json() for o in outcomes if o.verdict), {})
-    if conflict:
-        final.conflict, final.conflict_groups = True, conflict.groups
+    if checked and checked.trimmed:
+        final.verdict["trimmed"] = list(checked.trimmed)
+    if any(o.unfocused for o in outcomes):  # what the focus check refused, for `rag eval` to weigh the check
+        final.verdict["unfocused"] = {"missing": [t for o in outcomes for t in o.unfocused],
+                                      "text": " ".join(o.checked.text for o in outcomes if o.checked)}
     yield final
 
 
@@ -279,6 +299,7 @@ class PartOutcome:
     checked: CheckResult | None
     verdict: Verdict | None = None
     second_look: bool = False
+    unfocused: list[str] = field(default_factory=list)  # the question's focus terms no cited sentence carries
 
 
 def _answer_part(part: str, whole: str, context: Context, generator: Generator, settings: Settings,
@@ -302,16 +323,25 @@ def _answer_part(part: str, whole: str, context: Context, generator: Generator, 
         raw, usage = yield from _reply(generator, *prompt, settings, timings, started, calls, "second-look", layers)
     if raw and _held_back(raw, settings):
         yield raw  # a refusal held back by _reply: show it now that no second look will replace it
-    reason, checked = check_reply(raw, part, context.passages, settings)
+    # A sentence refused for one detail the passages lack ("... in 2021") is answered without it, and checked,
+    # verified and decided as the shorter reply.
+    reply, trimmed = trim_details(raw, part, context.passages) if settings.trim_details else (raw, [])
+    reason, checked = check_reply(reply, part, context.passages, settings)
     verdict = None
     threshold = threshold_for(generator.name, settings.verify_threshold)
     if reason != "generator" and settings.verify and threshold is not None and not (checked and checked.declined):
         t0 = time.perf_counter()
-        verdict = verify(raw, part, context, generator, settings, rule(""), threshold, checked, not reason, usage)
+        verdict = verify(reply, part, context, generator, settings, rule(""), threshold, checked, not reason, usage)
         calls.append({"purpose": "verify", **verdict.usage.to_json()})
         timings["verify_s"] = timings.get("verify_s", 0.0) + time.perf_counter() - t0
-        reason, checked = _decided(reason, verdict, raw, context.passages, checked, settings)
-    return PartOutcome(raw, reason, checked, verdict, looked_twice)
+        reason, checked = _decided(reason, verdict, reply, context.passages, checked, settings)
+    if checked:
+        checked.trimmed = trimmed
+    checks_focus = not reason and checked and settings.focus_check
+    unfocused = missing_focus(part, checked, context.passages) if checks_focus else set()
+    if unfocused:  # true sentences, but about another figure, year or name than the one asked for
+        reason = "focus"
+    return PartOutcome(raw, reason, checked, verdict, looked_twice, sorted(unfocused))
 
 
 def _decided(reason: str, verdict: Verdict, raw: str, passages: list[Passage], checked: CheckResult | None,
@@ -358,6 +388,7 @@ def combine_parts(parts: list[str], outcomes: list[PartOutcome], settings: Setti
             continue
         sentences.append(outcome.checked.text)
         merged.declined += outcome.checked.declined
+        merged.trimmed += outcome.checked.trimmed
         merged.unsupported += outcome.checked.unsupported
         merged.supported_sentences += outcome.checked.supported_sentences
         for citation in outcome.checked.citations:

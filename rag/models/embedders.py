@@ -106,7 +106,11 @@ class Embedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         """A question: with the model's query prompt where it has one; the same as `embed` for MiniLM."""
-        return self._encode(self.model.encode_query, [text], False)[0]
+        return self.embed_queries([text])[0]
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Questions in batches (the API's embeddings of several queries)."""
+        return self._encode(self.model.encode_query, texts, False)
 
     def _encode(self, encode: Callable, texts: list[str], progress: bool) -> np.ndarray:
         vectors = encode(texts, batch_size=self.settings.embed_batch_size, normalize_embeddings=True,
@@ -174,7 +178,11 @@ class LlamaEmbedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         """A question, behind the model's query prefix."""
-        return self._encode([self.spec.query_prefix + text], False)[0]
+        return self.embed_queries([text])[0]
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Questions in batches, each behind the model's query prefix."""
+        return self._encode([self.spec.query_prefix + text for text in texts], False)
 
     def _encode(self, texts: list[str], progress: bool) -> np.ndarray:
         size = max(1, self.settings.embed_batch_size)

@@ -33,6 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from rag.answering.flow import clean_question, stream_answer, warm_up
 from rag.dates import TimeScope, request_scope
@@ -41,7 +42,8 @@ from rag.indexing.articles import UnknownArticle, add_articles, check_upload_siz
 from rag.indexing.build import current_build, index_folder
 from rag.ingest.reading import MB
 from rag.retrieval import calibration, get_retriever
-from rag.server.housekeeping import housekeeping_reply, is_housekeeping
+from rag.server.housekeeping import housekeeping_reply, is_housekeeping, suggested_prompts
+from rag.server.openapi import MAX_UPLOAD_FILES, STREAMED, Health, errors, install_openapi
 from rag.server.wire import (
     MODEL_ID,
     ChatRequest,
@@ -50,7 +52,7 @@ from rag.server.wire import (
     RetrieveRequest,
     by_article,
     chunk,
-    closest_event,
+    cited_events,
     completion,
     embedding_data,
     error_body,
@@ -59,6 +61,7 @@ from rag.server.wire import (
     reply,
     source_event,
     split_messages,
+    text_pieces,
     usage_of,
 )
 from rag.settings import Settings
@@ -68,9 +71,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 JSON_BODY_LIMIT = 4 * 1024 * 1024  # a chat request: 2,000-character questions and a few turns of history
-MAX_UPLOAD_FILES = 16
 UPLOAD_BODY_LIMIT = 256 * MB  # a bound on the whole body; each file is then checked against max_upload_mb
-MAX_EMBED_INPUTS = 256
 DISCONNECT_POLL_S = 0.25
 _END = object()
 
@@ -181,7 +182,7 @@ async def authorize(request: Request,
                            else "no API key: send the header \"Authorization: Bearer KEY\"")
 
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
+router = APIRouter(prefix="/v1", dependencies=[Depends(authorize)], responses=errors(401, 500))
 health_router = APIRouter()
 
 
@@ -269,17 +270,28 @@ class Asked:
     until: date | None = None
 
 
+def asked_text(text: str, settings: Settings) -> str:
+    """A question (or a retrieval query) as sent: at most `max_question_chars` characters counted as sent (as the
+    schema's maxLength counts them), and not empty once cleaned (`clean_question`)."""
+    if len(text) > settings.max_question_chars:
+        raise BadInput(f"the question is {len(text)} characters long; the limit is {settings.max_question_chars} "
+                       "(setting max_question_chars)")
+    return clean_question(text, settings)
+
+
 def answer_settings(body: ChatRequest, settings: Settings) -> Settings:
     changes: dict[str, Any] = {}
     if body.top_k:
         changes["top_k"] = body.top_k
     if body.max_completion_tokens or body.max_tokens:
         changes["max_new_tokens"] = body.max_completion_tokens or body.max_tokens
+    if body.stream_unchecked is not None:
+        changes["stream_unchecked"] = body.stream_unchecked
     return settings.replace(**changes) if changes else settings
 
 
 @router.post("/chat/completions", summary="Answer the last user message from the articles (OpenAI chat completions)",
-             max_body_size=JSON_BODY_LIMIT)
+             max_body_size=JSON_BODY_LIMIT, responses={**STREAMED, **errors(400, 404, 413, 429, 503)})
 async def chat_completions(body: ChatRequest, request: Request, state: State) -> Response:
     """The last user message is the question and the earlier turns its history; the reply is the checked answer of
     `rag.answer`, with `message.annotations`, `sources` (each with its article's `published` date and `outlet`,
@@ -287,17 +299,21 @@ async def chat_completions(body: ChatRequest, request: Request, state: State) ->
     and `conflict_groups` (the articles give different values: one group per value, its markers and sources) and
     `dates` (the publication dates the answer kept to). The extras `since` / `until` (YYYY-MM-DD, inclusive) keep
     only articles published in that range; a bad date is a 400 naming the field. With `stream`, server-sent
-    `chat.completion.chunk` frames: the role, one `source` event per article of the retrieved passages, the text
-    as it is generated, then a frame with the finish reason, the fields above and, when the checked text differs
-    from what streamed, `correction.content`; then `data: [DONE]`."""
+    `chat.completion.chunk` frames: the role; once the checks have decided, one `source` event per cited passage in
+    the order of its marker (a refusal: its closest sentence), the checked text in pieces, then a frame with the
+    finish reason and the fields above; then `data: [DONE]`. With the extra `stream_unchecked` (or the setting): one
+    `source` event per article of the retrieved passages, the text as it is generated, and in the last frame
+    `correction.content` when the checked text differs from what streamed."""
     check_model(body.model)
     question, history = split_messages(body.messages)
-    if is_housekeeping(question):
-        text = housekeeping_reply(question)
+    if is_housekeeping(question):  # no queue: follow-ups need an embedding and a search at most, no generator
+        loaded = state.ready.is_set() and not state.failure
+        text = await anyio.to_thread.run_sync(housekeeping_reply, question, state.settings if loaded else None,
+                                              state.corpus)
         return EventStream(_text_frames(text, body.model)) if body.stream else JSONResponse(reply(text, body.model))
     state.require_ready()
     settings = answer_settings(body, state.settings)
-    question = clean_question(question, settings)  # an empty or over-long question is a 400 before it queues
+    question = asked_text(question, settings)  # an empty or over-long question is a 400 before it queues
     asked = Asked(question, history, settings, body.since, body.until)
     ticket = state.gate.admit()
     include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -330,23 +346,33 @@ async def _final_answer(state: ApiState, asked: Asked) -> Answer:
 
 
 async def _answer_frames(state: ApiState, asked: Asked, model: str, include_usage: bool) -> AsyncIterator[str]:
+    """The frames of a streamed answer. By default nothing but the role is sent until the checks have decided: a
+    client that shows every piece (Open WebUI ignores `correction`) never shows a reply they reject. With
+    `stream_unchecked`, the retrieved passages and the reply as it is generated, then `correction`."""
     stream_id, streamed, finished = new_id(), [], False  # not finished: the client went away
     settings, question = asked.settings, asked.question
+    unchecked = settings.stream_unchecked
     yield sse(chunk(stream_id, model, {"role": "assistant", "content": ""}))
     try:
         async with contextlib.aclosing(_answer_events(state, asked)) as events:
             async for event in events:
-                if isinstance(event, Retrieval):
+                if isinstance(event, Answer):
+                    # unchecked: the retrieved passages were sent already; only a refusal's closest sentence is new
+                    for source in cited_events(event) if event.refused or not unchecked else []:
+                        yield sse(chunk(stream_id, model, event=source))
+                    for piece in [] if unchecked else text_pieces(event.text):
+                        streamed.append(piece)
+                        yield sse(chunk(stream_id, model, {"content": piece}))
+                    yield sse(final_chunk(stream_id, model, event, "".join(streamed), settings.max_new_tokens))
+                    if include_usage:
+                        yield sse(chunk(stream_id, model, usage=usage_of(event)))
+                elif not unchecked:
+                    continue  # what was retrieved and the draft: nothing is shown before the checks decide
+                elif isinstance(event, Retrieval):
                     floor = calibration(settings).min_relevance  # below it the answer is refused unread: no sources
                     if max((p.relevance for p in event.passages), default=0.0) >= floor:
                         for passages in by_article(event.passages):
                             yield sse(chunk(stream_id, model, event=source_event(passages)))
-                elif isinstance(event, Answer):
-                    if event.refused and event.closest:
-                        yield sse(chunk(stream_id, model, event=closest_event(event.closest)))
-                    yield sse(final_chunk(stream_id, model, event, "".join(streamed), settings.max_new_tokens))
-                    if include_usage:
-                        yield sse(chunk(stream_id, model, usage=usage_of(event)))
                 else:
                     streamed.append(event)
                     yield sse(chunk(stream_id, model, {"content": event}))
@@ -381,7 +407,7 @@ async def models(state: State) -> dict[str, Any]:
     return {"object": "list", "data": [_model_card(state)]}
 
 
-@router.get("/models/{model}", summary="One model")
+@router.get("/models/{model}", summary="One model", responses=errors(404))
 async def model(model: str, state: State) -> dict[str, Any]:
     check_model(model)
     return _model_card(state)
@@ -397,17 +423,18 @@ def _model_card(state: ApiState) -> dict[str, Any]:
             "meta": {"description": "Answers only from the indexed news articles, with cited passages",
                      "generator": settings.generator, "engine": settings.engine, "embedder": settings.embedder,
                      "articles": len(articles), "chunks": sum(a.chunks for a in articles),
-                     "top_k": settings.top_k, "max_tokens": settings.max_new_tokens}}
+                     "top_k": settings.top_k, "max_tokens": settings.max_new_tokens,
+                     "suggestion_prompts": suggested_prompts(articles)}}
 
 
 @router.post("/retrieve", summary="The passages for a query (retrieval only), with their scores",
-             max_body_size=JSON_BODY_LIMIT)
+             max_body_size=JSON_BODY_LIMIT, responses=errors(400, 413, 429, 503))
 async def retrieve_passages(body: RetrieveRequest, request: Request,
                             state: State) -> dict[str, Any]:
     """The passages retrieval finds, each with its article's `published` date, `outlet` and `also_in` (near-copies
     folded into it); `since` / `until` (YYYY-MM-DD, inclusive) keep only articles published in that range."""
     state.require_ready()
-    query = clean_question(body.query, state.settings)
+    query = asked_text(body.query, state.settings)
     k = body.top_k or state.settings.top_k
     passages = await _queued(request, state, lambda: _retrieve(query, k, body, state))
     return {"object": "list", "query": query, "data": [{**p.to_json(), "relevance": p.relevance} for p in passages]}
@@ -419,25 +446,19 @@ def _retrieve(query: str, k: int, dates: DateRange, state: ApiState) -> list[Pas
 
 
 @router.post("/embeddings", summary="Embeddings by the project's embedder (OpenAI embeddings)",
-             max_body_size=JSON_BODY_LIMIT)
+             max_body_size=JSON_BODY_LIMIT, responses=errors(400, 404, 413, 429, 503))
 async def embeddings(body: EmbeddingRequest, request: Request,
                      state: State) -> dict[str, Any]:
     from rag.models.embedders import get_embedder
 
     settings = state.settings
     check_model(body.model, (settings.embedder,))
-    texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    if not texts or len(texts) > MAX_EMBED_INPUTS or not all(t.strip() for t in texts):
-        raise BadInput(f"input must be 1 to {MAX_EMBED_INPUTS} texts, none of them empty")
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)  # 1 to 256, none blank (wire.py)
     state.require_ready()
     embedder = get_embedder(settings)
 
     def embed() -> Any:
-        if body.input_type == "document":
-            return embedder.embed(texts)
-        import numpy as np
-
-        return np.stack([embedder.embed_query(t) for t in texts])
+        return embedder.embed(texts) if body.input_type == "document" else embedder.embed_queries(texts)
 
     vectors = await _queued(request, state, embed)
     tokens = sum(len(t.split()) for t in texts)
@@ -478,7 +499,7 @@ async def articles(state: State) -> dict[str, Any]:
     return {"object": "list", "data": [_article(a) for a in listed]}
 
 
-@router.get("/articles/{doc_id:path}", summary="One indexed article")
+@router.get("/articles/{doc_id:path}", summary="One indexed article", responses=errors(404))
 async def article(doc_id: str, state: State) -> dict[str, Any]:
     listed = await anyio.to_thread.run_sync(list_articles, state.settings, state.corpus)
     found = next((a for a in listed if a.doc_id == doc_id), None)
@@ -487,7 +508,7 @@ async def article(doc_id: str, state: State) -> dict[str, Any]:
     return _article(found)
 
 
-@router.post("/articles", status_code=201, max_body_size=UPLOAD_BODY_LIMIT,
+@router.post("/articles", status_code=201, max_body_size=UPLOAD_BODY_LIMIT, responses=errors(400, 413, 429, 503),
              summary="Upload articles (.txt, .md, .html, .pdf): the same checks and limits as the chat page")
 async def upload_articles(request: Request, files: Annotated[list[UploadFile], File()],
                           state: State) -> dict[str, Any]:
@@ -526,7 +547,8 @@ def _save(upload: UploadFile, path: Path) -> Path:
     return path
 
 
-@router.delete("/articles/{doc_id:path}", summary="Delete an article from the corpus folder and the index")
+@router.delete("/articles/{doc_id:path}", summary="Delete an article from the corpus folder and the index",
+                responses=errors(400, 404, 429, 503))
 async def delete_article(doc_id: str, request: Request, state: State) -> dict[str, Any]:
     """The Articles panel's deletion: 404 for an id the index does not hold, 400 for the last article."""
     state.require_ready()
@@ -537,7 +559,9 @@ async def delete_article(doc_id: str, request: Request, state: State) -> dict[st
 # ---------------------------------------------------------------- health
 
 
-@health_router.get("/health", summary="Models loaded, index present, queue depth (503 until ready)")
+@health_router.get("/health", summary="Models loaded, index present, queue depth (503 until ready)",
+                   responses={200: {"model": Health, "description": "ready"},
+                              503: {"model": Health, "description": "the models are loading or failed to load"}})
 async def health(state: State) -> JSONResponse:
     ready = state.ready.is_set() and not state.failure
     body = {"status": "ok" if ready else "failed" if state.failure else "loading", "models_loaded": ready,
@@ -565,6 +589,16 @@ def _error_response(exc: BaseException, retry_after: int) -> JSONResponse:
                         headers=headers)
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route serves at the request's path (Starlette's own 405 names only the first route's)."""
+    routes = request.app.router.routes
+    return ", ".join(method for method in METHODS
+                     if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error as OpenAI's {"error": {"message", "type", "code"}} with its real status (rag.errors.outcome)."""
 
@@ -585,8 +619,10 @@ def install_error_handlers(app: FastAPI) -> None:
         error_type, code = kinds.get(exc.status_code, ("invalid_request_error", f"http_{exc.status_code}"))
         message = ("the request body is larger than this endpoint accepts" if exc.status_code == 413
                    else str(exc.detail))
-        return JSONResponse(error_body(message, error_type, code), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed(request)
+        return JSONResponse(error_body(message, error_type, code), status_code=exc.status_code, headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
@@ -614,11 +650,12 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
 
     app = FastAPI(title="rag-news API", version="1", lifespan=lifespan, docs_url="/docs",
                   description="OpenAI-compatible answers from the news articles, with their cited passages. "
-                              "Errors are OpenAI's {\"error\": {\"message\", \"type\", \"code\"}}.")
+                              "Errors are OpenAI's {\"error\": {\"message\", \"type\", \"code\", \"param\"}}.")
     app.state.rag = state
     app.include_router(router)
     app.include_router(health_router)
     install_error_handlers(app)
+    install_openapi(app, settings)
     return app
 
 

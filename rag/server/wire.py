@@ -7,12 +7,13 @@ import re
 import time
 import uuid
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from rag.errors import BadInput
+from rag.text import char_outside
 from rag.types import Answer, Citation, Passage
 
 MODEL_ID = "rag-news"  # the corpus, as the one model the API lists
@@ -22,16 +23,55 @@ ONE_MARKER = re.compile(r"\[(\d+)\]")
 # ---------------------------------------------------------------- requests
 
 
+TEXT_PARTS = ("text", "input_text")
+TEXT_PART = {"type": "object", "properties": {"type": {"enum": list(TEXT_PARTS)}, "text": {"type": "string"}},
+             "required": ["type", "text"]}
+# A text holding something besides white space (str.strip() leaves it non-empty).
+NOT_BLANK = char_outside("".join(c for c in map(chr, range(0x3001)) if c.isspace()))
+MAX_EMBED_INPUTS = 256
+EMBED_TEXT = {"type": "string", "pattern": NOT_BLANK}
+
+
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """One message; its content is text, or a list of text parts (an image or audio part is refused)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: Annotated[str | list[dict[str, Any]] | None, WithJsonSchema(
+        {"anyOf": [{"type": "string"}, {"type": "array", "items": TEXT_PART}, {"type": "null"}]})] = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_only(cls, content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        for part in content if isinstance(content, list) else []:
+            if part.get("type") not in TEXT_PARTS:
+                raise ValueError(f"only text can be asked about the articles, not a {part.get('type')!r} part")
+            if not isinstance(part.get("text"), str):
+                raise ValueError("a text part needs its `text`, a string")
+        return content
 
 
-ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+def _whole(value: Any) -> Any:
+    """JSON Schema's integer, which a strict int would refuse when written 3.0; "3" and true stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def whole(low: int, high: int) -> Any:
+    """An integer field from `low` to `high` (the range in the schema as minimum and maximum)."""
+    return Annotated[int, Field(ge=low, le=high), BeforeValidator(_whole)]
+
+
+TOKENS, CHAT_TOP_K, SEARCH_TOP_K = whole(1, 1024), whole(1, 20), whole(1, 50)
+ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# A day, or empty (no bound); in the schema as well as in `checked_day`.
+DAY_SCHEMA = {"anyOf": [{"type": "string", "format": "date"}, {"const": ""}, {"type": "null"}]}
 SINCE = "this API's extra: only articles published on or after this day (YYYY-MM-DD, inclusive)"
 UNTIL = "this API's extra: only articles published on or before this day (YYYY-MM-DD, inclusive)"
+STREAM_UNCHECKED = ("this API's extra: with `stream`, send the reply as it is generated and the checked text as "
+                    "`correction` in the last frame, for clients that apply it (default: the setting "
+                    "stream_unchecked, off: only the checked text is streamed, once the checks have decided)")
+PIECE_WORDS = 4  # words per content delta when the checked text is streamed
 
 
 def checked_day(value: Any) -> date | None:
@@ -41,20 +81,25 @@ def checked_day(value: Any) -> date | None:
         return value or None
     if not isinstance(value, str):
         raise ValueError(f"expected a date as a string YYYY-MM-DD, not {type(value).__name__}")
-    if not ISO_DAY.fullmatch(value.strip()):
+    if not ISO_DAY.fullmatch(value):
         raise ValueError(f"{value[:40]!r} is not a date YYYY-MM-DD (e.g. 2024-05-03)")
     try:
-        return date.fromisoformat(value.strip())
+        return date.fromisoformat(value)
     except ValueError:
         raise ValueError(f"{value!r} is not a day of the calendar") from None
 
 
 class DateRange(BaseModel):
     """`since` / `until`: the publication dates an answer (or a search) is limited to; both inclusive, either
-    open. An article of unknown date is left out when either is given."""
+    open. An article of unknown date is left out when either is given. Every field's type is strict: "5" is not a
+    number nor "true" a boolean, as the schema says."""
 
-    since: date | None = Field(None, description=SINCE, examples=["2024-05-03"])
-    until: date | None = Field(None, description=UNTIL, examples=["2024-05-31"])
+    model_config = ConfigDict(strict=True)
+
+    since: Annotated[date | None, WithJsonSchema(DAY_SCHEMA)] = Field(None, description=SINCE,
+                                                                      examples=["2024-05-03"])
+    until: Annotated[date | None, WithJsonSchema(DAY_SCHEMA)] = Field(None, description=UNTIL,
+                                                                      examples=["2024-05-31"])
 
     @field_validator("since", "until", mode="before")
     @classmethod
@@ -69,33 +114,46 @@ class DateRange(BaseModel):
 
 
 class ChatRequest(DateRange):
-    """An OpenAI chat completion request; `top_k`, `since` and `until` are this API's own extras. Other OpenAI
-    fields are accepted and ignored (decoding is greedy: temperature, top_p, seed and n do not apply)."""
+    """An OpenAI chat completion request; `top_k`, `since`, `until` and `stream_unchecked` are this API's own extras.
+    Other OpenAI fields are accepted and ignored (decoding is greedy: temperature, top_p, seed and n do not apply)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
-    model: str = MODEL_ID
-    messages: list[ChatMessage] = Field(min_length=1)
+    model: str = Field(MODEL_ID, json_schema_extra={"enum": [MODEL_ID]})
+    messages: list[ChatMessage] = Field(min_length=1, description=(
+        "the conversation: the last message is the question, a user message whose text holds something besides "
+        "white space and is at most max_question_chars (2000) characters long; the earlier user and assistant "
+        "turns are its history"))
     stream: bool = False
-    max_tokens: int | None = Field(None, ge=1, le=1024)
-    max_completion_tokens: int | None = Field(None, ge=1, le=1024)
-    top_k: int | None = Field(None, ge=1, le=20, description="passages to retrieve (this API's extra)")
+    max_tokens: TOKENS | None = None
+    max_completion_tokens: TOKENS | None = None
+    top_k: CHAT_TOP_K | None = Field(None, description="passages to retrieve (this API's extra)")
     stream_options: dict[str, Any] | None = None
+    stream_unchecked: bool | None = Field(None, description=STREAM_UNCHECKED)
 
 
 class RetrieveRequest(DateRange):
     query: str
-    top_k: int | None = Field(None, ge=1, le=50)
+    top_k: SEARCH_TOP_K | None = None
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
-    input: str | list[str]
+    input: Annotated[str | list[str], WithJsonSchema({"anyOf": [EMBED_TEXT, {
+        "type": "array", "items": EMBED_TEXT, "minItems": 1, "maxItems": MAX_EMBED_INPUTS}]})]
     model: str = MODEL_ID
     encoding_format: Literal["float", "base64"] = "float"
     input_type: Literal["query", "document"] = Field(
         "query", description="this API's extra: a question (the embedder's query prompt) or a passage")
+
+    @field_validator("input")
+    @classmethod
+    def _texts(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if not texts or len(texts) > MAX_EMBED_INPUTS or not all(re.search(NOT_BLANK, t) for t in texts):
+            raise ValueError(f"1 to {MAX_EMBED_INPUTS} texts, none of them empty or only white space")
+        return value
 
 
 def text_of(content: str | list[dict[str, Any]] | None) -> str:
@@ -158,15 +216,62 @@ def by_article(passages: list[Passage]) -> list[list[Passage]]:
     return list(groups.values())
 
 
-def closest_event(closest: Citation) -> dict[str, Any]:
-    """A refusal's closest sentence as a source event (a place to rephrase from, not an answer)."""
+CLOSEST = "Closest in the articles: "
+
+
+def passage_event(citation: Citation, passage: Passage | None = None, closest: bool = False,
+                  label: str = "") -> dict[str, Any]:
+    """One cited passage, or a refusal's closest sentence (`closest`: a place to rephrase from, not an answer), as
+    the `event` of a stream frame in the fields Open WebUI 0.12 reads (docs/http-api.md): `metadata.source` is one
+    id per passage, so that two passages of an article stay two sources; `metadata.name` the label of the [n] chip,
+    the source list and the source window (the article's title, date and outlet; `label` when given); the document,
+    shown as Markdown, the supporting sentence above the passage."""
+    published = citation.published or (passage.published if passage else "")
+    outlet = citation.outlet or (passage.outlet if passage else "")
+    when = ", ".join(part for part in (published, outlet) if part)
+    label = label or (CLOSEST if closest else "") + citation.title + (f" ({when})" if when else "")
+    key = f"{citation.doc_id}#{citation.chunk_id}" + ("#closest" if closest else "")
+    said = ("Closest sentence (the articles do not answer the question)" if closest else "Supporting sentence")
+    document = (f"**{citation.title}**" + (f" ({when})" if when else "") + f"\n\n**{said}:** "
+                f"{citation.span_text.strip()}\n\n**Passage:** {citation.passage.strip()}")
     return {"type": "source", "data": {
-        "source": {"id": closest.doc_id, "name": f"Closest in the articles: {closest.title}"},
-        "document": [closest.span_text],
-        "metadata": [{"source": closest.doc_id, "name": f"Closest in the articles: {closest.title}",
-                      "article": closest.doc_id, "chunk": closest.chunk_id, "closest": True,
-                      **dated(closest.published, closest.outlet)}],
+        "source": {"id": key, "name": label},
+        "document": [document],
+        "metadata": [{"source": key, "name": label, "title": citation.title, "article": citation.doc_id,
+                      "chunk": citation.chunk_id, "marker": None if closest else citation.marker,
+                      "sentence": citation.span_text, "start": citation.span_start, "end": citation.span_end,
+                      "closest": closest, **dated(published, outlet, passage.also_in if passage else None)}],
+        "distances": [round(citation.retrieval_score, 4)],
     }}
+
+
+def cited_events(final: Answer) -> list[dict[str, Any]]:
+    """The `source` events of a decided answer: one per cited passage in the order of its markers (the k-th event is
+    [k]), or a refusal's closest sentence as its one source. Two passages of one article get distinct labels (an
+    older Open WebUI keys the chips by label)."""
+    by_chunk = {p.chunk_id: p for p in final.passages}
+    if final.refused:
+        closest = final.closest
+        return [passage_event(closest, by_chunk.get(closest.chunk_id), closest=True)] if closest else []
+    events, labels = [], set()
+    for citation in final.citations:
+        passage = by_chunk.get(citation.chunk_id)
+        event = passage_event(citation, passage)
+        label = event["data"]["source"]["name"]
+        if label in labels:  # another passage of an article cited before
+            label = f"{label}, passage {citation.marker}"
+            event = passage_event(citation, passage, label=label)
+        labels.add(label)
+        events.append(event)
+    return events
+
+
+def text_pieces(text: str, words: int = PIECE_WORDS) -> list[str]:
+    """The checked text as content deltas of a few words each, markers kept whole; joined, they are the text."""
+    found = re.findall(r"\s*\S+", text)
+    pieces = ["".join(found[i:i + words]) for i in range(0, len(found), words)]
+    rest = text[sum(len(p) for p in pieces):]  # trailing white space
+    return pieces + [rest] if rest else pieces
 
 
 def source_of(citation: Citation, closest: bool = False, passage: Passage | None = None) -> dict[str, Any]:
@@ -253,7 +358,8 @@ def chunk(stream_id: str, model: str, delta: dict[str, Any] | None = None, finis
 
 def final_chunk(stream_id: str, model: str, final: Answer, streamed: str, max_tokens: int) -> dict[str, Any]:
     """The last frame with choices: the finish reason, the sources, and the checked text when it differs from what
-    streamed (markers moved or removed, a refusal in place of the reply): a client shows `correction.content`."""
+    streamed (`stream_unchecked` only: markers moved or removed, a refusal in place of the reply): a client that
+    streams unchecked text shows `correction.content`."""
     extra = extensions(final)
     if final.text != streamed:
         extra["correction"] = {"content": final.text}

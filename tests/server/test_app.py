@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -145,11 +146,13 @@ def extra(completion) -> dict:  # noqa: ANN001 - an openai model: the API's own 
     return completion.model_extra or {}
 
 
-async def stream_answer(client: openai.AsyncOpenAI, question: str, messages: list | None = None) -> dict:
-    """Every frame of a streamed answer, sorted into what a client sees: sources, text pieces, the final frame."""
+async def stream_answer(client: openai.AsyncOpenAI, question: str, messages: list | None = None,
+                        **extra: object) -> dict:
+    """Every frame of a streamed answer, sorted into what a client sees: sources, text pieces, the final frame
+    (`extra`: the API's request extras, such as stream_unchecked)."""
     stream = await client.chat.completions.create(
         model="rag-news", stream=True, stream_options={"include_usage": True},
-        messages=messages or [{"role": "user", "content": question}])
+        messages=messages or [{"role": "user", "content": question}], extra_body=extra or None)
     seen: dict = {"order": [], "sources": [], "pieces": [], "final": None, "usage": None}
     async for chunk in stream:
         data = chunk.to_dict()
@@ -194,6 +197,10 @@ def test_models_lists_the_corpus_with_its_generator_and_embedder(server: Server)
     meta = models[0].model_extra["meta"]
     assert meta["embedder"] == TEST_EMBEDDER and meta["generator"] == (TEST_GENERATOR or Settings().generator)
     assert meta["articles"] == 1 and meta["chunks"] > 1
+    title = SEED_ARTICLE.read_text(encoding="utf-8").splitlines()[0].rstrip(".")
+    prompts = meta["suggestion_prompts"]  # what Open WebUI offers before the first question: about the article
+    assert [p["content"] for p in prompts] == [f'What does the article "{title}" report?']
+    assert title.startswith(prompts[0]["title"][0].rstrip("…")) and prompts[0]["title"][1] == "in the articles"
     assert client.models.retrieve("rag-news").id == "rag-news"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4o")
@@ -220,19 +227,50 @@ def test_an_answer_carries_its_sources_and_annotations(server: Server) -> None:
     assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
 
 
-def test_a_streamed_answer_sends_the_sources_first_then_the_text(server: Server) -> None:
+def first_appearances(text: str) -> list[int]:
+    """The markers of a text in the order a reader meets them, each once."""
+    return list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
+
+
+def test_a_streamed_answer_is_the_checked_text_after_one_source_per_cited_passage(server: Server) -> None:
+    """By default nothing but the role is sent before the checks decide; then the cited passages, each its own
+    source numbered as the text numbers it, then the checked text in pieces: what streamed is the final text, with
+    no `correction` for a client to apply."""
     seen = asyncio.run(stream_answer(server.async_client(), QUESTION))
-    assert seen["order"][0] == "source" and seen["order"][-1] == "final", seen["order"]
-    assert "text" in seen["order"] and seen["order"].index("text") > seen["order"].index("source")
-    for source in seen["sources"]:  # Open WebUI's shape: documents, their metadata, a relevance in [-1, 1]
-        assert source["source"]["id"] == SEED_ID and source["source"]["name"]
-        assert len(source["document"]) == len(source["metadata"]) == len(source["distances"]) >= 1
-        assert all(-1 <= d <= 1 for d in source["distances"]) and source["metadata"][0]["source"] == SEED_ID
-    final = seen["final"]
-    assert final["choices"][0]["finish_reason"] == "stop" and final["refused"] is False
-    assert ("correction" in final) == (final.get("correction", {}).get("content") != "".join(seen["pieces"]))
-    assert "1.02 trillion won" in checked_text(seen) and final["sources"]
+    final, text = seen["final"], "".join(seen["pieces"])
+    assert final["choices"][0]["finish_reason"] == "stop" and final["refused"] is False and "correction" not in final
+    assert text == ask(server, QUESTION).choices[0].message.content and "1.02 trillion won" in text
+    assert seen["order"] == ["source"] * len(seen["sources"]) + ["text"] * len(seen["pieces"]) + ["final"]
+    markers = first_appearances(text)  # [1], [2], ... in order of first appearance, without gaps
+    assert markers == list(range(1, len(markers) + 1)) and markers, text
+    assert not re.search(r"\]\s*(?:[,;]|and)?\s+\[|\],", text)  # a list of markers is written "[1][2]"
+    assert [s["metadata"][0]["marker"] for s in seen["sources"]] == markers == [s["marker"] for s in final["sources"]]
+    article = SEED_ARTICLE.read_text(encoding="utf-8")
+    for source in seen["sources"]:  # Open WebUI's shape: one document, its metadata, a relevance in [-1, 1]
+        meta = source["metadata"][0]
+        assert len(source["document"]) == len(source["distances"]) == 1 and -1 <= source["distances"][0] <= 1
+        assert meta["article"] == SEED_ID and source["source"]["name"] == meta["name"]
+        assert meta["name"].startswith(meta["title"]) and meta["published"] in meta["name"]
+        assert article[meta["start"]:meta["end"]] == meta["sentence"] and meta["sentence"] in source["document"][0]
+    assert len({s["metadata"][0]["source"] for s in seen["sources"]}) == len(seen["sources"])  # never merged
     assert seen["usage"]["completion_tokens"] > 0
+
+
+def test_a_reply_the_checks_refuse_is_never_streamed_unless_asked_for(server: Server) -> None:
+    """The seed article gives no head count: the checks refuse the generator's draft. A client that shows every
+    piece (Open WebUI) gets the refusal and the closest sentence as its one source; with `stream_unchecked` the
+    draft streams as it is generated and the last frame's `correction` replaces it."""
+    question = "How many employees does Samsung Electronics have?"
+    seen = asyncio.run(stream_answer(server.async_client(), question))
+    assert "".join(seen["pieces"]) == REFUSAL and seen["final"]["refused"] and "correction" not in seen["final"]
+    assert seen["order"] == ["source"] + ["text"] * len(seen["pieces"]) + ["final"]
+    (source,) = seen["sources"]
+    meta = source["metadata"][0]
+    assert meta["name"] == source["source"]["name"] and meta["name"].startswith("Closest in the articles: ")
+    assert meta["closest"] is True and meta["title"] in meta["name"] and meta["sentence"] in source["document"][0]
+    draft = asyncio.run(stream_answer(server.async_client(), question, stream_unchecked=True))
+    assert draft["final"]["correction"]["content"] == REFUSAL != "".join(draft["pieces"]), draft["pieces"]
+    assert draft["order"].index("text") < draft["order"].index("final")
 
 
 def test_a_question_the_articles_do_not_answer_is_a_normal_completion_saying_so(server: Server) -> None:
@@ -338,11 +376,11 @@ def wait_idle(server: Server, timeout: float = 60) -> dict:
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(server: Server) -> None:
     client = server.client()
     before = wait_idle(server)["stopped_by_client"]
-    stream = client.chat.completions.create(model="rag-news", stream=True,
+    stream = client.chat.completions.create(model="rag-news", stream=True, extra_body={"stream_unchecked": True},
                                             messages=[{"role": "user", "content": "Who did Zuckerberg meet in Seoul?"}])
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
-            break  # the first piece of text: the generator is running
+            break  # the first piece of the draft (stream_unchecked): the generator is running
     stream.close()
     started = time.monotonic()
     queue = wait_idle(server, timeout=30)  # the generation stops at its next piece and gives back its lock
@@ -458,6 +496,9 @@ def test_keys_are_enforced_when_set(tmp_path: Path) -> None:
             assert caught.value.body["type"] == "authentication_error"
         for path in ("/v1/models", "/v1/articles"):  # no key at all
             assert httpx.get(f"{url}{path}", timeout=10).status_code == 401
+        described = httpx.get(f"{url}/openapi.json", timeout=10).json()  # the key, as configured, in the schema
+        assert described["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+        assert "401" in described["paths"]["/v1/models"]["get"]["responses"]
         assert [m.id for m in client("key-two").models.list()] == ["rag-news"]
         with pytest.raises(openai.InternalServerError) as caught:  # a key, but no models: 503
             client("key-one").chat.completions.create(model="rag-news",
@@ -473,6 +514,7 @@ def test_keys_are_optional_on_loopback(server: Server) -> None:
     docs = httpx.get(f"{server.url}/docs", timeout=30)
     schema = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
     assert docs.status_code == 200 and "/v1/chat/completions" in schema["paths"] and "/health" in schema["paths"]
+    assert "securitySchemes" not in schema["components"]  # no key configured: none declared
 
 
 def test_a_non_local_host_needs_keys(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ the dates, and `since` / `until` keep the answer to the articles of those days."
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 import sys
@@ -105,10 +106,17 @@ def test_a_streamed_answer_carries_dates_in_its_source_events_and_the_conflict_l
     metadata = [m for source in seen["sources"] for m in source["metadata"]]
     assert metadata and all(m["published"] == PUBLISHED[m["article"]] and m["outlet"] == OUTLETS[m["article"]]
                             for m in metadata), metadata
-    final = seen["final"]
-    assert {"conflict", "conflict_groups", "dates"} <= set(final)
+    final, text = seen["final"], "".join(seen["pieces"])
+    assert {"conflict", "conflict_groups", "dates"} <= set(final) and "correction" not in final
     assert final["conflict"] is True and len(final["conflict_groups"]) == 2, final
-    assert "disagree" in "".join(seen["pieces"])  # the sentence streams before the final frame
+    assert "disagree" in text  # the sentence streams before the final frame
+    # one source per cited passage, the k-th for [k]: markers numbered in order of first appearance, without gaps,
+    # the disagreement's groups numbered alike
+    markers = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
+    assert markers == list(range(1, len(seen["sources"]) + 1)) == [m["marker"] for m in metadata], (text, metadata)
+    grouped = [m for g in final["conflict_groups"] for m in g["markers"]]
+    assert len(set(grouped)) == 2 and set(grouped) <= set(markers)
+    assert all(m["name"].startswith(m["title"]) and m["published"] in m["name"] for m in metadata)
 
 
 def test_since_keeps_the_answer_to_the_later_article(server: Server) -> None:

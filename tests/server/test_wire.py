@@ -6,8 +6,18 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from rag.server.app import _article, create_app
-from rag.server.wire import ChatRequest, closest_event, completion, final_chunk, source_event, sources_of
+from rag.server.app import _article, answer_settings, create_app
+from rag.server.wire import (
+    PIECE_WORDS,
+    ChatRequest,
+    cited_events,
+    completion,
+    final_chunk,
+    passage_event,
+    source_event,
+    sources_of,
+    text_pieces,
+)
 from rag.settings import Settings
 from rag.types import Answer, ArticleInfo, Citation, Passage
 
@@ -78,9 +88,44 @@ def test_a_refusal_s_closest_sentence_carries_its_date() -> None:
     closest = citation(1, WIRE, "2024-05-03", "Metro Wire")
     refused = Answer(QUESTION, "The articles do not say.", [], True, [WIRE], refusal_reason="generator",
                      closest=closest)
-    assert closest_event(closest)["data"]["metadata"][0]["published"] == "2024-05-03"
+    assert passage_event(closest, closest=True)["data"]["metadata"][0]["published"] == "2024-05-03"
     (source,) = sources_of(refused)
     assert source["closest"] and source["published"] == "2024-05-03" and source["outlet"] == "Metro Wire"
+    (event,) = cited_events(refused)  # its own source, labelled as what it is, in the fields Open WebUI shows
+    data = event["data"]
+    assert data["source"]["name"] == data["metadata"][0]["name"] == \
+        "Closest in the articles: Title of wire-bridge.txt (2024-05-03, Metro Wire)"
+    assert data["metadata"][0]["closest"] is True and data["metadata"][0]["marker"] is None
+    assert WIRE.text in data["document"][0] and "Closest sentence" in data["document"][0]
+
+
+def test_each_cited_passage_is_its_own_source_in_the_order_of_its_marker() -> None:
+    events = [e["data"] for e in cited_events(disagreeing_answer())]
+    assert [e["metadata"][0]["marker"] for e in events] == [1, 2]  # the k-th source event is [k]
+    # Open WebUI makes one source of the documents that share `metadata.source`: one id per passage
+    assert len({e["metadata"][0]["source"] for e in events}) == 2
+    assert all(len(e["document"]) == len(e["metadata"]) == len(e["distances"]) == 1 for e in events)
+    ledger = events[0]
+    assert ledger["source"]["name"] == ledger["metadata"][0]["name"] == \
+        "Title of ledger-bridge.md (2024-05-02, Coastal Ledger)"
+    assert ledger["metadata"][0]["sentence"] == LEDGER.text and ledger["metadata"][0]["also_in"] == [COPY]
+    assert ledger["document"][0].startswith("**Title of ledger-bridge.md** (2024-05-02, Coastal Ledger)")
+    assert f"**Supporting sentence:** {LEDGER.text}" in ledger["document"][0]
+    # two passages of one article: two sources, with labels that differ too
+    second = passage(3, "ledger-bridge.md", "2024-05-02", "Coastal Ledger")
+    answer = Answer(QUESTION, "It costs $8.2 million [1]. Work starts soon [2].",
+                    [citation(1, LEDGER), citation(2, second)], False, [LEDGER, second])
+    names = [e["data"]["metadata"][0]["name"] for e in cited_events(answer)]
+    assert len(set(names)) == 2 and names[1].endswith("passage 2")
+
+
+def test_the_checked_text_streams_in_pieces_of_a_few_words_that_join_to_it() -> None:
+    text = "It costs $8.2 million [1][2]. The articles disagree: $8.2 million [1] (2024-05-02, Coastal Ledger)."
+    pieces = text_pieces(text)
+    assert "".join(pieces) == text and len(pieces) > 1
+    assert all(len(p.split()) <= PIECE_WORDS for p in pieces) and any("[1][2]." in p for p in pieces)
+    assert text_pieces("The articles do not say.") == ["The articles do not", " say."]
+    assert "".join(text_pieces(" two  words ")) == " two  words " and text_pieces("") == []
 
 
 def test_articles_are_listed_with_publication_date_outlet_and_copies() -> None:
@@ -146,3 +191,12 @@ def test_the_openapi_schema_describes_the_date_extras(client: TestClient) -> Non
                 "description"]
     chat = client.get("/openapi.json").json()["paths"]["/v1/chat/completions"]["post"]["description"]
     assert "conflict_groups" in chat and "published" in chat and "since" in chat
+
+
+def test_stream_unchecked_is_a_request_extra_over_the_setting() -> None:
+    messages = [{"role": "user", "content": QUESTION}]
+    assert answer_settings(ChatRequest(messages=messages), Settings()).stream_unchecked is False  # checked only
+    assert answer_settings(ChatRequest(messages=messages, stream_unchecked=True), Settings()).stream_unchecked
+    on = Settings(stream_unchecked=True)
+    assert answer_settings(ChatRequest(messages=messages), on).stream_unchecked is True
+    assert answer_settings(ChatRequest(messages=messages, stream_unchecked=False), on).stream_unchecked is False

@@ -19,7 +19,8 @@ ROWS = ("answer time p50: whole document", "answer time p50: probes and fitted d
         "transformers engine, time to first",
         "decode tokens/s",
         "retrieval p50: retrieve()", "index build chunks/s", "saving one document's generator state",
-        "cold start: rag ask", "answer time p50 through the API", "peak RSS of rag chat")
+        "cold start: rag ask", "answer time p50 through the API", "time to the first shown token p50 through the API",
+        "streamed answer total time p50 through the API", "peak RSS of rag chat")
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The page's HTML for dated news without a browser or a model: each source's date and outlet, the near-copies
 folded into it, the disagreement box, the dates an answer kept to, and the Articles panel newest first with its
-filter. Every piece of article text is escaped."""
+filter; the unchecked draft's box, and a chat history that never keeps a draft. Every piece of article or reply
+text is escaped."""
 
 from __future__ import annotations
 
@@ -133,3 +134,36 @@ def test_the_page_s_filter_says_when_a_date_cannot_be_read() -> None:
     assert "Check the filter&#x27;s dates" in html and "since" in html and "<b>" not in html
     assert "2 articles (of 5)" in filtered_table(ARTICLES, "", "2024-05-02", "2024-05-03")
     assert "5 articles, 6 chunks" in filtered_table(ARTICLES, "", "", None)
+
+
+def test_the_draft_is_labelled_unchecked_and_escaped_with_its_line_breaks() -> None:
+    from ui.render import DRAFT_LABEL, as_chat_text, draft_bubble, is_draft
+
+    bubble = draft_bubble(f"Samsung has 10,000 <b>employees</b> [3].\n\n{HOSTILE} & more")
+    assert bubble.startswith('<div class="rag-draft"') and is_draft(bubble)
+    assert f'<div class="rag-draft-label" role="status">{DRAFT_LABEL}</div>' in bubble
+    assert "10,000 &lt;b&gt;employees&lt;/b&gt; [3].<br><br>&lt;script&gt;" in bubble and "&amp; more" in bubble
+    assert "<script>" not in bubble and "<b>" not in bubble and "\n" not in bubble  # no blank line ends the box
+    assert not is_draft(as_chat_text(bubble))  # a checked reply quoting the markup is never taken for a draft
+
+
+def test_a_draft_cut_off_before_its_checks_is_left_out_of_the_conversation() -> None:
+    from ui.app import conversation
+    from ui.render import draft_bubble
+
+    answered = [{"role": "user", "content": "Who?"}, {"role": "assistant", "content": "Yoon [1]."}]
+    cut_off = [{"role": "user", "content": "How many employees?"},
+               {"role": "assistant", "content": [{"type": "text", "text": draft_bubble("10,000 [3].")}]}]
+    assert conversation(answered + cut_off) == answered
+
+
+def test_a_refusal_never_shows_the_rejected_reply_s_sentences() -> None:
+    p = passage(0, "ledger.md", "2024-05-02", "Coastal Ledger")
+    invented = "Samsung Electronics has 10,000 employees."
+    refused = Answer(QUESTION, "The articles do not say.", [], True, [p], unsupported=[invented],
+                     refusal_reason="unsupported", raw_text=invented + " [1]")
+    html = render_answer(refused, show_scores=False)
+    assert "No answer from the articles" in html and "10,000" not in html and "rag-unsupported" not in html
+    answered = Answer(QUESTION, f"It costs $8.2 million [1]. {invented}", [cite(1, p)], False, [p],
+                      unsupported=[invented])
+    assert "Not supported by the passages" in render_answer(answered, show_scores=False)  # flagged, in an answer
