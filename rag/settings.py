@@ -96,7 +96,7 @@ class Settings:
     min_support: float = 0.5  # fraction of a sentence's key words a cited passage must hold
     partial_answers: bool = True  # a two-part question is answered part by part; a part not in the articles is named
     trim_details: bool = True  # a detail no passage gives ("in 2021") is cut from a supported sentence, not refused
-    focus_check: bool = True  # the cited sentences must carry the question's figures, years and names, or refuse
+    focus_check: bool = False  # refuse unless the cited passages carry the question's figures, years and names
     verify: bool = True  # the generator judges whether the passages state the answer (rag/answering/verification.py)
     verify_threshold: float = -1.0  # P(Yes) + 0.1 x sentence support below it is refused; -1: the generator's own
     # the fitted answer-or-refuse decision (rag/answering/decision.py): "" = the one packaged for the generator, if any;

@@ -17,6 +17,10 @@ from rag.types import CheckResult, Citation, Passage
 _LEADS = (r"in|on|at|by|from|since|during|of|for|with|to|until|after|before|around|about|nearly|almost|over|under|"
           r"some|roughly|approximately|as of|as early as|as many as|more than|less than|up to")
 _MARKERS_AT_END = re.compile(r"((?:\s*\[\d+\])*)\s*([.!?]?)\s*$")
+# What may follow a detail's term within its phrase: up to three words, then punctuation, the end, or the next
+# phrase or clause ("for 30 minutes", "in 2021 to lead"); a phrase running on further is not cut.
+_PHRASE_TAIL = re.compile(rf"(?:\s+(?!(?:{_LEADS}|and|but|or|which|who|that)\b)[^\s,;()]+){{0,3}}"
+                          rf"(?=\s*(?:[,;.)]|$)|\s+(?:{_LEADS}|and|but|or|which|who|that)\b)", re.IGNORECASE)
 DETAIL_WORDS = 6  # the longest phrase trimmed as a detail; a longer one is the claim itself
 
 
@@ -37,9 +41,9 @@ def _candidate_trims(body: str, missing: set[str]) -> Iterator[tuple[str, str]]:
             end = token.end()
             lead = re.compile(rf"(?:,\s*|\s+)(?:{_LEADS})\s+(?:\S+\s+){{0,{DETAIL_WORDS - 2}}}$", re.IGNORECASE)
             found = lead.search(body[:token.start()])
-            if found:  # the phrase runs on to a comma when only a word or two follow ("with 300 companies,")
-                tail = re.match(r"(?:\s+[^\s,;()]+){1,2}(?=\s*,)", body[end:])
-                cuts.append((found.start(), end + (tail.end() if tail else 0)))
+            tail = _PHRASE_TAIL.match(body[end:])
+            if found and tail:  # the phrase runs on to where the next one starts ("for 30 minutes", "with 300 firms,")
+                cuts.append((found.start(), end + tail.end()))
             clause_start = max(body.rfind(",", 0, token.start()), body.rfind("(", 0, token.start()))
             clause_end = min((i for i in (body.find(",", end), body.find(")", end)) if i >= 0), default=len(body))
             if clause_start >= 0:
@@ -80,14 +84,23 @@ def trim_details(reply: str, question: str, passages: list[Passage]) -> tuple[st
         missing = _unstated(claim, read) - asked  # the question's own words restated are no added detail
         body, ending = _ends(sentence)
         cut = next(((shorter, removed) for shorter, removed in _candidate_trims(body, missing)
-                    if not _unstated(strip_markers(shorter), read) and adds_information(question, shorter)
-                    and holds_focus(question, strip_markers(shorter))), None) if missing else None
+                    if _may_cut(removed, question, asked) and not _unstated(strip_markers(shorter), read)
+                    and adds_information(question, shorter) and holds_focus(question, strip_markers(shorter))),
+                   None) if missing else None
         if cut is None:
             kept_sentences.append(sentence)
             continue
         trimmed.append(cut[1])
         kept_sentences.append(cut[0] + (" " if ending.startswith("[") else "") + ending)
     return " ".join(kept_sentences), trimmed
+
+
+def _may_cut(removed: str, question: str, asked: set[str]) -> bool:
+    """Whether a phrase may go as a detail: it holds none of the question's words, and nothing of the kind the
+    question asks for (a date for "when", a figure for "how much", a name for "who"): what is asked is never cut,
+    even when what is left still holds something of that kind."""
+    kind_asked = not holds_focus(question, "")
+    return not set().union(*key_terms(removed)) & asked and not (kind_asked and holds_focus(question, removed))
 
 
 # ---------------------------------------------------------------- the question's focus

@@ -112,3 +112,21 @@ def test_the_questions_own_words_restated_are_never_cut_as_a_detail():
     awards = [Passage(1, "oscars", "Oscars", text, 0, len(text), (0, 1))]
     reply = "Joaquin Phoenix won Best Actor at the 92nd Academy Awards Ceremony [1]."
     assert trim_details(reply, "Which actor won Best Actor at the 92nd Academy Awards Ceremony?", awards) == (reply, [])
+
+
+@pytest.mark.parametrize(("question", "reply"), [
+    # a phrase holding the question's own word goes with the question, not as a detail
+    ("Who is the president of FIFA?", "Jeffrey Webb is the president of CONCACAF, a confederation under FIFA [1]."),
+    # the date a "when" question asks for is never cut, even when a year would be left
+    ("When was the Pixel 5a announced?", "The Pixel 5a was announced on August 26, 2021 [1]."),
+])
+def test_what_the_question_asks_for_is_never_cut(question, reply):
+    text = "Jeffrey Webb leads CONCACAF. Google announced the Pixel 5a in 2021."
+    snippets = [Passage(1, "rgb", "RGB snippet", text, 0, len(text), (0, 1))]
+    assert trim_details(reply, question, snippets) == (reply, [])
+
+
+def test_a_detail_phrase_goes_whole_with_its_unit(article):
+    reply = "President Yoon met Zuckerberg for 45 minutes in Seoul [1]."
+    assert trim_details(reply, "Who met Zuckerberg?", article) == (
+        "President Yoon met Zuckerberg in Seoul [1].", ["for 45 minutes"])
