@@ -60,15 +60,15 @@ def key_terms(text: str) -> tuple[set[str], set[str]]:
 # ---------------------------------------------------------------- citation markers
 
 MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
-# A run of markers with what separates them ("[1], [2] and [4]"), and the space before it.
-_MARKER_RUN = re.compile(r"\s*" + MARKER.pattern + r"(?:\s*(?:[,;]|and)?\s*" + MARKER.pattern + ")*")
+# A run of markers with what separates them ("[1], [2] and [4]"), and the space before it: groups 1 and 2.
+MARKER_RUN = re.compile(r"(\s*)(" + MARKER.pattern + r"(?:\s*(?:[,;]|and)?\s*" + MARKER.pattern + ")*)")
 _PUNCTUATION = ".,;:!?"
 
 
 def strip_markers(text: str) -> str:
     """The text without its citation markers ("[2]", "[1, 3]", "[1], [2]"), so that they cannot count as numbers or
     words; nothing else of the text changes."""
-    return _MARKER_RUN.sub("", text).strip()
+    return MARKER_RUN.sub("", text).strip()
 
 
 def words_kept(raw: str, checked: str) -> bool:

@@ -8,14 +8,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+from tools.serving import free_port, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "tests" / "server" / "schemathesis.toml"
@@ -32,10 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rag-contract-") as folder:
         url, server = _serve(Path(folder))
         try:
-            _wait_ready(url, server)
-            command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
-                       "--checks", "all", "--max-time", str(args.seconds), "--max-examples", "1000",
-                       "--report", "junit", "--report-dir", str(args.report), *args.extra, f"{url}/openapi.json"]
+            try:
+                wait_healthy(f"{url}/health", server, Path(folder) / "server.log", "rag serve", READY_TIMEOUT_S,
+                             interval_s=0.5)
+            except (RuntimeError, TimeoutError) as error:
+                raise SystemExit(str(error)) from None
+            command = schemathesis_command(url, "--max-time", str(args.seconds), "--max-examples", "1000",
+                                           "--report", "junit", "--report-dir", str(args.report), *args.extra)
             print("$", " ".join(command), flush=True)
             return subprocess.run(command, cwd=REPO, check=False).returncode
         finally:
@@ -50,9 +51,7 @@ def _serve(folder: Path) -> tuple[str, subprocess.Popen]:
     (folder / "corpus").mkdir()
     for article in (REPO / "corpus").glob("*.txt"):
         shutil.copy(article, folder / "corpus")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "RAG_CORPUS_DIR": str(folder / "corpus"), "RAG_INDEX_DIR": str(folder / "index")}
     log = open(folder / "server.log", "w")  # noqa: SIM115 - the server writes it until it stops
     server = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--port", str(port)], cwd=REPO, env=env,
@@ -60,18 +59,11 @@ def _serve(folder: Path) -> tuple[str, subprocess.Popen]:
     return f"http://127.0.0.1:{port}", server
 
 
-def _wait_ready(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"rag serve stopped (exit {server.returncode}) before it was ready")
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"rag serve was not ready within {READY_TIMEOUT_S} s")
+def schemathesis_command(url: str, *options: str) -> list[str]:
+    """Schemathesis's command line with this project's configuration and hooks, every check on, against the API at
+    `url` (the suite's bounded run and `make check-contract` alike)."""
+    return [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run", "--checks", "all",
+            *options, f"{url}/openapi.json"]
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tools.serving import free_port, wait_healthy
 
 REPO = Path(__file__).resolve().parent.parent
 OPENWEBUI_VERSION = "0.12.4"  # the current release when this check was written (PyPI)
@@ -169,13 +170,6 @@ def _absent_words(question: str, corpus_text: str) -> set[str]:
 # ---------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def ensure_openwebui(venv: Path = VENV) -> Path:
     """The `open-webui` command of the pinned release, installed in its own virtualenv on first use."""
     wanted = f"open-webui=={OPENWEBUI_VERSION} torch=={TORCH_VERSION}"
@@ -212,23 +206,6 @@ def running(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
                 process.wait(timeout=30)
-
-
-def wait_healthy(url: str, process: subprocess.Popen | None, log: Path | None, what: str) -> None:
-    """Waits until `url` answers 200; raises with the log's tail when the process exits or time runs out."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}:\n{_tail(log)}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=10).status_code == 200:
-                return
-        time.sleep(1)
-    raise TimeoutError(f"{what} did not become ready in {START_TIMEOUT_S} s:\n{_tail(log)}")
-
-
-def _tail(log: Path | None, chars: int = 3000) -> str:
-    return log.read_text(errors="replace")[-chars:] if log and log.exists() else ""
 
 
 def start_rag(root: Path, port: int, log: Path) -> subprocess.Popen:
@@ -671,13 +648,13 @@ def check(args: argparse.Namespace, work: Path, checks: Checks) -> None:
             server = stack.enter_context(running(start_rag(args.rag_root, port, log)))
             rag_url = f"http://127.0.0.1:{port}"
             print(f"rag serve from {args.rag_root} on {rag_url} (log {log})", flush=True)
-            wait_healthy(f"{rag_url}/health", server, log, "rag serve")
+            wait_healthy(f"{rag_url}/health", server, log, "rag serve", START_TIMEOUT_S)
         ui_port, ui_log, data_dir = free_port(), work / "open-webui.log", work / "open-webui-data"
         print(f"Open WebUI {OPENWEBUI_VERSION} on http://127.0.0.1:{ui_port} (data {data_dir}, log {ui_log})",
               flush=True)
         ui = stack.enter_context(running(start_openwebui(command, rag_url, ui_port, data_dir, api_key, ui_log)))
         ui_url = f"http://127.0.0.1:{ui_port}"
-        wait_healthy(f"{ui_url}/health", ui, ui_log, "Open WebUI")
+        wait_healthy(f"{ui_url}/health", ui, ui_log, "Open WebUI", START_TIMEOUT_S)
         session = stack.enter_context(browser(ui_url))
         corpus = args.corpus or (args.rag_root / "corpus")
         run = Run(session, rag_url, api_key, article_titles(rag_url, api_key), corpus_text(corpus), args.shots,

@@ -28,9 +28,6 @@ from rag.text import strip_markers
 
 def outcomes(rows: list[dict[str, Any]], rgb: bool, focus: bool) -> dict[str, float | int]:
     """Answer accuracy, refusal accuracy and false refusals, with the focus check or without it."""
-    def found(text: str, gold: Any) -> bool:
-        return rgb_correct(text, gold) if rgb else contains_answer(text, gold)
-
     answered_right = refused_unanswerable = refused_answerable = 0
     answerable = [r for r in rows if not r["unanswerable"]]
     for row in rows:
@@ -43,12 +40,17 @@ def outcomes(rows: list[dict[str, Any]], rgb: bool, focus: bool) -> dict[str, fl
         elif refused:
             refused_answerable += 1
         else:
-            answered_right += found(strip_markers(text), row["answers"])
+            answered_right += _found(strip_markers(text), row["answers"], rgb)
     unanswerable = len(rows) - len(answerable)
     return {"answer_accuracy": round(answered_right / len(answerable), 3) if answerable else 0.0,
             "refusal_accuracy": round(refused_unanswerable / unanswerable, 3) if unanswerable else 0.0,
             "false_refusals": round(refused_answerable / len(answerable), 3) if answerable else 0.0,
             "answerable": len(answerable), "unanswerable": unanswerable}
+
+
+def _found(text: str, gold: Any, rgb: bool) -> bool:
+    """Whether a reply holds the gold answer, by RGB's rule or the project set's."""
+    return rgb_correct(text, gold) if rgb else contains_answer(text, gold)
 
 
 def recheck(rows: list[dict[str, Any]], corpus: Path | None) -> int:
@@ -81,9 +83,7 @@ def _passages_read(row: dict[str, Any], retriever: Retriever) -> list:
 def trimmed(rows: list[dict[str, Any]], rgb: bool) -> dict[str, int]:
     """Replies with a detail trimmed, and of those the answerable ones answered right."""
     cut = [r for r in rows if (r.get("verdict") or {}).get("trimmed")]
-    right = sum(not r["refused"] and not r["unanswerable"] and (
-        rgb_correct(r["prediction"], r["answers"]) if rgb else contains_answer(r["prediction"], r["answers"]))
-        for r in cut)
+    right = sum(not r["refused"] and not r["unanswerable"] and _found(r["prediction"], r["answers"], rgb) for r in cut)
     return {"trimmed": len(cut), "trimmed_unanswerable_answered": sum(r["unanswerable"] and not r["refused"]
                                                                       for r in cut), "trimmed_right": right}
 

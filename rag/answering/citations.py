@@ -10,6 +10,7 @@ from typing import Any
 from rag.dates import spoken_date
 from rag.text import (
     MARKER,
+    MARKER_RUN,
     STOP_WORDS,
     is_instruction,
     key_terms,
@@ -21,8 +22,6 @@ from rag.text import (
 )
 from rag.types import CheckResult, Citation, Passage
 
-# A list of markers, whatever separates them ("[1], [2] and [4]", "[1] [2]", "[1, 2]"), with the space before it.
-_MARKER_LIST = re.compile(r"(\s*)(\[\d+(?:\s*[,;]\s*\d+)*\](?:\s*(?:[,;]|and)?\s*\[\d+(?:\s*[,;]\s*\d+)*\])*)")
 PASSAGE_LABEL = re.compile(r"\b(?:passage|source|document)\s*#?\s*(\d+)\b", re.IGNORECASE)
 # Words about the sources rather than the news: a sentence made only of these (and stop words) is filler.
 _META = {
@@ -204,7 +203,7 @@ def renumber(text: str, citations: list[Citation], groups: list[dict[str, Any]] 
         new = sorted({numbers[old] for old in found})
         return match.group(1) + "".join(f"[{n}]" for n in new) if new else ""
 
-    text = _MARKER_LIST.sub(rewrite, text)
+    text = MARKER_RUN.sub(rewrite, text)
     renumbered = sorted((dataclasses.replace(c, marker=numbers[c.marker]) for c in citations if c.marker in numbers),
                         key=lambda c: c.marker)
     regrouped = [{**group, "markers": [numbers[m] for m in group.get("markers") or [] if m in numbers]}

@@ -226,10 +226,9 @@ def passage_event(citation: Citation, passage: Passage | None = None, closest: b
     id per passage, so that two passages of an article stay two sources; `metadata.name` the label of the [n] chip,
     the source list and the source window (the article's title, date and outlet; `label` when given); the document,
     shown as Markdown, the supporting sentence above the passage."""
-    published = citation.published or (passage.published if passage else "")
-    outlet = citation.outlet or (passage.outlet if passage else "")
+    published, outlet = _published_and_outlet(citation, passage)
     when = ", ".join(part for part in (published, outlet) if part)
-    label = label or (CLOSEST if closest else "") + citation.title + (f" ({when})" if when else "")
+    label = label or source_label(citation, passage, closest)
     key = f"{citation.doc_id}#{citation.chunk_id}" + ("#closest" if closest else "")
     said = ("Closest sentence (the articles do not answer the question)" if closest else "Supporting sentence")
     document = (f"**{citation.title}**" + (f" ({when})" if when else "") + f"\n\n**{said}:** "
@@ -245,6 +244,18 @@ def passage_event(citation: Citation, passage: Passage | None = None, closest: b
     }}
 
 
+def source_label(citation: Citation, passage: Passage | None = None, closest: bool = False) -> str:
+    """What a front-end names a source: the article's title, with its date and outlet where known."""
+    when = ", ".join(part for part in _published_and_outlet(citation, passage) if part)
+    return (CLOSEST if closest else "") + citation.title + (f" ({when})" if when else "")
+
+
+def _published_and_outlet(citation: Citation, passage: Passage | None) -> tuple[str, str]:
+    """When and by whom a cited passage was published: the citation's own, else its passage's."""
+    return (citation.published or (passage.published if passage else ""),
+            citation.outlet or (passage.outlet if passage else ""))
+
+
 def cited_events(final: Answer) -> list[dict[str, Any]]:
     """The `source` events of a decided answer: one per cited passage in the order of its markers (the k-th event is
     [k]), or a refusal's closest sentence as its one source. Two passages of one article get distinct labels (an
@@ -256,13 +267,11 @@ def cited_events(final: Answer) -> list[dict[str, Any]]:
     events, labels = [], set()
     for citation in final.citations:
         passage = by_chunk.get(citation.chunk_id)
-        event = passage_event(citation, passage)
-        label = event["data"]["source"]["name"]
+        label = source_label(citation, passage)
         if label in labels:  # another passage of an article cited before
             label = f"{label}, passage {citation.marker}"
-            event = passage_event(citation, passage, label=label)
         labels.add(label)
-        events.append(event)
+        events.append(passage_event(citation, passage, label=label))
     return events
 
 
@@ -277,8 +286,7 @@ def text_pieces(text: str, words: int = PIECE_WORDS) -> list[str]:
 def source_of(citation: Citation, closest: bool = False, passage: Passage | None = None) -> dict[str, Any]:
     """A cited passage: its marker, article, chunk, text, the character offsets of the supporting sentence in
     the article's text, when and by whom it was published, and the articles holding a near-copy of it."""
-    published = citation.published or (passage.published if passage else "")
-    outlet = citation.outlet or (passage.outlet if passage else "")
+    published, outlet = _published_and_outlet(citation, passage)
     return {"marker": None if closest else citation.marker, "article": citation.doc_id, "title": citation.title,
             "chunk": citation.chunk_id, "text": citation.passage,
             "span": {"start": citation.span_start, "end": citation.span_end, "text": citation.span_text},

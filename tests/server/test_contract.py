@@ -12,25 +12,23 @@ tests/server/contract_hooks.py; `make check-contract` runs the same contract for
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import httpx
 import pytest
 
 from tests.conftest import REPO
 from tests.server.test_app import Server, server  # noqa: F401 - the real server, started once for this module
+from tools.check_contract import schemathesis_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-CONFIG = REPO / "tests" / "server" / "schemathesis.toml"
 EXAMPLES = 10  # per operation and phase: about 70 s for the ten operations on 2 cores
 SEED = "41"
 RUN_TIMEOUT_S = 600
 
 
 def test_every_operation_keeps_the_contract_with_every_check_on(server: Server) -> None:  # noqa: F811
-    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run", "--checks", "all",
-               "--max-examples", str(EXAMPLES), "--seed", SEED, f"{server.url}/openapi.json"]
+    command = schemathesis_command(server.url, "--max-examples", str(EXAMPLES), "--seed", SEED)
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
     report = done.stdout[-30000:] + done.stderr[-5000:]
     assert done.returncode == 0, report

@@ -11,22 +11,21 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
 
 import pytest
 
 import rag  # noqa: F401  - offline environment first
-from tests.conftest import REPO, SEED_ARTICLE, make_settings
-from tests.ui.test_page import (
+from tests.conftest import REPO, SEED_ARTICLE
+from tests.ui.test_page import (  # noqa: F401 - app_url, browser_context, page and ui_settings: fixtures, reused
     ANSWER_TIMEOUT_S,
     ARTIFACTS,
-    CHROMIUM_ARGS,
     SNAPSHOT_JS,
     STATUS,
-    UI_GENERATOR,
-    open_page,
+    app_url,
+    browser_context,
+    page,
     page_text,
-    served_page,
+    ui_settings,
 )
 from ui.render import DRAFT_LABEL
 
@@ -60,43 +59,7 @@ WATCH_JS = """() => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("ui-draft")
-    (tmp / "corpus").mkdir()
-    shutil.copy(SEED_ARTICLE, tmp / "corpus")
-    with pytest.MonkeyPatch.context() as mp:  # the defaults, not a developer's rag.toml or RAG_* variables
-        for key in [k for k in os.environ if k.startswith("RAG_") and k != "RAG_TEST_GENERATOR"]:
-            mp.delenv(key)
-        mp.chdir(REPO)
-        settings = make_settings(tmp, generator=UI_GENERATOR)
-    with served_page(settings) as url:
-        yield url
-
-
-@pytest.fixture
-def page(app_url: str):  # noqa: ANN201 - a playwright Page
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium")
-    if not chromium:
-        pytest.skip("Debian's chromium is not installed")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1440, "height": 1000})
-        context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(app_url)
-                      else route.abort())  # nothing outside the app
-        context.set_default_timeout(30_000)
-        page = context.new_page()
-        open_page(page, app_url)
-        try:
-            yield page
-        finally:
-            browser.close()
-
-
-def ask_watched(page, question: str, screenshot: str = "") -> tuple[str, list[dict]]:  # noqa: ANN001 - a Page
+def ask_watched(page, question: str, screenshot: str = "") -> tuple[str, list[dict]]:  # noqa: ANN001, F811 - a Page
     """Ask through the page with the observer on; the final bubble's text and every state the bubble went through.
     With `screenshot`, the page is captured there each time the draft has grown: the last one holds it whole."""
     page.evaluate(WATCH_JS)
@@ -131,7 +94,7 @@ def drafts_marked(seen: list[dict], final: str) -> str:
     return draft
 
 
-def test_a_rejected_draft_is_marked_while_checked_then_replaced_by_the_refusal(page) -> None:  # noqa: ANN001
+def test_a_rejected_draft_is_marked_while_checked_then_replaced_by_the_refusal(page) -> None:  # noqa: ANN001, F811
     shot = ARTIFACTS / "checking-draft.png"
     shot.unlink(missing_ok=True)
     final, seen = ask_watched(page, REFUSED, screenshot=str(shot))
@@ -148,7 +111,7 @@ def test_a_rejected_draft_is_marked_while_checked_then_replaced_by_the_refusal(p
         shutil.copy(shot, DOCS_IMAGE)
 
 
-def test_an_accepted_answer_replaces_its_draft_unmarked(page) -> None:  # noqa: ANN001
+def test_an_accepted_answer_replaces_its_draft_unmarked(page) -> None:  # noqa: ANN001, F811
     final, seen = ask_watched(page, ANSWERED)
     drafts_marked(seen, final)
     assert final and final != REFUSAL and not final.startswith("⚠"), seen
