@@ -65,6 +65,9 @@ class Settings:
     ray_address: str = ""  # `rag index` embeds on Ray: "local" (a Ray started for the run) or a cluster's address
     auto_index: bool = True  # rebuild a missing or stale index on load instead of failing
     top_k: int = 4  # passages given to the generator
+    # retrieved passages (not a whole document) are read as their best-matching sentence and its neighbours up
+    # to this many generator tokens each; 0 reads them whole
+    read_window_tokens: int = 0
     candidates: int = 20  # passages each stage (dense, BM25) proposes before fusion
     dense: bool = True  # the dense (vector) stage
     bm25: bool = True  # the BM25 (lexical) stage

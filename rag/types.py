@@ -1,7 +1,9 @@
-"""The data types the stages share: documents and chunks, passages, citations, answers, usage, reports."""
+"""The data types the stages share: documents and chunks, passages, citations, answers, usage, reports, indexing
+progress."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -236,6 +238,64 @@ class IndexReport:
             what += f"; {len(self.resumed)} documents embedded by an interrupted run reused"
         return (f"indexed {self.documents} documents, {self.chunks} chunks ({what}) in {self.seconds:.2f} s; "
                 f"embedded {self.embedded_chunks} chunks at {self.chunks_per_s:.1f} chunks/s")
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    """Where an indexing run stands, as its progress callback is told (rag/indexing/progress.py). The counts are
+    this run's work: the new or changed documents read (or found unreadable) of those to read, and their chunks
+    embedded (or taken from an interrupted run) of the chunks expected. Until every document has been chunked the
+    expected chunks are an estimate from the documents chunked so far (`chunks_exact` False). `eta_s`, the seconds
+    of embedding left at the rate measured so far, is None until enough has been embedded to say."""
+
+    stage: str  # "scanning" | "loading" | "copying" | "embedding" | "writing" | "done"
+    documents_done: int = 0
+    documents_total: int = 0
+    chunks_done: int = 0
+    chunks_total: int = 0
+    chunks_exact: bool = False
+    elapsed_s: float = 0.0  # since the run began
+    eta_s: float | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        """The share of the chunks embedded (1.0 once writing); None while nothing says how many there will be."""
+        if self.stage in ("writing", "done"):
+            return 1.0
+        if self.stage != "embedding" or not self.chunks_total:
+            return None
+        return min(1.0, self.chunks_done / self.chunks_total)
+
+    def describe(self) -> str:
+        """One line for a person: "Embedding 412/~1,005 chunks · 38/181 docs · 1m12s left" ("~": estimated)."""
+        docs = f"{self.documents_done:,}/{self.documents_total:,} docs"
+        if self.stage == "scanning":
+            return "Scanning the articles…"
+        if self.stage == "loading":
+            return f"Loading the embedder · {self.documents_total:,} docs to index"
+        if self.stage == "copying":
+            return "Copying the unchanged articles from the last build…"
+        if self.stage == "writing":
+            return f"Writing the index · {self.chunks_done:,} chunks · {docs}"
+        if self.stage == "done":
+            return f"Indexed {self.chunks_done:,} chunks · {docs} in {_duration(self.elapsed_s)}"
+        if not self.chunks_total and not self.chunks_exact:
+            return f"Reading · {docs}"
+        line = f"Embedding {self.chunks_done:,}/{'' if self.chunks_exact else '~'}{self.chunks_total:,} chunks · {docs}"
+        return line + (f" · {_duration(self.eta_s)} left" if self.eta_s is not None else "")
+
+
+ProgressCallback = Callable[[IndexProgress], None]
+
+
+def _duration(seconds: float) -> str:
+    """A time span as a person reads it: "8s", "1m12s", "2h05m"."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02}m"
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 
 from rag.cli import main
 from rag.indexing.build import current_build
-from tests.conftest import REPO, cache_with_models, write
+from tests.conftest import REPO, cache_with_models, child_env, write
 
 
 @pytest.fixture
@@ -52,6 +52,21 @@ def test_index_prints_a_summary_and_is_incremental(env_settings, capsys, monkeyp
     assert main(["index"]) == 0
     captured = capsys.readouterr()
     assert "skipped:" in captured.err and "empty.txt: no text" in captured.err
+
+
+@pytest.mark.integration
+def test_index_into_a_pipe_shows_progress_as_plain_lines(env_settings):
+    """Into a pipe: no carriage return, no escape code, no model library's bar; the progress ends with its totals
+    (a line every few seconds before that on a long run: tests/indexing/test_progress.py)."""
+    env = child_env(RAG_CORPUS_DIR=str(env_settings / "corpus"), RAG_INDEX_DIR=str(env_settings / "index"),
+                    RAG_INDEX_STATES="false", RAG_EMBED_BATCH_SIZE="4")
+    done = subprocess.run([sys.executable, "-m", "rag.cli", "index"], capture_output=True, text=True, cwd=REPO,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    for output in (done.stdout, done.stderr):
+        assert "\r" not in output and "\x1b" not in output
+    chunks = int(re.search(r"indexed 1 documents, (\d+) chunks", done.stdout).group(1))
+    assert re.search(rf"^Indexed {chunks} chunks · 1/1 docs in \d+s$", done.stderr, re.MULTILINE), done.stderr
 
 
 @pytest.mark.unit

@@ -38,6 +38,7 @@ from rag.models.registry import GENERATORS
 from rag.retrieval import calibration, get_retriever, retrieve
 from rag.settings import Settings, load_settings
 from rag.types import Prefix
+from tools.bench_pages import pages_rows
 from tools.results import RESULTS, Row, median, print_table, replace_rows
 
 # ---------------------------------------------------------------- answers
@@ -127,9 +128,9 @@ NEWS_OFF = {"fold_copies": False, "conflict_checks": 0}
 EXTRACTION_PAGES = Path("..") / "shared" / "benchmarks" / "article-extraction" / "html"
 
 
-def news_rows(settings: Settings, questions: list[str], quick: bool) -> list[Row]:
+def news_rows(settings: Settings, questions: list[str], quick: bool, pages: bool = True) -> list[Row]:
     """The seed article's answer time and RGB's multi-document answer time with the news handling on and off
-    (interleaved), and indexing real web pages against encoding their chunks alone."""
+    (interleaved), and (with `pages`) indexing real web pages against encoding their chunks alone."""
     seed_on, seed_off = _interleaved(questions, settings, None)
     rows = load_rgb(DEFAULT_RGB_PATH)[50:100:25 if quick else 5]
     corpus = prepare_rgb(DEFAULT_RGB_PATH, settings)[1]
@@ -139,8 +140,7 @@ def news_rows(settings: Settings, questions: list[str], quick: bool) -> list[Row
             median(seed_on), median(seed_off), "<= 1.1", "s", f"{len(questions)} questions, interleaved"),
         Row("multi-document answer time p50: disagreement checks on ÷ off (RGB positions 50-99)", median(rgb_on),
             median(rgb_off), "<= 1.2", "s", f"{len(rows)} RGB queries, interleaved"),
-        pages_index_row(settings, 30 if quick else 181),
-    ]
+    ] + ([pages_index_row(settings, 30 if quick else 181)] if pages else [])
 
 
 def _interleaved(questions: list[str], settings: Settings, corpus: Path | None) -> tuple[list[float], list[float]]:
@@ -493,7 +493,8 @@ def run(settings: Settings, quick: bool) -> list[Row]:
     rows = answer_rows(settings, sample)
     rows += decision_rows(settings, decision_sample(settings, quick))
     rows += multi_document_rows(settings, quick)
-    rows += news_rows(settings, sample, quick)
+    rows += news_rows(settings, sample, quick, pages=False)  # the pages' rows come with the 181-page scenario
+    rows += pages_rows(settings, 30 if quick else 181, 4 if quick else 20)
     rows.append(ttft_row(settings, sample[:repetitions]))  # a cold prompt costs seconds: a few suffice
     rows.append(transformers_ttft_row(sample[:repetitions]))
     rows.append(decode_row(settings, sample))

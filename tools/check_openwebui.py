@@ -10,7 +10,9 @@ address is aborted and listed) asks questions about the seed article the way a u
   own passage with the supporting sentence;
 - a question whose draft the checks reject: the refusal on screen, no rejected text on the page (after a reload
   too) or in Open WebUI's saved chat, the refusal's closest sentence shown as its own, labelled source;
-- after a refusal, and after an off-topic question: the follow-ups shown name nothing the articles lack.
+- after a refusal, and after an off-topic question: the follow-ups shown name nothing the articles lack;
+- a question whose draft adds a detail the articles do not state: the answer without it, saying a detail was left
+  out, and the detail nowhere on the page or in the saved chat.
 
 What the server meant is read first from its own stream (the same question, greedy decoding: the same reply), so
 a rejected draft is known by its words. Screenshots go to `--shots` named `<label><scenario>.png`. Exit status 0
@@ -60,6 +62,9 @@ ANSWERED = ("What will the South Korean government invest in AI, and what did th
             "deploy for AI semiconductors?")
 REJECTED = "How many employees does Samsung Electronics have?"
 OFF_TOPIC = "What is the capital of France?"
+# The draft adds a year that no sentence about the Alliance gives ("… by the Korean government in 2021").
+TRIMMED = "Who established the Metaverse Alliance?"
+TRIMMED_DETAIL = "2021"
 
 MARKERS = re.compile(r"(\s*\[\d+(?:,\s*\d+)*\])+")  # one run of markers, as Open WebUI's citation extension reads
 MARKER_IDS = re.compile(r"\d+")
@@ -520,13 +525,20 @@ def check_passages(run: Run, message_id: str, expected: Probe, view: dict[str, A
                          f"sentence {sentence!r} for [{marker}]")
 
 
+def asked(run: Run, question: str, shot: str) -> tuple[Probe, str, str, dict[str, Any]]:
+    """The server's own answer to the question (the probe), then the question asked in Open WebUI: the probe, the
+    chat and message ids, and the message as it is shown (screenshot `shot`)."""
+    expected = probe(run.rag_url, question, run.api_key)
+    chat_id, message_id = ask(run.session, question)
+    view = look(run.session, message_id)
+    run.shoot(shot)
+    return expected, chat_id, message_id, view
+
+
 def scenario_answered(run: Run) -> None:
     print(f"\n(a) answered: {ANSWERED}", flush=True)
-    expected = probe(run.rag_url, ANSWERED, run.api_key)
+    expected, chat_id, message_id, view = asked(run, ANSWERED, "answer")
     run.checks.note(f"the server answers {ANSWERED!r} with {expected.checked!r} (refused: {expected.refused})")
-    chat_id, message_id = ask(run.session, ANSWERED)
-    view = look(run.session, message_id)
-    run.shoot("answer")
     saved = saved_reply(run.session, chat_id)
     run.checks.note(f"Open WebUI shows {view['text']!r}; chips {view['chips']}; sources {view['sources']}")
     run.checks.check("answer: the server answered (not refused)", not expected.refused, expected.checked)
@@ -574,12 +586,9 @@ def check_follow_ups(run: Run, what: str, question: str, follow_ups: list[str]) 
 
 def scenario_rejected(run: Run, data_dir: Path | None) -> None:
     print(f"\n(b) rejected draft: {REJECTED}", flush=True)
-    expected = probe(run.rag_url, REJECTED, run.api_key)
+    expected, chat_id, message_id, view = asked(run, REJECTED, "refusal")
     draft = expected.rejected_draft
     run.checks.note(f"the server streams {expected.streamed!r} and keeps {expected.checked!r}")
-    chat_id, message_id = ask(run.session, REJECTED)
-    view = look(run.session, message_id)
-    run.shoot("refusal")
     run.checks.check("refusal: the server refuses the question", expected.refused, expected.checked)
     check_shown_text(run, "refusal", view, expected)
     check_no_draft(run, "on the page", view["page"], draft)
@@ -598,13 +607,26 @@ def scenario_rejected(run: Run, data_dir: Path | None) -> None:
     check_no_draft(run, "in Open WebUI's database", _saved_in_database(data_dir, chat_id), draft)
 
 
+def scenario_trimmed(run: Run) -> None:
+    print(f"\n(d) one detail trimmed: {TRIMMED}", flush=True)
+    expected, chat_id, _, view = asked(run, TRIMMED, "trimmed")
+    run.checks.note(f"the server streams {expected.streamed!r} and keeps {expected.checked!r}")
+    run.checks.check("trimmed: the draft held the detail the articles do not state",
+                     TRIMMED_DETAIL in expected.streamed, expected.streamed)
+    run.checks.check("trimmed: answered without the detail (not refused)",
+                     not expected.refused and TRIMMED_DETAIL not in expected.checked, expected.checked)
+    # Not compared word for word with the probe's text: Open WebUI's request is the second generation of this
+    # prompt, read partly from the kept prefix, and may differ by a word ("South Korean" for "Korean").
+    run.checks.check("trimmed: the page says a detail was left out", "left out" in view["bare"], view["bare"])
+    saved = _saved_contents(run.session, chat_id)
+    run.checks.check("trimmed: the detail is nowhere on the page or in the saved chat",
+                     TRIMMED_DETAIL not in view["page"] and TRIMMED_DETAIL not in saved, saved)
+
+
 def scenario_off_topic(run: Run) -> None:
     print(f"\n(c) off-topic: {OFF_TOPIC}", flush=True)
-    expected = probe(run.rag_url, OFF_TOPIC, run.api_key)
+    expected, _, _, view = asked(run, OFF_TOPIC, "off-topic")
     run.checks.note(f"the server replies {expected.checked!r} (refused: {expected.refused})")
-    _, message_id = ask(run.session, OFF_TOPIC)
-    view = look(run.session, message_id)
-    run.shoot("off-topic")
     run.checks.check("off-topic: refused", expected.refused, expected.checked)
     check_shown_text(run, "off-topic", view, expected)
     check_follow_ups(run, "off-topic refusal", OFF_TOPIC, view["followUps"])
@@ -628,7 +650,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def scenarios(run: Run, data_dir: Path | None) -> None:
-    for scenario in (scenario_answered, lambda r: scenario_rejected(r, data_dir), scenario_off_topic):
+    for scenario in (scenario_answered, lambda r: scenario_rejected(r, data_dir), scenario_off_topic,
+                     scenario_trimmed):
         try:
             scenario(run)
         except Exception as error:  # noqa: BLE001 - one scenario's failure is reported, the others still run

@@ -22,7 +22,7 @@ from rag.errors import EXPECTED
 from rag.indexing.articles import add_articles, list_articles, remove_articles
 from rag.models.registry import GENERATORS
 from rag.settings import Settings, SettingsError
-from rag.types import Answer, ArticleInfo, Retrieval
+from rag.types import Answer, ArticleInfo, IndexProgress, Retrieval
 from ui import render
 
 log = logging.getLogger(__name__)
@@ -263,9 +263,14 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
         if not paths:
             return gr.skip(), gr.skip(), None
         names = [p.name for p in paths]
-        progress(0.05, desc=f"Checking and indexing {len(paths)} file(s)…")
+        progress(0.0, desc=f"Checking and indexing {len(paths)} file(s)…")
+
+        def indexing(update: IndexProgress) -> None:  # "Embedding 412/~1,005 chunks · 38/181 docs · 1m12s left"
+            # a number always: Gradio shows the text only beside a bar (0 until the chunks expected are known)
+            progress(update.fraction or 0.0, desc=update.describe())
+
         try:
-            report = add_articles(paths, settings, corpus=corpus)
+            report = add_articles(paths, settings, corpus=corpus, progress=indexing)
         except EXPECTED_ERRORS as exc:
             log.warning("upload failed: %s", exc)
             return render.error_box(f"Nothing was indexed: {exc}"), info(generator), None

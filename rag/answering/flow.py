@@ -27,6 +27,7 @@ from rag.answering.prompts import (
     build_prompt,
 )
 from rag.answering.verification import Verdict, layout_of, reply_layers, studied_reply_layers, threshold_for, verify
+from rag.answering.windows import sentence_window
 from rag.dates import TimeScope, as_of_date, request_scope, time_scope
 from rag.errors import BadInput
 from rag.generators.base import Generator, complete
@@ -38,6 +39,9 @@ from rag.text import char_outside, is_instruction, key_terms, normalize_text, sp
 from rag.types import Answer, CheckResult, Passage, Prefix, Retrieval, Usage
 
 NOT_IN_ARTICLES = "The articles do not say: {part}"
+# Closes an answer a detail was trimmed from, so that it reads as partial in every client (Open WebUI keeps
+# only the text). It does not repeat the detail: a reader should not take it from the note.
+TRIMMED_NOTE = "The articles do not state one detail of the reply, so it was left out."
 LATEST_REPORTS = 2  # passages read for a question that asks for the latest: the newest report and the one before
 _PART_BREAK = re.compile(r",?\s+and\s+(?=(?:how|what|when|where|who|whom|which|why|whose|did|does|do|is|are|was|were|"
                          r"will|can|has|have)\b)", re.IGNORECASE)
@@ -156,7 +160,8 @@ def fits(question: str, context: Context, generator: Generator, settings: Settin
 def reading_context(question: str, passages: list[Passage], retriever: Retriever, generator: Generator,
                     settings: Settings, scope: TimeScope | None = None) -> Context:
     """The whole document when every retrieved passage comes from it and it fits (`whole_document`), else the
-    retrieved passages, dropping the lowest-ranked until they fit. When the latest is asked for and the passages
+    retrieved passages (with `read_window_tokens`, each cut to its best-matching sentences: rag/answering/windows.py),
+    dropping the lowest-ranked until they fit. When the latest is asked for and the passages
     are dated, only the newest report and the one before it are read (retrieval put them first): given four
     reports of one figure, the 1.5B generator often answers with an older one."""
     if scope and scope.latest and sum(bool(p.published) for p in passages) > 1:
@@ -167,6 +172,8 @@ def reading_context(question: str, passages: list[Passage], retriever: Retriever
         if fits(question, document, generator, settings):
             return document
     kept = list(passages)
+    if settings.read_window_tokens:
+        kept = [sentence_window(question, p, settings.read_window_tokens, generator.count_tokens) for p in kept]
     while len(kept) > 1 and not fits(question, Context(kept), generator, settings):
         kept.pop()
     return Context(kept)
@@ -266,6 +273,9 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
         text = conflict.sentence if conflict.replace_answer else f"{ended(text)} {conflict.sentence}"
         cited = {c.marker: c for c in checked.citations + conflict.citations if f"[{c.marker}]" in text}
         checked.citations = sorted(cited.values(), key=lambda c: c.marker)  # a replaced answer's marker is gone
+    if not reason and checked and checked.trimmed and not (conflict and conflict.replace_answer):
+        yield ("" if ended(text) == text else ".") + " " + TRIMMED_NOTE
+        text = f"{ended(text)} {TRIMMED_NOTE}"
     final = finish(text, bool(reason), reason, " ".join(o.raw for o in outcomes), checked, conflict)
     final.second_look = any(o.second_look for o in outcomes)
     final.verdict = next((o.verdict.to_json() for o in outcomes if o.verdict), {})

@@ -16,20 +16,22 @@ from rag.types import CheckResult, Citation, Passage
 # A detail phrase: a preposition (or a comma) and at most six words up to the end of the unsupported term.
 _LEADS = (r"in|on|at|by|from|since|during|of|for|with|to|until|after|before|around|about|nearly|almost|over|under|"
           r"some|roughly|approximately|as of|as early as|as many as|more than|less than|up to")
-_MARKERS_AT_END = re.compile(r"((?:\s*\[\d+\])*)\s*([.!?]?)\s*$")
+# A sentence's closing run of markers and full stop, in either order ("2021 [3].", "2021. [3]").
+_MARKERS_AT_END = re.compile(r"(?:[.!?]\s*)?(?:\[\d+\]\s*)*[.!?]?\s*$")
 # What may follow a detail's term within its phrase: up to three words, then punctuation, the end, or the next
 # phrase or clause ("for 30 minutes", "in 2021 to lead"); a phrase running on further is not cut.
 _PHRASE_TAIL = re.compile(rf"(?:\s+(?!(?:{_LEADS}|and|but|or|which|who|that)\b)[^\s,;()]+){{0,3}}"
                           rf"(?=\s*(?:[,;.)]|$)|\s+(?:{_LEADS}|and|but|or|which|who|that)\b)", re.IGNORECASE)
 DETAIL_WORDS = 6  # the longest phrase trimmed as a detail; a longer one is the claim itself
-# The start of a detail's phrase: a preposition (after a comma or a space) at most DETAIL_WORDS - 2 words before it.
-_PHRASE_LEAD = re.compile(rf"(?:,\s*|\s+)(?:{_LEADS})\s+(?:\S+\s+){{0,{DETAIL_WORDS - 2}}}$", re.IGNORECASE)
+# The start of a detail's phrase: a preposition (after a comma or a space); the term must follow it within
+# DETAIL_WORDS - 2 words.
+_PHRASE_LEAD = re.compile(rf"(?:,\s*|\s+)(?:{_LEADS})\s+", re.IGNORECASE)
 
 
 def _ends(claim: str) -> tuple[str, str]:
     """A sentence without its closing markers and full stop, and those (so a trim keeps them)."""
     match = _MARKERS_AT_END.search(claim)
-    return claim[:match.start()].rstrip(" ,;"), claim[match.start():].strip()
+    return claim[:match.start()].rstrip(" ,;"), match.group().strip()
 
 
 def _candidate_trims(body: str, missing: set[str]) -> Iterator[tuple[str, str]]:
@@ -42,10 +44,9 @@ def _candidate_trims(body: str, missing: set[str]) -> Iterator[tuple[str, str]]:
             if term not in terms:
                 continue
             end = token.end()
-            found = _PHRASE_LEAD.search(body[:token.start()])
             tail = _PHRASE_TAIL.match(body[end:])
-            if found and tail:  # the phrase runs on to where the next one starts ("for 30 minutes", "with 300 firms,")
-                cuts.append((found.start(), end + tail.end()))
+            if tail:  # the phrase runs on to where the next one starts ("for 30 minutes", "with 300 firms,")
+                cuts += [(lead, end + tail.end()) for lead in _phrase_leads(body[:token.start()])]
             clause_start = max(body.rfind(",", 0, token.start()), body.rfind("(", 0, token.start()))
             clause_end = min((i for i in (body.find(",", end), body.find(")", end)) if i >= 0), default=len(body))
             if clause_start >= 0:
@@ -57,6 +58,13 @@ def _candidate_trims(body: str, missing: set[str]) -> Iterator[tuple[str, str]]:
         if len(body[start:end].split()) <= DETAIL_WORDS + 1:
             kept = re.sub(r"\s{2,}", " ", body[:start] + " " + rest.lstrip()).strip(" ,;")
             yield kept, body[start:end].strip(" ,;()")
+
+
+def _phrase_leads(before: str) -> list[int]:
+    """Where a detail's phrase may start in the text before its term: each preposition at most DETAIL_WORDS - 2
+    words back ("in 2021" and "by the Korean government in 2021" both; the shortest cut is tried first)."""
+    return [lead.start() for lead in _PHRASE_LEAD.finditer(before)
+            if len(before[lead.end():].split()) <= DETAIL_WORDS - 2]
 
 
 def _sentences_read(passages: list[Passage]) -> list[str]:

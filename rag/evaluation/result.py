@@ -65,7 +65,7 @@ class Result:
         if self.refused or is_bare_label(self.answer.raw_text):
             return None
         kept = " ".join(s for s in split_sentences(self.answer.text) if not s.startswith(NOT_IN_ARTICLES[:20]))
-        return words_kept(self.answer.raw_text, kept)  # a partial answer's own note on the missing part aside
+        return words_kept(self.answer.raw_text, kept)  # the notes on what is left out (trimmed or not said) aside
 
     @property
     def closest_gold(self) -> bool | None:

@@ -16,7 +16,7 @@ from rag.indexing.build import StaleIndex, build_index, current_build, current_m
 from rag.ingest.reading import MB, IngestError, find_articles, read_document, safe_article_name, shown_name
 from rag.models.assembly import sha256_file
 from rag.settings import Settings
-from rag.types import ArticleInfo, IndexReport
+from rag.types import ArticleInfo, IndexReport, ProgressCallback
 
 
 class ArticleError(BadInput, ValueError):
@@ -44,7 +44,7 @@ Upload = Path | tuple[Path, str]  # a file on disk, or (file on disk, the name i
 
 
 def add_articles(files: Iterable[Upload], settings: Settings, corpus: Path | None = None,
-                 progress: bool = False) -> IndexReport:
+                 progress: bool | ProgressCallback = False) -> IndexReport:
     """Check uploaded files, copy the good ones into the corpus, then index incrementally: all or nothing.
 
     An upload's name in the corpus is made by `safe_article_name` from the name its sender gave (the file's own
@@ -54,7 +54,8 @@ def add_articles(files: Iterable[Upload], settings: Settings, corpus: Path | Non
     `report.rejected` and never becomes an article. The same bytes as an article already there is a duplicate
     (`report.duplicates`), not copied; a different file under a taken name gets a numbered suffix
     (`report.renamed` lists every name that changed). If indexing fails, the copied files are removed again: the
-    corpus is as it was and the previous build stays current.
+    corpus is as it was and the previous build stays current. `progress` as in `build_index` (the page shows each
+    step of the indexing).
     """
     corpus = corpus or settings.corpus_dir
     corpus.mkdir(parents=True, exist_ok=True)
@@ -184,7 +185,7 @@ def _article_info(doc_id: str, entry: dict, corpus: Path) -> ArticleInfo:
 
 
 def remove_articles(doc_ids: Iterable[str], settings: Settings, corpus: Path | None = None,
-                    progress: bool = False) -> IndexReport:
+                    progress: bool | ProgressCallback = False) -> IndexReport:
     """Delete articles from the corpus folder and the index, incrementally (no other article is embedded again):
     all or nothing.
 

@@ -23,6 +23,7 @@ from rag.files import fsync_folder, remove_stale_partials, write_bytes_atomicall
 from rag.indexing.bm25 import BM25Stage, write_bm25
 from rag.indexing.copies import article_copies, copies_summary, copy_groups, signature_name, signatures
 from rag.indexing.distributed import EMBED_GROUP_BATCHES
+from rag.indexing.progress import Tracker, tracker_for
 from rag.indexing.stores import (
     BACKENDS,
     VectorStore,
@@ -37,7 +38,7 @@ from rag.ingest.chunking import chunk_document, chunking
 from rag.ingest.reading import READER_VERSION, IngestError, find_articles, read_article_bytes, read_document
 from rag.models.embedders import Embedder, LlamaEmbedder, embedder_precision, get_embedder
 from rag.settings import Settings
-from rag.types import Chunk, Document, IndexReport
+from rag.types import Chunk, Document, IndexReport, ProgressCallback
 
 FORMAT_VERSION = 1  # a build without a "store" entry has an index.faiss: still readable
 CURRENT = "CURRENT"
@@ -145,27 +146,38 @@ def load_corpus(paths: Iterable[Path], settings: Settings) -> tuple[list[Documen
     return documents, skipped
 
 
-def _read_articles(files: Iterable[ArticleFile], settings: Settings, skipped: list[str]) -> Iterator[Document]:
+def _read_articles(files: Iterable[ArticleFile], settings: Settings, skipped: list[str],
+                   tracker: Tracker | None = None) -> Iterator[Document]:
+    tracker = tracker or Tracker()
     for file in files:
         try:
-            yield read_document(Path(file.path), file.doc_id, settings.max_file_mb)
+            document = read_document(Path(file.path), file.doc_id, settings.max_file_mb)
         except IngestError as exc:
             skipped.append(str(exc))
+            tracker.read(readable=False)
+            continue
+        tracker.read()
+        yield document
 
 
 # ---------------------------------------------------------------- building
 
 
 def build_index(paths: Iterable[Path], folder: Path, settings: Settings, rebuild: bool = False,
-                progress: bool = True, ray: str | None = None) -> IndexReport:
+                progress: bool | ProgressCallback = True, ray: str | None = None) -> IndexReport:
     """Index the articles under `paths` into `folder`, re-embedding only new or changed documents. `ray` (an
-    address, or "local") embeds on a Ray cluster instead of in this process (rag/indexing/distributed.py)."""
+    address, or "local") embeds on a Ray cluster instead of in this process (rag/indexing/distributed.py).
+    `progress`: True shows the run's progress on stderr (rag.indexing.progress.ProgressLine), False nothing; a
+    callable is told each step (rag.types.IndexProgress: stage, documents and chunks done, the time left)."""
     started = time.perf_counter()
-    paths = list(paths)
-    files, skipped = scan_corpus(paths, settings)
-    if not files:
-        raise _nothing_to_index(paths, skipped)
-    report = sync_index(files, folder, settings, rebuild=rebuild, progress=progress, ray=ray, paths=paths)
+    tracker = tracker_for(progress)
+    with tracker:
+        tracker.stage("scanning")
+        paths = list(paths)
+        files, skipped = scan_corpus(paths, settings)
+        if not files:
+            raise _nothing_to_index(paths, skipped)
+        report = sync_index(files, folder, settings, rebuild=rebuild, progress=tracker, ray=ray, paths=paths)
     report.skipped = skipped + report.skipped
     report.seconds = time.perf_counter() - started
     return report
@@ -177,11 +189,13 @@ def _nothing_to_index(paths: list[Path], skipped: list[str]) -> IndexBuildError:
 
 
 def sync_index(files: list[ArticleFile], folder: Path, settings: Settings, rebuild: bool = False,
-               progress: bool = True, ray: str | None = None, paths: list[Path] | None = None) -> IndexReport:
+               progress: bool | ProgressCallback | Tracker = True, ray: str | None = None,
+               paths: list[Path] | None = None) -> IndexReport:
     """Make the index in `folder` hold exactly the articles in `files`; writes a new build only when something
     changed. The build is streamed: unchanged documents' chunks and vectors are copied from the previous build,
     new ones are embedded a group at a time, and both are written to disk as they come, so memory holds one group
-    (about EMBED_GROUP_BATCHES x embed_batch_size chunks), not the corpus."""
+    (about EMBED_GROUP_BATCHES x embed_batch_size chunks), not the corpus. `progress` as in `build_index`: each
+    document read and each batch embedded is told."""
     if settings.index_type not in INDEX_TYPES:
         raise StaleIndex(f"unknown index_type {settings.index_type!r}: use one of {', '.join(INDEX_TYPES)}")
     if settings.vector_store not in BACKENDS:
@@ -190,8 +204,9 @@ def sync_index(files: list[ArticleFile], folder: Path, settings: Settings, rebui
 
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    tracker = tracker_for(progress)
     embedder = get_embedder(settings)
-    with FileLock(str(folder / ".lock")):
+    with tracker, FileLock(str(folder / ".lock")):
         wanted_fp = fingerprint(settings)
         old = None if rebuild else _compatible_build(folder, wanted_fp)
         old_docs = old[1]["documents"] if old else {}
@@ -206,22 +221,29 @@ def sync_index(files: list[ArticleFile], folder: Path, settings: Settings, rebui
             report.chunks = int(old[1]["counts"]["chunks"])
             report.seconds = time.perf_counter() - started
             return report
+        tracker.plan(len(fresh))
+        tracker.stage("loading")
         embedder.warm_up()  # loading the model is not embedding speed
         pending = Pending(folder / PENDING, wanted_fp)
         with BuildWriter(folder, old) as writer:
             if old:
+                if keep:
+                    tracker.stage("copying")
                 writer.carry_over(*old, keep)
+            tracker.stage("embedding")
             embed_started = time.perf_counter()
-            documents = _read_articles(fresh, settings, report.skipped)
-            for document, chunks, vectors in pending.embed(documents, settings, progress, ray, report):
+            documents = _read_articles(fresh, settings, report.skipped, tracker)
+            for document, chunks, vectors in pending.embed(documents, settings, tracker, ray, report):
                 writer.add(document, chunks, vectors)
             report.embed_seconds = time.perf_counter() - embed_started
             _drop_unreadable(report, {f.doc_id for f in fresh} - writer.fresh, old_docs)
             if not writer.documents:
                 raise _nothing_to_index(paths or [folder], report.skipped)
+            tracker.stage("writing")
             report.chunks = writer.commit(settings, wanted_fp)
         pending.clear()  # what it held is in the build now
         report.seconds = time.perf_counter() - started
+        tracker.finish()
         return report
 
 
@@ -438,37 +460,35 @@ class Pending:
         self.folder = folder
         self.fingerprint = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
-    def embed(self, documents: Iterable[Document], settings: Settings, progress: bool, ray: str | None,
+    def embed(self, documents: Iterable[Document], settings: Settings, tracker: Tracker, ray: str | None,
               report: IndexReport) -> Iterator[tuple[Document, list[Chunk], np.ndarray]]:
         """Each document with its chunks and vectors, in order (with Ray: those taken from an earlier run first);
         report.resumed and report.embedded_chunks say which were taken from an earlier run and how many chunks
-        were embedded now."""
-        from tqdm import tqdm
+        were embedded now; `tracker` is told each document's chunks and each batch embedded (with Ray, each
+        document)."""
+        if ray:
+            from rag.indexing.distributed import ray_embedded
 
-        with tqdm(desc="embed", unit="doc", disable=not progress) as bar:
-            if ray:
-                from rag.indexing.distributed import ray_embedded
+            todo: list[Document] = []
+            for document in documents:
+                saved = self._load(document)
+                if saved is None:
+                    todo.append(document)
+                    continue
+                report.resumed.append(document.doc_id)
+                tracker.chunked(len(saved[0]), done=True)
+                yield document, *saved
+            for document, chunks, vectors in ray_embedded(todo, settings, ray):
+                self._save(document, chunks, vectors)
+                report.embedded_chunks += len(chunks)
+                tracker.chunked(len(chunks))
+                tracker.embedded(len(chunks))
+                yield document, chunks, vectors
+            return
+        for group in self._groups(documents, settings, report, tracker):
+            yield from group
 
-                todo: list[Document] = []
-                for document in documents:
-                    saved = self._load(document)
-                    if saved is None:
-                        todo.append(document)
-                        continue
-                    report.resumed.append(document.doc_id)
-                    bar.update(1)
-                    yield document, *saved
-                for document, chunks, vectors in ray_embedded(todo, settings, ray):
-                    self._save(document, chunks, vectors)
-                    report.embedded_chunks += len(chunks)
-                    bar.update(1)
-                    yield document, chunks, vectors
-                return
-            for group in self._groups(documents, settings, report):
-                bar.update(len(group))
-                yield from group
-
-    def _groups(self, documents: Iterable[Document], settings: Settings, report: IndexReport
+    def _groups(self, documents: Iterable[Document], settings: Settings, report: IndexReport, tracker: Tracker
                 ) -> Iterator[list[tuple[Document, list[Chunk], np.ndarray]]]:
         """Groups of documents in order, each embedded once about EMBED_GROUP_BATCHES batches of new chunks
         are waiting."""
@@ -479,21 +499,23 @@ class Pending:
             saved = self._load(document)
             if saved is not None:
                 report.resumed.append(document.doc_id)
+                tracker.chunked(len(saved[0]), done=True)
                 group.append((document, *saved))
                 continue
             chunks = chunk_document(document, embedder.count_tokens, *chunking(settings))
+            tracker.chunked(len(chunks))
             group.append((document, chunks, None))
             waiting += len(chunks)
             if waiting >= EMBED_GROUP_BATCHES * settings.embed_batch_size:
-                yield self._embedded(group, embedder, report)
+                yield self._embedded(group, embedder, settings, report, tracker)
                 group, waiting = [], 0
         if group:
-            yield self._embedded(group, embedder, report)
+            yield self._embedded(group, embedder, settings, report, tracker)
 
-    def _embedded(self, group: list, embedder: Embedder | LlamaEmbedder, report: IndexReport
-                  ) -> list[tuple[Document, list[Chunk], np.ndarray]]:
+    def _embedded(self, group: list, embedder: Embedder | LlamaEmbedder, settings: Settings, report: IndexReport,
+                  tracker: Tracker) -> list[tuple[Document, list[Chunk], np.ndarray]]:
         texts = [c.text for _, chunks, vectors in group if vectors is None for c in chunks]
-        embedded = embedder.embed(texts) if texts else np.zeros((0, embedder.dim), np.float32)
+        embedded = _embed_batches(texts, embedder, settings.embed_batch_size, tracker)
         report.embedded_chunks += len(texts)
         done, row = [], 0
         for document, chunks, vectors in group:
@@ -530,6 +552,27 @@ class Pending:
         write_bytes_atomically(vectors_path, buffer.getvalue(), fsync=False)
         lines = "".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in chunks)
         write_bytes_atomically(chunks_path, lines.encode("utf-8"), fsync=False)
+
+
+def _embed_batches(texts: list[str], embedder: Embedder | LlamaEmbedder, size: int, tracker: Tracker
+                   ) -> np.ndarray:
+    """The texts' vectors, embedded one batch of `size` at a time so that `tracker` is told after each. The batches
+    are the ones sentence-transformers makes of a whole call (the texts longest first, the least padding), so
+    embedding a group this way costs what one call for it did."""
+    if not texts:
+        return np.zeros((0, embedder.dim), np.float32)
+    order = np.argsort([-len(text) for text in texts], kind="stable")
+    size = max(1, size)
+    vectors: np.ndarray | None = None
+    for start in range(0, len(texts), size):
+        rows = order[start:start + size]
+        batch = embedder.embed([texts[row] for row in rows])
+        if vectors is None:
+            vectors = np.empty((len(texts), batch.shape[1]), np.float32)
+        vectors[rows] = batch
+        tracker.embedded(len(rows))
+    assert vectors is not None
+    return vectors
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -626,9 +669,9 @@ def check_index(folder: Path, settings: Settings, documents: list[Document] | li
     loaded = load_index(folder)
     wanted = fingerprint(settings)
     have = loaded.manifest.get("fingerprint", {})
-    differs = sorted(k for k in wanted if have.get(k) != wanted[k])
+    differs = sorted(k for k in set(wanted) | set(have) if have.get(k) != wanted.get(k))  # a key on one side only too
     if differs:
-        detail = ", ".join(f"{k}: index {have.get(k)!r} vs settings {wanted[k]!r}" for k in differs)
+        detail = ", ".join(f"{k}: index {have.get(k)!r} vs settings {wanted.get(k)!r}" for k in differs)
         raise StaleIndex(f"index in {folder} was built with other settings ({detail}): run `rag index`")
     on_disk = {d.doc_id: d.sha256 for d in documents}
     indexed = {k: v["sha256"] for k, v in loaded.documents.items()}

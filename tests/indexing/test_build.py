@@ -186,7 +186,7 @@ def test_auto_index_type_switches_to_hnsw_at_its_size(tmp_settings):
 def test_an_interrupted_build_resumes_without_embedding_finished_documents(tmp_settings, tmp_path, monkeypatch):
     from rag.models.embedders import get_embedder
 
-    settings = tmp_settings.replace(embed_batch_size=1)  # groups of 8 chunks, each saved once embedded
+    settings = tmp_settings.replace(embed_batch_size=1)  # groups of 8 chunks, embedded 1 a call, each saved whole
     for n in range(12):
         write(settings.corpus_dir / f"d{n:02}.txt", f"Report {n}\nItem {n} sold {n * 7} units in {2000 + n}.\n")
     embedder = get_embedder(settings)
@@ -194,7 +194,7 @@ def test_an_interrupted_build_resumes_without_embedding_finished_documents(tmp_s
 
     def power_cut_in_the_second_group(self, texts, progress=False):
         calls.append(len(texts))
-        if len(calls) == 2:
+        if len(calls) == 9:  # the second group's first batch
             raise KeyboardInterrupt("power cut while embedding")
         return real_embed(self, texts, progress)
 
@@ -202,7 +202,7 @@ def test_an_interrupted_build_resumes_without_embedding_finished_documents(tmp_s
     with pytest.raises(KeyboardInterrupt):
         build_index([settings.corpus_dir], settings.index_dir, settings, progress=False)
     monkeypatch.undo()
-    assert current_build(settings.index_dir) is None and calls[0] == 8
+    assert current_build(settings.index_dir) is None and calls == [1] * 9
     report = build_index([settings.corpus_dir], settings.index_dir, settings, progress=False)
     assert len(report.resumed) == 8 and report.embedded_chunks == 4 and report.chunks == 12
     assert "interrupted run" in report.summary()
