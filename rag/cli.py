@@ -19,7 +19,7 @@ from rag.dates import describe_scope, outlet_and_date
 from rag.errors import BAD_INPUT_EXIT, EXPECTED, FAILURE_EXIT, outcome
 from rag.generators.base import is_server_generator
 from rag.indexing.build import build_index, index_folder
-from rag.indexing.progress import PLAIN_EVERY_S, ProgressLine
+from rag.indexing.progress import DIM, PLAIN_EVERY_S, RESET, ProgressLine, redraws
 from rag.models.embedders import bound_index_memory, prepare
 from rag.models.registry import EMBEDDERS, GENERATORS
 from rag.settings import Settings, load_settings
@@ -29,7 +29,6 @@ BAD_INPUT = BAD_INPUT_EXIT
 FAILURE = FAILURE_EXIT
 DRAFT_LABEL = "Draft — checking… "
 MORE = " …"  # ends a draft cut at the screen's height
-DIM, RESET = "\x1b[2m", "\x1b[0m"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +220,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 def _live(args: argparse.Namespace) -> bool:
     """Whether the draft may be shown: stdout is a terminal that can move its cursor, and no JSON was asked for."""
-    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and not args.json
+    return redraws(sys.stdout) and not args.json
 
 
 class _Draft:

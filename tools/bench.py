@@ -38,7 +38,7 @@ from rag.models.registry import GENERATORS
 from rag.retrieval import calibration, get_retriever, retrieve
 from rag.settings import Settings, load_settings
 from rag.types import Prefix
-from tools.bench_pages import pages_rows
+from tools.bench_pages import pages_corpus, pages_index_rows, pages_rows
 from tools.results import RESULTS, Row, median, print_table, replace_rows
 
 # ---------------------------------------------------------------- answers
@@ -125,7 +125,6 @@ def multi_document_rows(settings: Settings, quick: bool) -> list[Row]:
 # What issue 40's news handling adds to an answer: the time phrases resolved, near-copies folded, other articles
 # asked whether they disagree. Turned off, the answer takes the path it took before.
 NEWS_OFF = {"fold_copies": False, "conflict_checks": 0}
-EXTRACTION_PAGES = Path("..") / "shared" / "benchmarks" / "article-extraction" / "html"
 
 
 def news_rows(settings: Settings, questions: list[str], quick: bool, pages: bool = True) -> list[Row]:
@@ -140,7 +139,7 @@ def news_rows(settings: Settings, questions: list[str], quick: bool, pages: bool
             median(seed_on), median(seed_off), "<= 1.1", "s", f"{len(questions)} questions, interleaved"),
         Row("multi-document answer time p50: disagreement checks on ÷ off (RGB positions 50-99)", median(rgb_on),
             median(rgb_off), "<= 1.2", "s", f"{len(rows)} RGB queries, interleaved"),
-    ] + ([pages_index_row(settings, 30 if quick else 181)] if pages else [])
+    ] + (pages_index_rows(settings, pages_corpus(settings, 30 if quick else 181)) if pages else [])
 
 
 def _interleaved(questions: list[str], settings: Settings, corpus: Path | None) -> tuple[list[float], list[float]]:
@@ -152,28 +151,6 @@ def _interleaved(questions: list[str], settings: Settings, corpus: Path | None) 
             ways = settings if on else settings.replace(**NEWS_OFF)
             timed[on].append(answer(question, settings=ways, corpus=corpus).timings["total_s"])
     return timed[True], timed[False]
-
-
-def pages_index_row(settings: Settings, pages: int) -> Row:
-    """`rag index` over real saved web pages (trafilatura, htmldate, near-copy signatures, chunking, embedding)
-    against SentenceTransformer.encode_document on the same chunk texts."""
-    import gzip
-
-    with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "corpus"
-        corpus.mkdir()
-        for page in sorted(EXTRACTION_PAGES.glob("*.html.gz"))[:pages]:  # a working copy, removed with the folder
-            (corpus / page.name.removesuffix(".gz")).write_bytes(gzip.decompress(page.read_bytes()))
-        report = build_index([corpus], Path(tmp) / "index", settings, rebuild=True, progress=False)
-        texts = [chunk.text for chunk in load_index(Path(tmp) / "index").chunks]
-        started = time.perf_counter()
-        get_embedder(settings).model.encode_document(texts, batch_size=settings.embed_batch_size,
-                                                     normalize_embeddings=True)
-        raw = len(texts) / (time.perf_counter() - started)
-    return Row("index build chunks/s over saved news pages: rag index ÷ raw encode_document", round(
-        report.chunks / report.seconds, 1), round(raw, 1), ">= 0.9", "chunks/s",
-        f"{report.documents} pages of the article-extraction benchmark, {report.chunks} chunks, whole run "
-        f"({report.seconds:.1f} s) against encoding alone")
 
 
 def ttft_row(settings: Settings, questions: list[str]) -> Row:

@@ -44,7 +44,7 @@ def _label(corpus: Path) -> str:
     return f"{sum(1 for _ in corpus.glob('*.html'))}-page"
 
 
-def index_rows(settings: Settings, corpus: Path) -> list[Row]:
+def pages_index_rows(settings: Settings, corpus: Path) -> list[Row]:
     """The whole `rag index` run over the pages (rebuilt), against encoding the same chunk texts alone."""
     bound_index_memory()
     folder = index_folder(settings, corpus)
@@ -105,7 +105,7 @@ def pages_rows(settings: Settings, pages: int = 181, questions: int = 20, window
                index: bool = True) -> list[Row]:
     """The scenario's rows: the index end to end (unless `index` is False) and the answers per reading window."""
     corpus = pages_corpus(settings, pages)
-    rows = index_rows(settings, corpus) if index else []
+    rows = pages_index_rows(settings, corpus) if index else []
     return rows + answer_rows(settings, corpus, page_questions(corpus, settings, questions), list(windows))
 
 

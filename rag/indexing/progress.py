@@ -144,9 +144,9 @@ class ProgressLine:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.out = out or sys.stderr
         self.every_s, self.clock = every_s, clock
-        self.live = _is_terminal(self.out) and os.environ.get("TERM") != "dumb"
+        self.live = redraws(self.out)
         self.dim = self.live and not os.environ.get("NO_COLOR")  # no-color.org
-        self.started = self.last = clock()
+        self.last = clock()
         self.stage = ""
         self.shown = False
 
@@ -187,8 +187,11 @@ class ProgressLine:
         self.out.flush()
 
 
-def _is_terminal(out: TextIO) -> bool:
+def redraws(out: TextIO) -> bool:
+    """Whether `out` is a terminal that can move its cursor (not TERM=dumb): where a line may be rewritten in place
+    (this progress line, `rag ask`'s draft)."""
     try:
-        return out.isatty()
+        terminal = out.isatty()
     except (AttributeError, ValueError):  # no isatty, or closed
         return False
+    return terminal and os.environ.get("TERM") != "dumb"
