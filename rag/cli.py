@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TextIO
 
 import rag  # noqa: F401  - sets the offline environment before any model library is imported
-from rag.answering.flow import prepare_document_states, stream_answer
+from rag.answering.flow import prepare_document_states
+from rag.collection import Collection
 from rag.dates import describe_scope, outlet_and_date
 from rag.errors import BAD_INPUT_EXIT, EXPECTED, FAILURE_EXIT, outcome
 from rag.generators.base import is_server_generator
@@ -175,8 +176,11 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     # On a terminal one line rewritten in place ("Embedding 412/~1,005 chunks · 38/181 docs · 1m12s left"), erased
     # before the summary; into a pipe or a file a plain line every few seconds and one at the end (stderr).
     with ProgressLine(sys.stderr) as line:
-        report = build_index(paths, index_folder(settings, paths[0]), settings, rebuild=args.rebuild, ray=ray,
-                             progress=line)
+        if len(paths) == 1 and paths[0].is_dir():
+            report = Collection(paths[0], settings).index(rebuild=args.rebuild, progress=line, ray=ray)
+        else:  # single files, or several folders, into the first one's index
+            report = build_index(paths, index_folder(settings, paths[0]), settings, rebuild=args.rebuild, ray=ray,
+                                 progress=line)
     for message in report.skipped:
         print(f"skipped: {message}", file=sys.stderr)
     print(report.summary())
@@ -202,8 +206,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     draft = _Draft(sys.stdout, show_text=not args.no_draft) if _live(args) else None
     final = None
     try:
-        for event in stream_answer(args.question, settings=settings, corpus=args.corpus, since=args.since,
-                                   until=args.until):
+        for event in Collection(args.corpus, settings).stream_answer(args.question, since=args.since,
+                                                                     until=args.until):
             if isinstance(event, Answer):
                 final = event
             elif isinstance(event, str) and draft:
@@ -212,7 +216,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         if draft:
             draft.erase()
     if args.json:
-        print(json.dumps(final.to_json(), ensure_ascii=False, indent=2))
+        print(json.dumps(final.to_dict(), ensure_ascii=False, indent=2))
         return 0
     print(_render(final))
     return 0

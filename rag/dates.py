@@ -169,7 +169,7 @@ class TimeScope:
         day = date.fromisoformat(published)
         return (self.since is None or day >= self.since) and (self.until is None or day <= self.until)
 
-    def to_json(self, applied: bool = True) -> dict[str, Any]:
+    def to_dict(self, applied: bool = True) -> dict[str, Any]:
         return {"since": self.since.isoformat() if self.since else None,
                 "until": self.until.isoformat() if self.until else None,
                 "latest": self.latest, "phrase": self.phrase, "source": self.source, "applied": applied}
@@ -323,7 +323,7 @@ def outlet_and_date(outlet: str, published: str) -> str:
 
 
 def describe_scope(dates: dict[str, Any]) -> str:
-    """An answer's `dates` (TimeScope.to_json) as one short phrase for people; "" when none was used."""
+    """An answer's `dates` (TimeScope.to_dict) as one short phrase for people; "" when none was used."""
     since, until = dates.get("since"), dates.get("until")
     span = (f"published {since} to {until}" if since and until else f"published on or after {since}" if since
             else f"published on or before {until}" if until else "")

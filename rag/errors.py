@@ -6,25 +6,49 @@ from dataclasses import dataclass
 
 
 class RagError(Exception):
-    """The base of every error the library raises on purpose; `kind` decides how it is reported (`outcome`)."""
+    """The base of every error the library raises on purpose; `kind` decides how it is reported (`outcome`).
+
+    >>> issubclass(rag.BadInput, rag.RagError), rag.RagError.kind
+    (True, 'failure')
+    """
 
     kind = "failure"
 
 
 class BadInput(RagError):
-    """The request cannot be served as asked (an empty question, a bad setting or file); nothing was changed."""
+    """The request cannot be served as asked (an empty question, a bad argument, setting or file); nothing was
+    changed. Its message names what is wrong.
+
+    >>> try:
+    ...     rag.answer("   ")
+    ... except rag.BadInput as error:
+    ...     print(error)
+    the question is empty
+    """
 
     kind = "bad_input"
 
 
 class NotFound(BadInput):
-    """The request names something that does not exist (an article, a model)."""
+    """The request names something that does not exist (an article, a model).
+
+    >>> try:
+    ...     rag.Collection("corpus").remove("no-such-article.txt")
+    ... except rag.NotFound as error:
+    ...     print(error)
+    no-such-article.txt: no such article in the index; nothing was deleted
+    """
 
     kind = "not_found"
 
 
 class TooLarge(BadInput):
-    """The request is larger than a configured limit (an upload over `max_upload_mb`)."""
+    """The request is larger than a configured limit (an upload over `max_upload_mb`, answered 413 by the API;
+    `Collection.add` lists such a file in `report.rejected` instead).
+
+    >>> issubclass(rag.TooLarge, rag.BadInput), rag.TooLarge.kind
+    (True, 'too_large')
+    """
 
     kind = "too_large"
 

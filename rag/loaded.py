@@ -60,6 +60,14 @@ class Loaded(Generic[T]):
         with self._lock:
             return list(self._values.items())
 
+    def drop(self, where: Callable[[Hashable], bool]) -> int:
+        """Drop the values whose key `where` accepts (they load again when next asked for); how many."""
+        with self._lock:
+            keys = [key for key in self._values if where(key)]
+            for key in keys:
+                del self._values[key]
+        return len(keys)
+
     def clear(self) -> None:
         """Drop every value kept; each is loaded again when next asked for."""
         with self._lock:

@@ -4,11 +4,13 @@ optionally re-ranked."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from rag.arguments import BadArgument, PathArg, bounded_int, optional_path
 from rag.calibration import CALIBRATIONS, UNCALIBRATED, Calibration
-from rag.dates import TimeScope
+from rag.dates import TimeScope, request_scope
 from rag.indexing.bm25 import BM25Stage
 from rag.indexing.build import LoadedIndex, open_index
 from rag.loaded import Loaded
@@ -273,7 +275,8 @@ def get_retriever(settings: Settings, corpus: Path | None = None) -> Retriever:
     from rag.indexing.build import current_build, index_folder
 
     folder = index_folder(settings, corpus)
-    key = (folder.resolve(), settings.embedder, settings.chunk_tokens, settings.chunk_overlap_tokens,
+    key = (folder.resolve(), settings.embedder, settings.embedder_backend, settings.embedder_precision,
+           settings.chunk_tokens, settings.chunk_overlap_tokens,
            settings.index_type, settings.vector_store, settings.milvus_uri, settings.dense, settings.bm25,
            settings.reranker, settings.rrf_k, settings.candidates, settings.min_relevance, settings.bm25_weight,
            settings.figure_rule, settings.fold_copies)
@@ -285,10 +288,32 @@ def get_retriever(settings: Settings, corpus: Path | None = None) -> Retriever:
     return _retrievers.get(key, lambda: Retriever(open_index(settings, corpus), settings), stale)
 
 
-def retrieve(question: str, k: int | None = None, settings: Settings | None = None,
-             corpus: Path | None = None) -> list[Passage]:
-    """Ranked passages for a question, from the (auto-updated) index of the corpus."""
-    from rag.settings import load_settings
+def release(settings: Settings, corpus: PathArg | None = None) -> int:
+    """Drop the retrievers (and so the loaded index) kept for a corpus; the models stay loaded. How many."""
+    from rag.indexing.build import index_folder
 
-    settings = settings or load_settings()
-    return get_retriever(settings, corpus).run(question, k)
+    folder = index_folder(settings, corpus).resolve()
+    return _retrievers.drop(lambda key: isinstance(key, tuple) and key[0] == folder)
+
+
+def retrieve(question: str, k: int | None = None, settings: Settings | None = None,
+             corpus: PathArg | None = None, since: Any = None, until: Any = None) -> list[Passage]:
+    """Ranked passages for a question, from the (auto-updated) index of the corpus (default: `corpus_dir`).
+
+    `k` passages, from 1 to MAX_RETRIEVE_K (50; default: the `top_k` setting); `since` / `until` (a date or
+    "YYYY-MM-DD", inclusive) keep only articles published in that range. A bad argument raises a BadInput naming
+    it, before the index is opened.
+
+    >>> passages = rag.retrieve("chip exports", k=2)
+    >>> len(passages), passages[0].doc_id
+    (2, 'south-korea-ai-investment.txt')
+    """
+    from rag.settings import MAX_RETRIEVE_K, settings_or_default
+
+    if not isinstance(question, str) or not question.strip():
+        raise BadArgument(f"question: expected a non-empty string, got {question!r:.80}")
+    if k is not None:
+        bounded_int(k, "k", 1, MAX_RETRIEVE_K)
+    folder = optional_path(corpus, "corpus")
+    scope = request_scope(since, until, TimeScope())
+    return get_retriever(settings_or_default(settings), folder).run(question, k, scope)

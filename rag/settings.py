@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -20,7 +21,33 @@ DEFAULT_CONFIG_FILE = "rag.toml"
 
 
 class SettingsError(BadInput, ValueError):
-    """A setting has an unknown name or a value of the wrong type."""
+    """A setting has an unknown name, a value of the wrong type or one out of its range.
+
+    >>> try:
+    ...     rag.answer("How much will South Korea invest in AI chips?", top_k=0)
+    ... except rag.SettingsError as error:
+    ...     print(error)
+    setting top_k: expected a whole number from 1 to 20, got 0
+    """
+
+
+# The largest values a caller may ask for (the API's schema states the same: rag/server/wire.py). 20 passages of up
+# to 240 tokens still fit the 4,096-token context beside the prompt and a reply; a retrieval call lists up to 50.
+MAX_TOP_K = 20
+MAX_RETRIEVE_K = 50
+MAX_REPLY_TOKENS = 1024
+# Every numeric setting's range, inclusive: a value outside it is refused by name, never used as it is.
+RANGES: dict[str, tuple[float, float]] = {
+    "threads": (0, 1024), "chunk_tokens": (0, 8192), "chunk_overlap_tokens": (-1, 4096),
+    "max_file_mb": (0.001, 100_000), "embed_batch_size": (1, 4096), "hnsw_from_passages": (1, 10**12),
+    "top_k": (1, MAX_TOP_K), "read_window_tokens": (0, 8192), "candidates": (1, 10_000), "rrf_k": (1, 100_000),
+    "bm25_weight": (-1, 1000), "context_tokens": (256, 1_048_576), "max_new_tokens": (1, MAX_REPLY_TOKENS),
+    "temperature": (0, 2), "seed": (0, 2**32 - 1), "states_in_memory": (0, 10_000), "states_on_disk": (0, 10**6),
+    "request_timeout_s": (0.001, 86_400), "max_retries": (0, 100), "min_relevance": (-1, 1), "min_support": (0, 1),
+    "verify_threshold": (-1, 2), "max_question_chars": (1, 10**6), "history_turns": (0, 100),
+    "conflict_checks": (0, 100), "port": (0, 65_535), "api_port": (0, 65_535), "max_upload_mb": (0.001, 100_000),
+    "max_queue": (1, 10**6),
+}
 
 
 def _default_cache_dir() -> Path:
@@ -32,7 +59,13 @@ class Settings:
     """Every tunable of the pipeline. Paths are relative to the working directory unless absolute.
 
     Measured defaults come from rag.calibration. Every field is documented in docs/configuration.md, generated
-    from this class by `python -m tools.settings_table` (a test fails when the two differ).
+    from this class by `python -m tools.settings_table` (a test fails when the two differ). A path may be given as
+    a str; a number out of its range (RANGES) is a SettingsError naming the setting.
+
+    >>> rag.Settings(corpus_dir="my_news", top_k=6)
+    Settings(corpus_dir=PosixPath('my_news'), ...)
+    >>> rag.Settings().replace(top_k="3").top_k  # coerced as an environment value would be
+    3
     """
 
     # where things live
@@ -54,6 +87,7 @@ class Settings:
     max_file_mb: float = 20.0  # a larger article file is skipped with a message
     embed_batch_size: int = 32  # chunks embedded at a time by `rag index`
     embedder_precision: str = "auto"  # auto (the embedder's measured default) | float32 | bfloat16 | int8
+    embedder_backend: str = "torch"  # torch | onnx (float32 only) | openvino: the embedder's runtime (docs/models.md)
 
     # index and retrieval
     index_type: str = "auto"  # auto (exact below hnsw_from_passages, HNSW from there) | flat | hnsw
@@ -128,6 +162,8 @@ class Settings:
     stream_unchecked: bool = False
 
     def __post_init__(self) -> None:
+        self._coerce_paths()
+        self._check_ranges()
         if self.figure_rule not in ("auto", "on", "off"):
             raise SettingsError(f"setting figure_rule: expected auto, on or off, got {self.figure_rule!r}")
         if self.as_of:
@@ -138,6 +174,29 @@ class Settings:
         if self.embedder_precision not in ("auto", "float32", "bfloat16", "int8"):
             raise SettingsError("setting embedder_precision: expected auto, float32, bfloat16 or int8, got "
                                 f"{self.embedder_precision!r}")
+        if self.embedder_backend not in ("torch", "onnx", "openvino"):
+            raise SettingsError("setting embedder_backend: expected torch, onnx or openvino, got "
+                                f"{self.embedder_backend!r}")
+        if self.embedder_backend == "onnx" and self.embedder_precision not in ("auto", "float32"):
+            raise SettingsError(f"setting embedder_precision: the onnx backend runs float32 only, got "
+                                f"{self.embedder_precision!r} (openvino runs bfloat16 and int8 weights)")
+
+    def _coerce_paths(self) -> None:
+        """A path setting given as a str or os.PathLike (`Settings(corpus_dir="my_news")`) is kept as a Path."""
+        for name in ("corpus_dir", "index_dir", "cache_dir"):
+            value = getattr(self, name)
+            if not isinstance(value, Path):
+                if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+                    raise SettingsError(f"setting {name}: expected a path (str or os.PathLike), got {value!r:.80}")
+                object.__setattr__(self, name, Path(os.fspath(value)).expanduser())
+
+    def _check_ranges(self) -> None:
+        types = field_types()
+        for name, (low, high) in RANGES.items():
+            value, kind = getattr(self, name), types[name]
+            wrong_type = isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int)
+            if wrong_type or not low <= value <= high:
+                raise SettingsError(out_of_range(name, value))
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; values are coerced like environment values."""
@@ -180,6 +239,16 @@ class Settings:
         return self.cache_dir / "models"
 
 
+def settings_or_default(settings: Any) -> Settings:
+    """The settings a public function was given, or `load_settings()` for None; SettingsError for anything else."""
+    if settings is None:
+        return load_settings()
+    if not isinstance(settings, Settings):
+        raise SettingsError(f"settings: expected a rag.Settings (or None for the defaults), got "
+                            f"{type(settings).__name__}")
+    return settings
+
+
 def _is_loopback(host: str) -> bool:
     import ipaddress
 
@@ -192,7 +261,11 @@ def _is_loopback(host: str) -> bool:
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Defaults, then the TOML file (argument, $RAG_CONFIG or ./rag.toml), then RAG_* variables, then overrides."""
+    """Defaults, then the TOML file (argument, $RAG_CONFIG or ./rag.toml), then RAG_* variables, then overrides.
+
+    >>> rag.load_settings(top_k=6).top_k
+    6
+    """
     values: dict[str, Any] = {}
     path = Path(config_file or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)
     if path.is_file():
@@ -229,8 +302,14 @@ def _from_environment() -> dict[str, Any]:
     return found
 
 
+@functools.cache
+def field_types() -> dict[str, Any]:
+    """Each setting's declared type (read once)."""
+    return get_type_hints(Settings)
+
+
 def _coerce_all(values: dict[str, Any]) -> dict[str, Any]:
-    types = get_type_hints(Settings)
+    types = field_types()
     unknown = sorted(set(values) - set(types))
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(types))}")
@@ -248,6 +327,17 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
             return bool(value)
         if kind is Path:
             return Path(value).expanduser()
+        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise TypeError(value)  # True is not 1, and 3.5 passages are not 3
         return kind(value)
     except (TypeError, ValueError) as exc:
-        raise SettingsError(f"setting {name}: expected {kind.__name__}, got {value!r}") from exc
+        if name in RANGES:
+            raise SettingsError(out_of_range(name, value)) from exc
+        raise SettingsError(f"setting {name}: expected {kind.__name__}, got {value!r:.80}") from exc
+
+
+def out_of_range(name: str, value: Any) -> str:
+    """What a numeric setting accepts, and what it was given."""
+    low, high = RANGES[name]
+    what = "a whole number" if field_types()[name] is int else "a number"
+    return f"setting {name}: expected {what} from {low:g} to {high:g}, got {value!r:.80}"

@@ -34,19 +34,26 @@ class Chunk:
     id: int = -1  # assigned by the index: the chunk's row in its build
     key: int = -1  # assigned by the index: kept by the chunk across builds (the Milvus primary key)
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["paragraphs"] = list(self.paragraphs)
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> Chunk:
+    def from_dict(cls, data: dict[str, Any]) -> Chunk:
         return cls(**{**data, "paragraphs": tuple(data["paragraphs"])})
 
 
 @dataclass
 class Passage:
-    """A retrieved chunk with the score of every stage that saw it (None where a stage is off)."""
+    """A retrieved chunk with the score of every stage that saw it (None where a stage is off).
+
+    >>> passage = rag.retrieve("chip exports", k=1)[0]
+    >>> passage.doc_id, passage.rank, passage.relevance > 0
+    ('south-korea-ai-investment.txt', 1, True)
+    >>> sorted(passage.to_dict())[:4]
+    ['also_in', 'chunk_id', 'doc_id', 'end']
+    """
 
     chunk_id: int
     doc_id: str
@@ -67,7 +74,7 @@ class Passage:
         """Cosine similarity of question and passage: the score refusal decisions use."""
         return float(self.scores.get("dense_similarity") or 0.0)
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["paragraphs"] = list(self.paragraphs)
         return data
@@ -75,6 +82,15 @@ class Passage:
 
 @dataclass
 class Citation:
+    """A marker [n] of an answer and the passage it points to, with the sentence there that supports it
+    (`span_text`, at `span_start`:`span_end` of the document's text) and how much of the claim it holds (`support`).
+
+    >>> reply = rag.answer("How much will South Korea invest in AI chips by 2027?")
+    >>> citation = reply.citations[0]
+    >>> citation.marker, citation.doc_id, citation.span_text in citation.passage
+    (1, 'south-korea-ai-investment.txt', True)
+    """
+
     marker: int
     chunk_id: int
     doc_id: str
@@ -88,7 +104,7 @@ class Citation:
     published: str = ""  # the cited article's publication date (ISO) or ""
     outlet: str = ""
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -105,7 +121,12 @@ class CheckResult:
 
 @dataclass
 class Retrieval:
-    """The first event of `stream_answer`: what was retrieved, so sources can be shown while the answer streams."""
+    """The first event of `stream_answer`: what was retrieved, so sources can be shown while the answer streams.
+
+    >>> first = next(rag.stream_answer("What did Zuckerberg discuss in Seoul?"))
+    >>> type(first).__name__, len(first.passages) > 0
+    ('Retrieval', True)
+    """
 
     question: str
     rewritten_question: str
@@ -114,6 +135,17 @@ class Retrieval:
 
 @dataclass
 class Answer:
+    """What `answer` returns: the checked text with [n] markers, its citations, whether it was refused (and why),
+    the passages read, and what it cost. `to_dict()` is what `rag ask --json` prints and the API sends.
+
+    >>> reply = rag.answer("How much will South Korea invest in AI chips by 2027?")
+    >>> reply.refused, reply.refusal_reason, "[1]" in reply.text
+    (False, '', True)
+    >>> import json
+    >>> json.loads(json.dumps(reply.to_dict()))["refused"]
+    False
+    """
+
     question: str
     text: str
     citations: list[Citation]
@@ -138,16 +170,16 @@ class Answer:
     # the publication dates the answer was limited to: {"since", "until", "latest", "phrase", "source", "applied"}
     dates: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "question": self.question,
             "answer": self.text,
-            "citations": [c.to_json() for c in self.citations],
+            "citations": [c.to_dict() for c in self.citations],
             "refused": self.refused,
             "refusal_reason": self.refusal_reason,
             "second_look": self.second_look,
             "unsupported": self.unsupported,
-            "passages": [p.to_json() for p in self.passages],
+            "passages": [p.to_dict() for p in self.passages],
             "timings": self.timings,
             "models": self.models,
             "rewritten_question": self.rewritten_question,
@@ -155,7 +187,7 @@ class Answer:
             "usage": self.usage,
             "partial": self.partial,
             "verdict": self.verdict,
-            "closest": self.closest.to_json() if self.closest else None,
+            "closest": self.closest.to_dict() if self.closest else None,
             "conflict": self.conflict,
             "conflict_groups": self.conflict_groups,
             "dates": self.dates,
@@ -200,12 +232,20 @@ class Usage:
     # tokens (read while it is generated; recorded for fitting). Not part of the usage record either.
     reply_states: dict[str, dict[int, list[float]]] = field(default_factory=dict, repr=False)
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in ("layer_states", "reply_states")}
 
 
 @dataclass
 class IndexReport:
+    """What an indexing run did: the documents and chunks the index holds, what was added, changed, removed,
+    skipped or rejected, and how long it took.
+
+    >>> report = rag.Collection("corpus").index()
+    >>> report.documents, report.chunks > 0
+    (1, True)
+    """
+
     documents: int = 0
     chunks: int = 0
     added: list[str] = field(default_factory=list)
@@ -246,7 +286,12 @@ class IndexProgress:
     this run's work: the new or changed documents read (or found unreadable) of those to read, and their chunks
     embedded (or taken from an interrupted run) of the chunks expected. Until every document has been chunked the
     expected chunks are an estimate from the documents chunked so far (`chunks_exact` False). `eta_s`, the seconds
-    of embedding left at the rate measured so far, is None until enough has been embedded to say."""
+    of embedding left at the rate measured so far, is None until enough has been embedded to say.
+
+    >>> step = rag.IndexProgress("embedding", chunks_done=40, chunks_total=160, chunks_exact=True, eta_s=75)
+    >>> step.fraction
+    0.25
+    """
 
     stage: str  # "scanning" | "loading" | "copying" | "embedding" | "writing" | "done"
     documents_done: int = 0
@@ -300,6 +345,13 @@ def _duration(seconds: float) -> str:
 
 @dataclass
 class ArticleInfo:
+    """One article of a collection, as `Collection.articles()` lists it.
+
+    >>> article = rag.Collection("corpus").articles()[0]
+    >>> article.doc_id, article.chunks > 0
+    ('south-korea-ai-investment.txt', True)
+    """
+
     doc_id: str
     title: str
     date: str  # the article's own date (published), else the day its file was last written

@@ -45,7 +45,7 @@ def _no_user_config(monkeypatch: pytest.MonkeyPatch) -> None:
 # or starts a process fails.
 TIERS = ("unit", "integration")
 # The model engines: imported by rag only when it loads a model (inside warm_up), so a unit test never imports them.
-ENGINES = ("torch", "transformers", "sentence_transformers", "llama_cpp")
+ENGINES = ("torch", "transformers", "sentence_transformers", "llama_cpp", "onnxruntime", "openvino")
 
 
 def tier_problems(items) -> list[str]:  # noqa: ANN001 - pytest items

@@ -119,7 +119,12 @@ def test_malformed_histories_are_read_or_refused_clearly(history) -> None:  # no
     try:
         turns = history_turns(history)
     except QuestionError as exc:
-        assert "history must be a list" in str(exc) and not isinstance(history, (list, tuple))
+        if not isinstance(history, (list, tuple)):
+            assert "history must be a list" in str(exc)
+        else:  # an item that is neither a message dict nor a pair is named by its position
+            position = int(str(exc).split(":")[0].removeprefix("history item "))
+            item = history[position]
+            assert not isinstance(item, dict) and not (isinstance(item, (list, tuple)) and len(item) == 2)
         return
     assert all(isinstance(user, str) and isinstance(reply, str) for user, reply in turns)
 
@@ -128,11 +133,14 @@ def test_malformed_histories_are_read_or_refused_clearly(history) -> None:  # no
 @pytest.mark.slow
 def test_malformed_histories_reach_an_answer(seed):
     for history in ([{"role": "user"}], [{"role": "assistant", "content": {"nested": [1, None]}}],
-                    [("When?", None), (3, ["a", {"text": "b"}])], [[[]]], [None, 7, "text"]):
+                    [("When?", None), (3, ["a", {"text": "b"}])]):
         result = answer("When did he last visit South Korea?", history=history, settings=seed)
         assert result.refused or result.text.strip()
     for history in ("just text", 42, {"role": "user"}, True):
         with pytest.raises(QuestionError, match="history must be a list"):
+            answer("When did he last visit South Korea?", history=history, settings=seed)
+    for history in ([[[]]], [None, 7, "text"]):  # an item that is neither a message nor a pair is named
+        with pytest.raises(QuestionError, match="history item 0: expected a message dict"):
             answer("When did he last visit South Korea?", history=history, settings=seed)
 
 

@@ -47,7 +47,7 @@ def test_config_path_from_environment(tmp_path, monkeypatch):
 def test_bad_values_are_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAG_TOP_K", "many")
-    with pytest.raises(SettingsError, match="top_k: expected int, got 'many'"):
+    with pytest.raises(SettingsError, match="top_k: expected a whole number from 1 to 20, got 'many'"):
         load_settings()
 
 

@@ -471,7 +471,7 @@ def run(settings: Settings, quick: bool) -> list[Row]:
     rows += decision_rows(settings, decision_sample(settings, quick))
     rows += multi_document_rows(settings, quick)
     rows += news_rows(settings, sample, quick, pages=False)  # the pages' rows come with the 181-page scenario
-    rows += pages_rows(settings, 30 if quick else 181, 4 if quick else 20)
+    rows += pages_rows(settings, 30 if quick else 181, 4 if quick else 20, exported=not quick)
     rows.append(ttft_row(settings, sample[:repetitions]))  # a cold prompt costs seconds: a few suffice
     rows.append(transformers_ttft_row(sample[:repetitions]))
     rows.append(decode_row(settings, sample))
@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run(settings, args.quick)
     print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(args.out, json.dumps({"rows": [r.to_json() for r in rows], "generator": settings.generator,
+    write_text_atomically(args.out, json.dumps({"rows": [r.to_dict() for r in rows], "generator": settings.generator,
                                                 "quick": args.quick, "seconds": round(time.perf_counter() - started)},
                                                indent=2, ensure_ascii=False) + "\n")
     print(f"\nwritten to {args.out}")

@@ -552,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     decision.generator_sha256 = source.spec.sha256 if source.spec else ""
     out = args.out or decision_file(source.name)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(out, json.dumps(decision.to_json(), indent=2) + "\n")
+    write_text_atomically(out, json.dumps(decision.to_dict(), indent=2) + "\n")
     print(render(report, decision))
     print(f"\nwritten to {out}")
     return 0

@@ -33,7 +33,7 @@ class Row:
         measured = self.ratio if self.baseline is not None else self.value
         return measured <= float(bound) if op == "<=" else measured >= float(bound)
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {**asdict(self), "ratio": self.ratio, "meets": self.meets}
 
 
@@ -44,7 +44,7 @@ def median(values: list[float]) -> float:
 def replace_rows(path: Path, rows: list[Row]) -> None:
     """Put `rows` into a results file in place of the rows of the same name (each row is side by side in itself)."""
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"rows": []}
-    fresh = {row.name: row.to_json() for row in rows}
+    fresh = {row.name: row.to_dict() for row in rows}
     kept = [fresh.pop(row["name"], row) for row in data["rows"]]
     data["rows"] = kept + list(fresh.values())
     write_text_atomically(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -16,10 +16,10 @@ from typing import Any
 
 import gradio as gr
 
-from rag.answering.flow import QuestionError, describe, stream_answer, warm_up
+from rag.answering.flow import QuestionError
+from rag.collection import Collection
 from rag.dates import DateError, user_date
 from rag.errors import EXPECTED
-from rag.indexing.articles import add_articles, list_articles, remove_articles
 from rag.models.registry import GENERATORS
 from rag.settings import Settings, SettingsError
 from rag.types import Answer, ArticleInfo, IndexProgress, Retrieval
@@ -196,17 +196,17 @@ def said(role: str, text: str) -> dict[str, str]:
 
 def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
     """The chat page over `corpus` (default: the settings' corpus folder)."""
-    corpus = Path(corpus) if corpus else None
+    collection = Collection(corpus, settings)
     choices = generator_choices(settings)
 
-    def chosen(top_k: float | None, generator: str | None) -> Settings:
+    def chosen(top_k: float | None, generator: str | None) -> dict[str, Any]:
+        """The page's controls as settings for one question."""
         name = generator if generator in choices else settings.generator
-        return settings.replace(top_k=int(top_k or settings.top_k), generator=name)
+        return {"top_k": int(top_k or settings.top_k), "generator": name}
 
     def info(generator: str | None = None) -> str:
         try:
-            current = chosen(None, generator)
-            return render.info_line(**describe(current, corpus))
+            return render.info_line(**collection.describe(**chosen(None, generator)))
         except EXPECTED_ERRORS as exc:
             return f'<div class="rag-info">{WARNING} {escape(str(exc))}</div>'
 
@@ -221,10 +221,9 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
         last: Answer | Retrieval | None = None
         yield history, gr.skip(), "", gr.skip()
         pieces: list[str] = []
-        current = chosen(top_k, generator)
         try:
-            for event in stream_answer(question, history=prior, settings=current, corpus=corpus,
-                                       since=since or None, until=until or None):
+            for event in collection.stream_answer(question, prior, since or None, until or None,
+                                                  **chosen(top_k, generator)):
                 if isinstance(event, Retrieval):
                     last = event
                     history[-1] = said("assistant", READING.format(n=len(event.passages)))
@@ -270,7 +269,7 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
             progress(update.fraction or 0.0, desc=update.describe())
 
         try:
-            report = add_articles(paths, settings, corpus=corpus, progress=indexing)
+            report = collection.add(paths, progress=indexing)
         except EXPECTED_ERRORS as exc:
             log.warning("upload failed: %s", exc)
             return render.error_box(f"Nothing was indexed: {exc}"), info(generator), None
@@ -284,7 +283,7 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
         """The table of indexed articles as the filter keeps them (`filtered_table`), and the choices of the delete
         dropdown (every article)."""
         try:
-            listed = list_articles(settings, corpus)
+            listed = collection.articles()
         except EXPECTED_ERRORS as exc:
             return render.error_box(f"The articles cannot be listed: {exc}"), gr.update(choices=[], value=None)
         choices = [(f"{a.title} ({a.doc_id})", a.doc_id) for a in listed]
@@ -293,14 +292,14 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
     def article_panel(text: str | None, since: str | None, until: str | None) -> str:
         """The table alone, when the filter changes (the delete dropdown keeps its choice)."""
         try:
-            return filtered_table(list_articles(settings, corpus), text, since, until)
+            return filtered_table(collection.articles(), text, since, until)
         except EXPECTED_ERRORS as exc:
             return render.error_box(f"The articles cannot be listed: {exc}")
 
     def ask_delete(doc_id: str | None) -> tuple:
         """The first click: show what would be deleted and the confirm / cancel buttons; nothing changes yet."""
         try:
-            chosen_article = next((a for a in list_articles(settings, corpus) if a.doc_id == doc_id), None)
+            chosen_article = next((a for a in collection.articles() if a.doc_id == doc_id), None)
         except EXPECTED_ERRORS as exc:
             return gr.update(visible=False), "", None, render.error_box(f"Nothing was deleted: {exc}")
         if chosen_article is None:
@@ -316,8 +315,8 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
             status = render.error_box("Choose an article to delete first.")
         else:
             try:
-                titles = {a.doc_id: a.title for a in list_articles(settings, corpus)}
-                status = render.delete_report(remove_articles([doc_id], settings, corpus=corpus), titles)
+                titles = {a.doc_id: a.title for a in collection.articles()}
+                status = render.delete_report(collection.remove([doc_id]), titles)
             except EXPECTED_ERRORS as exc:
                 log.warning("deleting %r failed: %s", doc_id, exc)
                 status = render.error_box(f"Nothing was deleted: {exc}")
@@ -335,8 +334,8 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
             raise gr.Error(f"unknown generator {generator!r}: use one of {', '.join(choices)}")
         final = None
         try:
-            for event in stream_answer(question, settings=chosen(top_k or None, generator or None), corpus=corpus,
-                                       since=since or None, until=until or None):
+            for event in collection.stream_answer(question, since=since or None, until=until or None,
+                                                  **chosen(top_k or None, generator or None)):
                 if isinstance(event, Answer):
                     final = event
         except QuestionError as exc:
@@ -346,7 +345,7 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
         except EXPECTED_ERRORS as exc:
             raise gr.Error(f"Could not answer: {exc}") from None
         assert final is not None
-        return final.to_json()
+        return final.to_dict()
 
     with ChatApp(title="Ask the news", analytics_enabled=False) as app:
         app.rag_settings = settings
@@ -444,7 +443,7 @@ def serve_page(settings: Settings, corpus: Path | None = None) -> None:
 
     where = corpus or settings.corpus_dir
     print(f"loading {settings.generator} and {settings.embedder}, indexing {where} …", flush=True)
-    warm_up(settings, corpus)
+    Collection(corpus, settings).warm_up()
     try:
         settings.check_api_exposure()
         app = create_app(settings, corpus)

@@ -142,7 +142,7 @@ def _asker(question: str, context: Context, generator: Generator, settings: Sett
         if number not in replies:
             messages, prefix = build_prompt(question, context, settings, CONFLICT_RULE.format(n=number))
             reply, usage = complete(generator, messages, CONFLICT_REPLY_TOKENS, ["\n"], prefix)
-            calls.append({"purpose": "conflict", **usage.to_json()})
+            calls.append({"purpose": "conflict", **usage.to_dict()})
             replies[number] = _grounded(strip_markers(reply).strip(" .\"'"), passage, question)
         return replies[number]
 

@@ -291,7 +291,7 @@ class Screen:
         return banded(probability, self.refuse_below, self.answer_from)
 
     @classmethod
-    def from_json(cls, data: Any) -> Screen:
+    def from_dict(cls, data: Any) -> Screen:
         if not isinstance(data, dict):
             raise DecisionError("the screen must be an object")
         screen = cls(**_checked_model(data, ("refuse_below", "answer_from")))
@@ -332,7 +332,7 @@ class StateProbe:
         return float(((np.asarray(state) - self.mean) / self.scale) @ np.asarray(self.coef) + self.intercept)
 
     @classmethod
-    def from_json(cls, data: Any) -> StateProbe:
+    def from_dict(cls, data: Any) -> StateProbe:
         kind = data.get("kind") if isinstance(data, dict) else None
         if not isinstance(kind, str) or not (kind == STATE_KIND or _ANSWER_KIND.fullmatch(kind)):
             raise DecisionError(f"the state probe must be an object of kind {STATE_KIND} or "
@@ -373,11 +373,11 @@ class Decision:
     def probability(self, values: dict[str, float]) -> float:
         return _logistic(self, values)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: Any) -> Decision:
+    def from_dict(cls, data: Any) -> Decision:
         """Checked field by field: a file of another shape is a DecisionError, never half-used."""
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
             raise DecisionError(f"not a {FORMAT} file of version {VERSION}")
@@ -385,8 +385,8 @@ class Decision:
         texts = {k: data.get(k) for k in ("generator", "generator_sha256", "engine", "embedder")}
         if not all(isinstance(v, str) and v for v in texts.values()):
             raise DecisionError("generator, generator_sha256, engine and embedder must be named")
-        screen = Screen.from_json(data["screen"]) if data.get("screen") is not None else None
-        probe = StateProbe.from_json(data["state_probe"]) if data.get("state_probe") is not None else None
+        screen = Screen.from_dict(data["screen"]) if data.get("screen") is not None else None
+        probe = StateProbe.from_dict(data["state_probe"]) if data.get("state_probe") is not None else None
         stacked = [f for f in STATE_FEATURES if f in model["features"]]
         if len(stacked) > 1:
             raise DecisionError(f"the decision reads {' and '.join(stacked)}: one state probe at most")
@@ -409,7 +409,7 @@ def load_decision(path: Path, generator: str, generator_sha256: str, engine: str
     if not path.is_file():
         return None, f"no fitted decision for {generator} ({path.name}): the checks decide"
     try:
-        decision = Decision.from_json(json.loads(path.read_text(encoding="utf-8")))
+        decision = Decision.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, DecisionError) as exc:
         return None, f"the decision file {path.name} is unusable ({exc}): the checks decide"
     wanted = {"generator_sha256": generator_sha256, "engine": engine}

@@ -28,13 +28,14 @@ from rag.answering.prompts import (
 )
 from rag.answering.verification import Verdict, layout_of, reply_layers, studied_reply_layers, threshold_for, verify
 from rag.answering.windows import sentence_window
+from rag.arguments import PathArg, optional_path
 from rag.dates import TimeScope, as_of_date, request_scope, time_scope
 from rag.errors import BadInput
 from rag.generators.base import Generator, complete
 from rag.generators.factory import get_generator
 from rag.models.embedders import get_embedder
 from rag.retrieval import Retriever, get_retriever
-from rag.settings import Settings, load_settings
+from rag.settings import Settings, settings_or_default
 from rag.text import char_outside, is_instruction, key_terms, normalize_text, split_sentences, strip_markers
 from rag.types import Answer, CheckResult, Passage, Prefix, Retrieval, Usage
 
@@ -59,7 +60,15 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u2060\ufeff\u202a-
 
 
 class QuestionError(BadInput, ValueError):
-    """The question cannot be asked (empty, too long); nothing was sent to a model."""
+    """The question (or its history) cannot be asked: not text, empty, too long, a history of another shape;
+    nothing was sent to a model.
+
+    >>> try:
+    ...     rag.answer("How much?", history=[42])
+    ... except rag.QuestionError as error:
+    ...     print(error)
+    history item 0: expected a message dict ({'role': 'user', 'content': ...}) or a (question, answer) pair, got int 42
+    """
 
 
 def is_refusal(text: str, refusal_text: str = "") -> bool:
@@ -94,8 +103,9 @@ def question_pattern() -> str:
 
 
 def history_turns(history: Any) -> list[tuple[str, str]]:
-    """(user, assistant) pairs from Gradio-style message dicts or from pairs; items of another shape are skipped.
-    A history that is not a list at all is a QuestionError."""
+    """(user, assistant) pairs from Gradio- or OpenAI-style message dicts (roles other than user and assistant are
+    skipped) or from (question, answer) pairs. A history that is not a list, or an item that is neither a message
+    dict nor a pair, is a QuestionError naming it."""
     if history is None:
         return []
     if not isinstance(history, (list, tuple)):
@@ -103,7 +113,7 @@ def history_turns(history: Any) -> list[tuple[str, str]]:
                             f"not {type(history).__name__}")
     turns: list[tuple[str, str]] = []
     pending_user = None
-    for item in history:
+    for position, item in enumerate(history):
         if isinstance(item, dict):
             content = _text_of(item.get("content"))
             if item.get("role") == "user":
@@ -113,6 +123,9 @@ def history_turns(history: Any) -> list[tuple[str, str]]:
                 pending_user = None
         elif isinstance(item, (list, tuple)) and len(item) == 2:
             turns.append((_text_of(item[0]), _text_of(item[1])))
+        else:
+            raise QuestionError(f"history item {position}: expected a message dict ({{'role': 'user', 'content': "
+                                f"...}}) or a (question, answer) pair, got {type(item).__name__} {item!r:.60}")
     return turns
 
 
@@ -142,7 +155,7 @@ def standalone_question(question: str, history: Any, generator: Generator, setti
                                             "Rewritten question:"}]
     rewritten, usage = complete(generator, messages, max_tokens=60, stop=["\n"])
     if calls is not None:
-        calls.append({"purpose": "rewrite", **usage.to_json()})
+        calls.append({"purpose": "rewrite", **usage.to_dict()})
     rewritten = rewritten.strip().strip('"')
     rewritten = re.sub(r"^(rewritten question|question)\s*:\s*", "", rewritten, flags=re.IGNORECASE).strip()
     if not rewritten or len(rewritten) > 300 or is_refusal(rewritten):
@@ -180,7 +193,7 @@ def reading_context(question: str, passages: list[Passage], retriever: Retriever
 
 
 def stream_answer(question: str, history: Any = None, settings: Settings | None = None,
-                  corpus: Path | None = None, since: Any = None, until: Any = None,
+                  corpus: PathArg | None = None, since: Any = None, until: Any = None,
                   **overrides: Any) -> Iterator[Retrieval | str | Answer]:
     """Yield a Retrieval event, then the reply's text pieces as they are generated, then the final Answer.
 
@@ -192,10 +205,25 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
     `since` / `until` (a date or "YYYY-MM-DD", inclusive) keep only articles published in that range; without
     them, a range the question names ("in March 2023", "last week") is applied when it leaves a relevant
     passage, and "latest" / "most recent" puts the newest reports first (rag/dates.py).
+
+    Every argument is checked when this is called, before a model is loaded: a bad one raises a BadInput (a
+    QuestionError, BadArgument or SettingsError) naming it; `overrides` are settings (`top_k=3`), checked as such.
+
+    >>> events = list(rag.stream_answer("What did Zuckerberg discuss in Seoul?", top_k=3))
+    >>> type(events[0]).__name__, type(events[-1]).__name__, len(events[0].passages) <= 3
+    ('Retrieval', 'Answer', True)
     """
-    settings = (settings or load_settings()).replace(**overrides) if overrides else (settings or load_settings())
+    settings = settings_or_default(settings)
+    settings = settings.replace(**overrides) if overrides else settings
     question = clean_question(question, settings)
+    history_turns(history)
+    folder = optional_path(corpus, "corpus")
     request_scope(since, until, TimeScope())  # bad dates are refused before any model work
+    return _stream_answer(question, history, settings, folder, since, until)
+
+
+def _stream_answer(question: str, history: Any, settings: Settings, corpus: Path | None, since: Any, until: Any
+                   ) -> Iterator[Retrieval | str | Answer]:
     started = time.perf_counter()
     generator = get_generator(settings)
     models = {"generator": generator.name, "engine": generator.engine, "embedder": settings.embedder}
@@ -213,7 +241,7 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
     timings["retrieval_s"] = time.perf_counter() - t0
     yield Retrieval(question, search_query, passages)
     usage: dict[str, Any] = {"context": "none", "calls": calls}
-    dates = scope.to_json(applied) if scope.ranged or scope.latest else {}
+    dates = scope.to_dict(applied) if scope.ranged or scope.latest else {}
 
     def finish(text: str, refused: bool, reason: str, raw: str = "", checked: CheckResult | None = None,
                conflict: Conflict | None = None) -> Answer:
@@ -278,7 +306,7 @@ def stream_answer(question: str, history: Any = None, settings: Settings | None 
         text = f"{ended(text)} {TRIMMED_NOTE}"
     final = finish(text, bool(reason), reason, " ".join(o.raw for o in outcomes), checked, conflict)
     final.second_look = any(o.second_look for o in outcomes)
-    final.verdict = next((o.verdict.to_json() for o in outcomes if o.verdict), {})
+    final.verdict = next((o.verdict.to_dict() for o in outcomes if o.verdict), {})
     if checked and checked.trimmed:
         final.verdict["trimmed"] = list(checked.trimmed)
     if any(o.unfocused for o in outcomes):  # what the focus check refused, for `rag eval` to weigh the check
@@ -342,7 +370,7 @@ def _answer_part(part: str, whole: str, context: Context, generator: Generator, 
     if reason != "generator" and settings.verify and threshold is not None and not (checked and checked.declined):
         t0 = time.perf_counter()
         verdict = verify(reply, part, context, generator, settings, rule(""), threshold, checked, not reason, usage)
-        calls.append({"purpose": "verify", **verdict.usage.to_json()})
+        calls.append({"purpose": "verify", **verdict.usage.to_dict()})
         timings["verify_s"] = timings.get("verify_s", 0.0) + time.perf_counter() - t0
         reason, checked = _decided(reason, verdict, reply, context.passages, checked, settings)
     if checked:
@@ -424,7 +452,7 @@ def _reply(generator: Generator, messages: list[dict[str, str]], prefix: Prefix,
             piece = next(stream)
         except StopIteration as done:
             usage = done.value or Usage()
-            calls.append({"purpose": purpose, **usage.to_json()})
+            calls.append({"purpose": purpose, **usage.to_dict()})
             break
         timings.setdefault("ttft_s", time.perf_counter() - started)
         pieces.append(piece)
@@ -476,9 +504,19 @@ def extractive_answer(label: str, question: str, passages: list[Passage]) -> str
     return f"{normalize_text(sentence)} [{cited[0]}]"
 
 
-def answer(question: str, history: Any = None, settings: Settings | None = None, corpus: Path | None = None,
+def answer(question: str, history: Any = None, settings: Settings | None = None, corpus: PathArg | None = None,
            since: Any = None, until: Any = None, **overrides: Any) -> Answer:
-    """Answer a question from the articles; see `stream_answer` for the streaming form and `since` / `until`."""
+    """Answer a question from the articles (default: the `corpus_dir` setting, or `corpus`, a str or PathLike):
+    the checked text with [n] markers and its citations, or a refusal ("The articles do not say."). See
+    `stream_answer` for the streaming form, `history`, `since` / `until` and `overrides`; `Collection` for a
+    folder asked many times.
+
+    >>> reply = rag.answer("How much will South Korea invest in AI chips by 2027?")
+    >>> reply.refused, sorted({citation.doc_id for citation in reply.citations})
+    (False, ['south-korea-ai-investment.txt'])
+    >>> rag.answer("Who won the 1998 World Cup?").text
+    'The articles do not say.'
+    """
     final = None
     for event in stream_answer(question, history, settings, corpus, since, until, **overrides):
         if isinstance(event, Answer):
@@ -487,29 +525,35 @@ def answer(question: str, history: Any = None, settings: Settings | None = None,
     return final
 
 
-def warm_up(settings: Settings | None = None, corpus: Path | None = None) -> None:
-    """Load the models and the index now rather than on the first question."""
-    settings = settings or load_settings()
+def warm_up(settings: Settings | None = None, corpus: PathArg | None = None) -> None:
+    """Load the models and the index now rather than on the first question.
+
+    >>> rag.warm_up()
+    """
+    settings = settings_or_default(settings)
+    corpus = optional_path(corpus, "corpus")
     get_embedder(settings).warm_up()
     get_retriever(settings, corpus)
     get_generator(settings).warm_up()
 
 
-def describe(settings: Settings | None = None, corpus: Path | None = None) -> dict[str, Any]:
+def describe(settings: Settings | None = None, corpus: PathArg | None = None) -> dict[str, Any]:
     """What answers come from: documents and chunks indexed, generator, its engine, embedder."""
-    settings = settings or load_settings()
+    settings = settings_or_default(settings)
+    corpus = optional_path(corpus, "corpus")
     index = get_retriever(settings, corpus).index
     return {"documents": len(index.documents), "chunks": len(index.chunks), "generator": settings.generator,
             "engine": get_generator(settings).engine, "embedder": settings.embedder}
 
 
-def prepare_document_states(settings: Settings | None = None, corpus: Path | None = None) -> dict[str, str]:
+def prepare_document_states(settings: Settings | None = None, corpus: PathArg | None = None) -> dict[str, str]:
     """Have the generator read each indexed document once and save its state, so that the first question about
     it in any later process pays only a restore (`rag index` does this when `index_states` is on).
 
     Returns doc id -> "computed", "disk", "memory" or "context" (where the state came from), or why it was skipped.
     A corpus of more than `states_on_disk` documents is skipped: its states are made on first use instead."""
-    settings = settings or load_settings()
+    settings = settings_or_default(settings)
+    corpus = optional_path(corpus, "corpus")
     retriever = get_retriever(settings, corpus)
     documents = list(retriever.index.documents)
     if not settings.whole_document or len(documents) > settings.states_on_disk:

@@ -74,8 +74,8 @@ class Verdict:
     # all_probes, the reply judge's) answer position, and the studied layers' outputs where the answer prompt ends
     states: dict[str, list[float]] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
-        return {**asdict(self), "usage": self.usage.to_json()}
+    def to_dict(self) -> dict:
+        return {**asdict(self), "usage": self.usage.to_dict()}
 
 
 def judge(generator: Generator, messages: list[Message], prefix: Prefix) -> tuple[float, Usage]:

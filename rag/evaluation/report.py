@@ -16,7 +16,7 @@ from rag.files import write_text_atomically
 def write_outputs(out_dir: Path, results: list[Result], metrics: Metrics, name: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomically(out_dir / "results.jsonl",
-                          "".join(json.dumps(result.to_json(), ensure_ascii=False) + "\n" for result in results))
+                          "".join(json.dumps(result.to_dict(), ensure_ascii=False) + "\n" for result in results))
     write_text_atomically(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text_atomically(out_dir / "report.md", render_report(results, metrics, name))
     plot_metrics(results, metrics, out_dir / "metrics.png", name)

@@ -131,7 +131,7 @@ class Result:
         origins = [re.sub(r"-copy\d+(?=\.\w+$)", "", p.doc_id) for p in self.top5]
         return len(set(origins)) == len(origins)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         golds = self.question.rgb_answer if self.question.rgb_answer is not None else self.question.answers
         return {
             "id": self.question.id, "question": self.question.question, "answers": golds,

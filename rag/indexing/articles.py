@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
+from rag.arguments import PathArg, optional_path
 from rag.errors import BadInput, NotFound, TooLarge
 from rag.indexing.build import StaleIndex, build_index, current_build, current_manifest, index_folder
 from rag.ingest.reading import MB, IngestError, find_articles, read_document, safe_article_name, shown_name
@@ -43,7 +44,7 @@ MAX_NAME_BYTES = 255
 Upload = Path | tuple[Path, str]  # a file on disk, or (file on disk, the name its sender gave it)
 
 
-def add_articles(files: Iterable[Upload], settings: Settings, corpus: Path | None = None,
+def add_articles(files: Iterable[Upload], settings: Settings, corpus: PathArg | None = None,
                  progress: bool | ProgressCallback = False) -> IndexReport:
     """Check uploaded files, copy the good ones into the corpus, then index incrementally: all or nothing.
 
@@ -57,7 +58,7 @@ def add_articles(files: Iterable[Upload], settings: Settings, corpus: Path | Non
     corpus is as it was and the previous build stays current. `progress` as in `build_index` (the page shows each
     step of the indexing).
     """
-    corpus = corpus or settings.corpus_dir
+    corpus = optional_path(corpus, "corpus") or settings.corpus_dir
     corpus.mkdir(parents=True, exist_ok=True)
     folder = index_folder(settings, corpus)
     notes = IndexReport()
@@ -168,12 +169,12 @@ def _free_name(corpus: Path, name: str) -> Path:
     raise IngestError(f"{name}: thousands of articles already have this name")
 
 
-def list_articles(settings: Settings, corpus: Path | None = None) -> list[ArticleInfo]:
+def list_articles(settings: Settings, corpus: PathArg | None = None) -> list[ArticleInfo]:
     """The articles the current index holds, by title: id, title, date, chunk count, publication date, outlet and
     near-copies (from its manifest; an index built before dates were read gives "" and [])."""
-    corpus = corpus or settings.corpus_dir
+    corpus = optional_path(corpus, "corpus") or settings.corpus_dir
     articles = [_article_info(doc_id, entry, corpus)
-                for doc_id, entry in _indexed_documents(index_folder(settings, corpus)).items()]
+                for doc_id, entry in _indexed_or_none(index_folder(settings, corpus)).items()]
     return sorted(articles, key=lambda a: (a.title.casefold(), a.doc_id))
 
 
@@ -184,7 +185,7 @@ def _article_info(doc_id: str, entry: dict, corpus: Path) -> ArticleInfo:
                        copies=[str(c) for c in entry.get("copies") or [] if c != doc_id])
 
 
-def remove_articles(doc_ids: Iterable[str], settings: Settings, corpus: Path | None = None,
+def remove_articles(doc_ids: Iterable[str], settings: Settings, corpus: PathArg | None = None,
                     progress: bool | ProgressCallback = False) -> IndexReport:
     """Delete articles from the corpus folder and the index, incrementally (no other article is embedded again):
     all or nothing.
@@ -196,12 +197,12 @@ def remove_articles(doc_ids: Iterable[str], settings: Settings, corpus: Path | N
     back: the corpus is as it was and the previous build stays current. A process killed half-way is finished
     by the next upload or deletion (the hidden files go back, or away when the new build no longer holds them).
     """
-    corpus = corpus or settings.corpus_dir
+    corpus = optional_path(corpus, "corpus") or settings.corpus_dir
     folder = index_folder(settings, corpus)
     moved: list[tuple[Path, Path]] = []
     with _corpus_lock(folder):
         _recover(corpus, folder)
-        wanted = _checked_ids(doc_ids, _indexed_documents(folder), corpus)
+        wanted = _checked_ids(doc_ids, _indexed_or_none(folder), corpus)
         before = current_build(folder)
         try:
             for doc_id in wanted:
@@ -276,6 +277,16 @@ def _recover(corpus: Path, folder: Path) -> None:
 
 def _indexed_documents(folder: Path) -> dict[str, dict]:
     return current_manifest(folder)[1]["documents"]
+
+
+def _indexed_or_none(folder: Path) -> dict[str, dict]:
+    """The indexed documents; none where nothing was indexed yet (a folder never indexed holds no article)."""
+    try:
+        return _indexed_documents(folder)
+    except StaleIndex:
+        if current_build(folder) is None:
+            return {}
+        raise
 
 
 def _article_date(path: Path, entry: dict) -> str:

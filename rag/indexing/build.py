@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.arguments import PathArg, optional_path
 from rag.calibration import COPY_PERMS, COPY_SHINGLE_WORDS, COPY_THRESHOLD
 from rag.errors import BadInput, Unavailable
 from rag.files import fsync_folder, remove_stale_partials, write_bytes_atomically, write_text_atomically
@@ -80,9 +81,9 @@ class LoadedIndex:
         return self.manifest["documents"]
 
 
-def index_folder(settings: Settings, corpus: Path | None = None) -> Path:
+def index_folder(settings: Settings, corpus: PathArg | None = None) -> Path:
     """The main corpus indexes into `index_dir`; any other corpus into its own folder under it."""
-    corpus = corpus or settings.corpus_dir
+    corpus = optional_path(corpus, "corpus") or settings.corpus_dir
     if corpus.resolve() == settings.corpus_dir.resolve():
         return settings.index_dir
     digest = hashlib.sha1(str(corpus.resolve()).encode()).hexdigest()[:10]
@@ -97,6 +98,7 @@ def fingerprint(settings: Settings) -> dict:
     chunk_tokens, overlap_tokens = chunking(settings)
     return {"format": FORMAT_VERSION, "reader": READER_VERSION, "embedder": settings.embedder,
             **({"embedder_precision": precision} if precision != "float32" else {}),
+            **({"embedder_backend": settings.embedder_backend} if settings.embedder_backend != "torch" else {}),
             "chunk_tokens": chunk_tokens, "chunk_overlap_tokens": overlap_tokens,
             "index_type": settings.index_type, "vector_store": settings.vector_store,
             **({"hnsw_from_passages": settings.hnsw_from_passages} if settings.index_type == "auto" else {}),
@@ -294,7 +296,7 @@ class BuildWriter:
                                            "path": document.path, "meta": document.meta, "chunks": len(chunks),
                                            "published": document.published, "outlet": document.outlet}
         self.fresh.add(document.doc_id)
-        numbered = [{**c.to_json(), "key": self.next_key + n} for n, c in enumerate(chunks)]
+        numbered = [{**c.to_dict(), "key": self.next_key + n} for n, c in enumerate(chunks)]
         self.next_key += len(chunks)
         self._append(numbered, vectors, signatures([c.text for c in chunks]))
 
@@ -537,7 +539,7 @@ class Pending:
         vectors_path, chunks_path = self._paths(document)
         try:
             vectors = np.load(vectors_path, allow_pickle=False)
-            chunks = [Chunk.from_json(json.loads(line)) for line in chunks_path.read_text("utf-8").splitlines()]
+            chunks = [Chunk.from_dict(json.loads(line)) for line in chunks_path.read_text("utf-8").splitlines()]
         except (OSError, ValueError, KeyError, TypeError):
             return None  # not there, or damaged: embed it again
         return (chunks, vectors) if len(chunks) == len(vectors) else None
@@ -550,7 +552,7 @@ class Pending:
         np.save(buffer, vectors, allow_pickle=False)
         # not synced, as before: an entry torn by a power loss fails to load and is embedded again
         write_bytes_atomically(vectors_path, buffer.getvalue(), fsync=False)
-        lines = "".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in chunks)
+        lines = "".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in chunks)
         write_bytes_atomically(chunks_path, lines.encode("utf-8"), fsync=False)
 
 
@@ -611,7 +613,7 @@ def load_index(folder: Path) -> LoadedIndex:
     build, manifest = current_manifest(folder)
     try:
         with open(build / "chunks.jsonl", encoding="utf-8") as handle:
-            chunks = [Chunk.from_json(json.loads(line)) for line in handle]
+            chunks = [Chunk.from_dict(json.loads(line)) for line in handle]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StaleIndex(f"index in {build} is damaged ({exc}): run `rag index --rebuild`") from exc
     vectors, store, lexical, copy_group = _open_build(build, manifest, len(chunks), [c.doc_id for c in chunks])
@@ -683,9 +685,9 @@ def check_index(folder: Path, settings: Settings, documents: list[Document] | li
     return loaded
 
 
-def open_index(settings: Settings, corpus: Path | None = None, progress: bool = False) -> LoadedIndex:
+def open_index(settings: Settings, corpus: PathArg | None = None, progress: bool = False) -> LoadedIndex:
     """The index for a corpus, brought up to date first when `auto_index` is on (the default)."""
-    corpus = corpus or settings.corpus_dir
+    corpus = optional_path(corpus, "corpus") or settings.corpus_dir
     folder = index_folder(settings, corpus)
     if settings.auto_index:
         build_index([corpus], folder, settings, progress=progress)

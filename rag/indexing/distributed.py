@@ -156,7 +156,7 @@ class EmbedWorker:
         bounds = np.cumsum([0, *(len(chunks) for chunks in groups)])
         return {
             "position": np.asarray(batch["position"], dtype=np.int64),
-            "chunks": _objects([json.dumps([c.to_json() for c in chunks], ensure_ascii=False) for chunks in groups]),
+            "chunks": _objects([json.dumps([c.to_dict() for c in chunks], ensure_ascii=False) for chunks in groups]),
             "vectors": _objects([vectors[a:b].astype(np.float32).tobytes() for a, b in itertools.pairwise(bounds)]),
             "dim": np.full(len(documents), vectors.shape[1], dtype=np.int64),
         }
@@ -177,7 +177,7 @@ def _embed_window(ray: Any, window: list[tuple[int, Document]], settings: Settin
         for (position, doc), row in zip(window, results, strict=True):
             if int(row["position"]) != position:
                 raise DistributedEmbedFailed(f"Ray returned document {row['position']} where {position} was due")
-            chunks = [Chunk.from_json(data) for data in json.loads(row["chunks"])]
+            chunks = [Chunk.from_dict(data) for data in json.loads(row["chunks"])]
             vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(chunks), int(row["dim"]))
             yield doc, chunks, vectors.copy()
     except ray.exceptions.RayError as exc:

@@ -1,4 +1,5 @@
-"""The embedders (sentence-transformers, llama.cpp GGUF), loaded once per process; `rag prepare`."""
+"""The embedders (sentence-transformers on torch or from an ONNX/OpenVINO export, llama.cpp GGUF), loaded once per
+process; `rag prepare`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tqdm.auto import tqdm
 from rag.calibration import PRECISIONS
 from rag.loaded import Loaded
 from rag.models.assembly import ensure_gguf
+from rag.models.exported import Graph, ensure_exported
 from rag.models.names import embedder_location, resolve_generator
 from rag.models.registry import EMBEDDERS, GENERATORS, ModelError, PackagedSplitZip, PackagedVersions, PackagedZipEntry
 from rag.settings import Settings
@@ -51,9 +53,12 @@ def _fix_mmap_threshold(size: int) -> None:
 
 
 def embedder_precision(settings: Settings) -> str:
-    """The `embedder_precision` setting, or with "auto" the embedder's measured default."""
+    """The `embedder_precision` setting, or with "auto" the embedder's measured default (float32 on onnx, the only
+    precision it runs)."""
     if settings.embedder_precision != "auto":
         return settings.embedder_precision
+    if settings.embedder_backend == "onnx":
+        return "float32"
     return PRECISIONS.get(settings.embedder, "float32")
 
 
@@ -117,6 +122,54 @@ class Embedder:
                          convert_to_numpy=True, show_progress_bar=progress)
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
         return unit_rows(vectors)  # again in float32: a bfloat16 model's own normalising is off by ~1e-3
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.model.tokenizer.tokenize(text))
+
+
+class ExportedEmbedder:
+    """A sentence-transformers embedder run from its ONNX or OpenVINO export (`embedder_backend`), normalised; the
+    export is made on first use (or by `rag prepare`) and verified before every load. No torch model is loaded."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        self.name = name
+        self.settings = settings
+        self.backend = settings.embedder_backend
+        self._graph: Graph | None = None
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        with self._lock:
+            if self._graph is None:
+                location = embedder_location(self.name, self.settings)
+                precision = embedder_precision(self.settings)
+                folder, manifest = ensure_exported(self.name, location, self.settings, self.backend, precision)
+                self._graph = Graph(folder, manifest, location, precision, self.settings.n_threads)
+
+    @property
+    def model(self) -> Graph:
+        """The loaded graph; its encode_document and encode_query take sentence-transformers' arguments."""
+        self.warm_up()
+        return self._graph  # type: ignore[return-value]
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.manifest["dim"])
+
+    @property
+    def max_tokens(self) -> int:
+        return self.model.max_tokens
+
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """Passages (documents), behind the model's document prompt where it has one."""
+        return self.model.encode_document(texts, batch_size=self.settings.embed_batch_size)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_queries([text])[0]
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Questions, behind the model's query prompt where it has one."""
+        return self.model.encode_query(texts, batch_size=self.settings.embed_batch_size)
 
     def count_tokens(self, text: str) -> int:
         return len(self.model.tokenizer.tokenize(text))
@@ -200,15 +253,22 @@ class LlamaEmbedder:
             return len(self._load().tokenize(text.encode("utf-8"), add_bos=False))
 
 
-_cache: Loaded[Embedder | LlamaEmbedder] = Loaded()
+AnyEmbedder = Embedder | ExportedEmbedder | LlamaEmbedder
+_cache: Loaded[AnyEmbedder] = Loaded()
 
 
-def get_embedder(settings: Settings) -> Embedder | LlamaEmbedder:
+def get_embedder(settings: Settings) -> AnyEmbedder:
     """The embedder of these settings, loaded once per process for each model file it reads (caches that link the
     same assembled model share one copy: EmbeddingGemma holds 0.6 GB)."""
-    key = ("embedder", settings.embedder, embedder_precision(settings), settings.device, _embedder_home(settings))
+    key = ("embedder", settings.embedder, embedder_precision(settings), settings.device, _embedder_home(settings),
+           settings.embedder_backend)
     if isinstance(EMBEDDERS.get(settings.embedder), PackagedZipEntry):  # a GGUF: llama.cpp, not sentence-transformers
+        if settings.embedder_backend != "torch":
+            raise ModelError(f"embedder {settings.embedder} runs on llama.cpp: embedder_backend "
+                             f"{settings.embedder_backend!r} applies to sentence-transformers embedders only")
         return _cache.get(key, lambda: LlamaEmbedder(settings.embedder, settings))
+    if settings.embedder_backend != "torch":
+        return _cache.get(key, lambda: ExportedEmbedder(settings.embedder, settings))
     return _cache.get(key, lambda: Embedder(settings.embedder, settings))
 
 
@@ -231,6 +291,9 @@ def prepare(settings: Settings, models: Iterable[str] | None = None, progress: b
         try:
             if name in EMBEDDERS or (name == settings.embedder and name not in GENERATORS):
                 status[name] = embedder_location(name, settings, download=True)
+                if name == settings.embedder and settings.embedder_backend != "torch":  # its export, made once
+                    status[name] = str(ensure_exported(name, status[name], settings, settings.embedder_backend,
+                                                       embedder_precision(settings))[0])
                 continue
             source = resolve_generator(name)
             status[name] = str(ensure_gguf(source.spec, settings, progress)) if source.spec else source.location

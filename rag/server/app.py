@@ -35,13 +35,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from rag.answering.flow import clean_question, stream_answer, warm_up
-from rag.dates import TimeScope, request_scope
+from rag.answering.flow import clean_question
+from rag.collection import Collection
 from rag.errors import EXPECTED, BadInput, Busy, NotFound, RagError, Unauthorized, Unavailable, kind_of, outcome
-from rag.indexing.articles import UnknownArticle, add_articles, check_upload_size, list_articles, remove_articles
+from rag.indexing.articles import UnknownArticle, check_upload_size
 from rag.indexing.build import current_build, index_folder
 from rag.ingest.reading import MB
-from rag.retrieval import calibration, get_retriever
+from rag.retrieval import calibration
 from rag.server.housekeeping import housekeeping_reply, is_housekeeping, suggested_prompts
 from rag.server.openapi import MAX_UPLOAD_FILES, STREAMED, Health, errors, install_openapi
 from rag.server.wire import (
@@ -134,6 +134,7 @@ class ApiState:
     def __init__(self, settings: Settings, corpus: Path | None) -> None:
         self.settings = settings
         self.corpus = corpus
+        self.collection = Collection(corpus, settings)
         self.gate = Gate(settings.max_queue)
         self.ready = threading.Event()
         self.failure = ""
@@ -142,7 +143,7 @@ class ApiState:
     def load(self) -> None:
         """Load the models and the index (in a background thread); a failure is kept for /health and 503s."""
         try:
-            warm_up(self.settings, self.corpus)
+            self.collection.warm_up()
             self.ready.set()
         except Exception as exc:  # noqa: BLE001 - reported by /health and every model request
             log.exception("loading the models failed")
@@ -265,7 +266,8 @@ class Asked:
 
     question: str
     history: list[dict[str, str]]
-    settings: Settings
+    settings: Settings  # the server's settings with the request's `changes`
+    changes: dict[str, Any]
     since: date | None = None
     until: date | None = None
 
@@ -279,7 +281,8 @@ def asked_text(text: str, settings: Settings) -> str:
     return clean_question(text, settings)
 
 
-def answer_settings(body: ChatRequest, settings: Settings) -> Settings:
+def answer_changes(body: ChatRequest) -> dict[str, Any]:
+    """The settings a request changes for its own answer (top_k, the reply's length, streaming)."""
     changes: dict[str, Any] = {}
     if body.top_k:
         changes["top_k"] = body.top_k
@@ -287,7 +290,7 @@ def answer_settings(body: ChatRequest, settings: Settings) -> Settings:
         changes["max_new_tokens"] = body.max_completion_tokens or body.max_tokens
     if body.stream_unchecked is not None:
         changes["stream_unchecked"] = body.stream_unchecked
-    return settings.replace(**changes) if changes else settings
+    return changes
 
 
 @router.post("/chat/completions", summary="Answer the last user message from the articles (OpenAI chat completions)",
@@ -312,9 +315,10 @@ async def chat_completions(body: ChatRequest, request: Request, state: State) ->
                                               state.corpus)
         return EventStream(_text_frames(text, body.model)) if body.stream else JSONResponse(reply(text, body.model))
     state.require_ready()
-    settings = answer_settings(body, state.settings)
+    changes = answer_changes(body)
+    settings = state.settings.replace(**changes)
     question = asked_text(question, settings)  # an empty or over-long question is a 400 before it queues
-    asked = Asked(question, history, settings, body.since, body.until)
+    asked = Asked(question, history, settings, changes, body.since, body.until)
     ticket = state.gate.admit()
     include_usage = bool((body.stream_options or {}).get("include_usage"))
     if body.stream:
@@ -331,8 +335,8 @@ async def chat_completions(body: ChatRequest, request: Request, state: State) ->
 
 async def _answer_events(state: ApiState, asked: Asked) -> AsyncIterator[Retrieval | str | Answer]:
     async with state.gate.turn():
-        async for event in pump(stream_answer(asked.question, asked.history, asked.settings, state.corpus,
-                                              asked.since, asked.until)):
+        async for event in pump(state.collection.stream_answer(asked.question, asked.history, asked.since,
+                                                               asked.until, **asked.changes)):
             yield event
 
 
@@ -416,7 +420,7 @@ async def model(model: str, state: State) -> dict[str, Any]:
 def _model_card(state: ApiState) -> dict[str, Any]:
     settings = state.settings
     try:
-        articles = list_articles(settings, state.corpus)
+        articles = state.collection.articles()
     except EXPECTED:
         articles = []
     return {"id": MODEL_ID, "object": "model", "created": int(state.started), "owned_by": "rag-news",
@@ -437,12 +441,11 @@ async def retrieve_passages(body: RetrieveRequest, request: Request,
     query = asked_text(body.query, state.settings)
     k = body.top_k or state.settings.top_k
     passages = await _queued(request, state, lambda: _retrieve(query, k, body, state))
-    return {"object": "list", "query": query, "data": [{**p.to_json(), "relevance": p.relevance} for p in passages]}
+    return {"object": "list", "query": query, "data": [{**p.to_dict(), "relevance": p.relevance} for p in passages]}
 
 
 def _retrieve(query: str, k: int, dates: DateRange, state: ApiState) -> list[Passage]:
-    scope = request_scope(dates.since, dates.until, TimeScope())
-    return get_retriever(state.settings, state.corpus).run(query, k, scope)
+    return state.collection.retrieve(query, k, dates.since, dates.until)
 
 
 @router.post("/embeddings", summary="Embeddings by the project's embedder (OpenAI embeddings)",
@@ -495,13 +498,13 @@ def _report(report: IndexReport) -> dict[str, Any]:
 
 @router.get("/articles", summary="The indexed articles with their publication dates (the Articles panel's list)")
 async def articles(state: State) -> dict[str, Any]:
-    listed = await anyio.to_thread.run_sync(list_articles, state.settings, state.corpus)
+    listed = await anyio.to_thread.run_sync(state.collection.articles)
     return {"object": "list", "data": [_article(a) for a in listed]}
 
 
 @router.get("/articles/{doc_id:path}", summary="One indexed article", responses=errors(404))
 async def article(doc_id: str, state: State) -> dict[str, Any]:
-    listed = await anyio.to_thread.run_sync(list_articles, state.settings, state.corpus)
+    listed = await anyio.to_thread.run_sync(state.collection.articles)
     found = next((a for a in listed if a.doc_id == doc_id), None)
     if found is None:
         raise UnknownArticle(f"{doc_id}: no such article in the index")
@@ -524,7 +527,7 @@ async def upload_articles(request: Request, files: Annotated[list[UploadFile], F
     try:
         saved = [(await anyio.to_thread.run_sync(_save, upload, folder / str(n)), upload.filename or f"upload-{n}")
                  for n, upload in enumerate(files)]
-        report = await _queued(request, state, lambda: add_articles(saved, settings, corpus=state.corpus))
+        report = await _queued(request, state, lambda: state.collection.add(saved))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if report.rejected and not (report.added or report.updated or report.duplicates):
@@ -552,7 +555,7 @@ def _save(upload: UploadFile, path: Path) -> Path:
 async def delete_article(doc_id: str, request: Request, state: State) -> dict[str, Any]:
     """The Articles panel's deletion: 404 for an id the index does not hold, 400 for the last article."""
     state.require_ready()
-    report = await _queued(request, state, lambda: remove_articles([doc_id], state.settings, corpus=state.corpus))
+    report = await _queued(request, state, lambda: state.collection.remove([doc_id]))
     return {"id": doc_id, "object": "article.deleted", "deleted": True, **_report(report)}
 
 

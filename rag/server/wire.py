@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from rag.errors import BadInput
+from rag.settings import MAX_REPLY_TOKENS, MAX_RETRIEVE_K, MAX_TOP_K
 from rag.text import char_outside
 from rag.types import Answer, Citation, Passage
 
@@ -62,7 +63,7 @@ def whole(low: int, high: int) -> Any:
     return Annotated[int, Field(ge=low, le=high), BeforeValidator(_whole)]
 
 
-TOKENS, CHAT_TOP_K, SEARCH_TOP_K = whole(1, 1024), whole(1, 20), whole(1, 50)
+TOKENS, CHAT_TOP_K, SEARCH_TOP_K = whole(1, MAX_REPLY_TOKENS), whole(1, MAX_TOP_K), whole(1, MAX_RETRIEVE_K)
 ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # A day, or empty (no bound); in the schema as well as in `checked_day`.
 DAY_SCHEMA = {"anyOf": [{"type": "string", "format": "date"}, {"const": ""}, {"type": "null"}]}

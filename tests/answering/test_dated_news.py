@@ -46,7 +46,7 @@ def questions(kind: str) -> list[dict]:
 @pytest.mark.parametrize("row", questions("latest"), ids=lambda row: row["id"])
 def test_latest_is_answered_with_the_newest_figure(revisions, row):
     result = answer(row["question"], settings=revisions)
-    assert not result.refused, result.to_json()
+    assert not result.refused, result.to_dict()
     assert gives(result.text, row), result.text
     assert result.dates["latest"]
     assert result.passages[0].published.startswith("2024-04")  # the newest report first
@@ -59,7 +59,7 @@ def test_latest_is_answered_with_the_newest_figure(revisions, row):
 def test_in_month_is_answered_with_that_months_figure(revisions, row):
     result = answer(row["question"], settings=revisions)
     month = row["id"][-7:]  # 2024-02
-    assert not result.refused, result.to_json()
+    assert not result.refused, result.to_dict()
     assert gives(result.text, row), result.text
     assert result.dates["applied"] and result.dates["since"] == f"{month}-01"
     assert {p.published[:7] for p in result.passages} == {month}
@@ -75,8 +75,8 @@ def test_sources_carry_their_date_and_outlet(revisions):
 def test_two_articles_that_disagree_are_both_named_with_citations_and_dates(disagree):
     events = list(stream_answer("How much will the Harbor Bridge repairs in Norrport cost?", settings=disagree))
     final = events[-1]
-    assert isinstance(final, Answer) and not final.refused, final.to_json()
-    assert final.conflict, final.to_json()
+    assert isinstance(final, Answer) and not final.refused, final.to_dict()
+    assert final.conflict, final.to_dict()
     values = " ".join(group["value"] for group in final.conflict_groups)
     assert "8.2 million" in values and "9.5 million" in values
     assert "8.2 million" in final.text and "9.5 million" in final.text and "disagree" in final.text

@@ -100,7 +100,7 @@ RECORDED = [f for f in FEATURES if f not in STATE_FEATURES]  # a state probe's f
 
 def decision_json(**changes) -> dict:
     data = Decision(RECORDED, [0.0] * len(RECORDED), [1.0] * len(RECORDED), [0.5] * len(RECORDED), -1.0, 0.4,
-                    "g", "abc", "llama-cpp", "e").to_json()
+                    "g", "abc", "llama-cpp", "e").to_dict()
     return {**data, **changes}
 
 
@@ -139,7 +139,7 @@ def state_probe_json(**changes) -> dict:
 ])
 def test_a_malformed_decision_file_is_refused_whole(changes, message):
     with pytest.raises(DecisionError, match=message):
-        Decision.from_json(decision_json(**changes))
+        Decision.from_dict(decision_json(**changes))
 
 
 CHEAP = [f for f in FEATURES if f not in GENERATOR_PROBES]
@@ -149,19 +149,19 @@ CHEAP = [f for f in FEATURES if f not in GENERATOR_PROBES]
 def test_the_state_probe_is_read_back_and_scores_a_hidden_state_of_its_size_only():
     data = json.loads(json.dumps(decision_json(features=RECORDED[:-1] + [STATE_FEATURE],
                                                state_probe=state_probe_json())))
-    decision = Decision.from_json(data)
+    decision = Decision.from_dict(data)
     assert isinstance(decision.state_probe, StateProbe)
     assert decision.state_probe.logit([2.0, 1.0, 9.0, 9.0]) == pytest.approx(1.5)  # 2 - 1 + 0.5
     with pytest.raises(DecisionError, match="a hidden state of 3 values for a probe of 4"):
         decision.state_probe.logit([1.0, 1.0, 1.0])
-    assert Decision.from_json(decision.to_json()).state_probe == decision.state_probe
+    assert Decision.from_dict(decision.to_dict()).state_probe == decision.state_probe
     assert (decision.state_probe.feature, decision.state_probe.layer) == (STATE_FEATURE, None)
 
 
 @pytest.mark.unit
 def test_an_answer_state_probe_names_the_layer_it_reads():
     data = decision_json(features=RECORDED[:-1] + [ANSWER_FEATURE], state_probe=state_probe_json(kind="answer@18"))
-    probe = Decision.from_json(json.loads(json.dumps(data))).state_probe
+    probe = Decision.from_dict(json.loads(json.dumps(data))).state_probe
     assert (probe.kind, probe.feature, probe.layer) == ("answer@18", ANSWER_FEATURE, 18)
     assert probe.logit([2.0, 1.0, 9.0, 9.0]) == pytest.approx(1.5)
 
@@ -183,12 +183,12 @@ def screen_json(**changes) -> dict:
 ])
 def test_a_malformed_screen_refuses_the_whole_file(changes, message):
     with pytest.raises(DecisionError, match=message):
-        Decision.from_json(screen_json(**changes))
+        Decision.from_dict(screen_json(**changes))
 
 
 @pytest.mark.unit
 def test_the_screen_settles_clear_replies_without_the_judge_and_leaves_the_rest_to_it():
-    decision = Decision.from_json(json.loads(json.dumps(screen_json())))  # as read back from its file
+    decision = Decision.from_dict(json.loads(json.dumps(screen_json())))  # as read back from its file
     assert isinstance(decision.screen, Screen) and decision.screen.features == CHEAP
     clear, doubtful, hopeless = dict.fromkeys(CHEAP, 1.0), dict.fromkeys(CHEAP, 0.0), dict.fromkeys(CHEAP, -1.0)
     answered = settled(clear, decision.screen)
@@ -204,7 +204,7 @@ def test_the_screen_settles_clear_replies_without_the_judge_and_leaves_the_rest_
 @pytest.mark.unit
 def test_each_prompt_layout_is_held_to_its_own_thresholds():
     data = decision_json(threshold=0.4, override_threshold=0.5, layout_thresholds={"passages": [0.1, 0.2]})
-    decision = Decision.from_json(json.loads(json.dumps(data)))
+    decision = Decision.from_dict(json.loads(json.dumps(data)))
     assert [decision.threshold_for(passed, "passages") for passed in (True, False)] == [0.1, 0.2]
     assert [decision.threshold_for(passed, "document") for passed in (True, False)] == [0.4, 0.5]  # the pooled pair
     values = {f: 0.0 for f in RECORDED} | {"judge_yes": 1.1}  # P = 1 / (1 + e^0.45) = 0.39: between the pairs
@@ -235,7 +235,7 @@ def test_loading_says_why_the_checks_decide_instead(tmp_path):
 @pytest.mark.unit
 def test_the_packaged_decision_is_for_the_default_generator_and_never_saw_reserved_queries():
     data = json.loads(PACKAGED.read_text())
-    decision = Decision.from_json(data)
+    decision = Decision.from_dict(data)
     settings = Settings()
     assert decision.generator == settings.generator and decision.engine == "llama-cpp"
     assert decision.generator_sha256 == GENERATORS[settings.generator].sha256
@@ -251,7 +251,7 @@ def test_the_packaged_decision_is_for_the_default_generator_and_never_saw_reserv
 @pytest.fixture(scope="module")
 def default_seed(seed_settings):
     """The seed article; the packaged decision combines no retrieval probe, so it holds for any embedder."""
-    assert not set(Decision.from_json(json.loads(PACKAGED.read_text())).features) & set(RETRIEVAL_FEATURES)
+    assert not set(Decision.from_dict(json.loads(PACKAGED.read_text())).features) & set(RETRIEVAL_FEATURES)
     return seed_settings
 
 
@@ -259,7 +259,7 @@ def default_seed(seed_settings):
 @pytest.mark.slow
 def test_a_relation_the_article_never_states_is_refused_by_the_decision(default_seed):
     reply = answer("Who chairs the Metaverse Alliance?", settings=default_seed)
-    assert reply.refused and reply.verdict["decided_by"] == "decision", reply.to_json()
+    assert reply.refused and reply.verdict["decided_by"] == "decision", reply.to_dict()
     assert reply.verdict["probability"] < reply.verdict["threshold"]
 
 

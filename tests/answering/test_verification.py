@@ -157,7 +157,7 @@ def test_the_fitted_decision_reads_the_answer_prompts_middle_layer_through_its_p
 
     stated = given("Yoon met Zuckerberg at the Yongsan Presidential Palace [1].", "Where did Yoon meet Zuckerberg?")
     assert stated.decided_by == "decision" and isinstance(stated.features[ANSWER_FEATURE], float)
-    assert stated.usage.evaluated_tokens > 0 and stated.states == {} and "states" in stated.to_json()
+    assert stated.usage.evaluated_tokens > 0 and stated.states == {} and "states" in stated.to_dict()
     unscored = verify("Yoon met Zuckerberg at the Yongsan Presidential Palace [1].", "Where did Yoon meet Zuckerberg?",
                       context, generator, settings)  # no log-probabilities: the checks decide, no pass for the layer
     assert unscored.decided_by == "checks" and unscored.features[ANSWER_FEATURE] is None

@@ -279,7 +279,7 @@ def test_a_right_reply_refused_is_told_from_a_wrong_one_refused():
     assert [r.refused_right for r in results] == [True, False, None]
     metrics = compute_metrics(results, Settings())
     assert (metrics["false_refusal_rate"], metrics["right_replies_refused"]) == (1.0, 0.5)
-    assert [r.to_json()["refused_right"] for r in results] == [True, False, None]
+    assert [r.to_dict()["refused_right"] for r in results] == [True, False, None]
 
 
 @pytest.mark.integration  # the chart: matplotlib starts `fc-list` (a process) when it has no font cache yet

@@ -164,7 +164,7 @@ def test_layer_outputs_where_the_prompt_ends_are_read_while_generating_at_no_cos
     read, usage = complete(generator, messages, 16, prefix=prefix, layers=(3, 12))
     assert read == plain and usage.evaluated_tokens == plain_usage.evaluated_tokens and plain_usage.layer_states == {}
     assert sorted(usage.layer_states) == [3, 12] and all(len(v) == 896 for v in usage.layer_states.values())
-    assert "layer_states" not in usage.to_json()  # a usage record stays small
+    assert "layer_states" not in usage.to_dict()  # a usage record stays small
     _, passed = generator.hidden_state(messages, prefix, layers=(12,))
     assert cosine(passed.layer_states[12], usage.layer_states[12]) > 0.999
     assert cosine(usage.layer_states[3], usage.layer_states[12]) < 0.99  # two layers, two outputs
@@ -199,7 +199,7 @@ def test_layer_outputs_over_the_reply_are_read_while_generating_for_fitting(fres
     last, mean = usage.reply_states["last"], usage.reply_states["mean"]
     assert sorted(last) == sorted(mean) == [3, 12] and all(len(v) == 896 for v in (*last.values(), *mean.values()))
     assert cosine(last[12], mean[12]) < 0.999 and cosine(last[12], usage.layer_states[12]) < 0.999
-    assert "reply_states" not in usage.to_json()
+    assert "reply_states" not in usage.to_dict()
     _, passed = generator.hidden_state(messages, prefix, layers=(12,))  # a pass after it reads its own position
     assert cosine(passed.layer_states[12], plain_usage.layer_states[12]) > 0.999
 

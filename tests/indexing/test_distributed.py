@@ -64,7 +64,7 @@ def test_same_chunks_and_vectors_in_input_order(local_ray: None, tmp_path: Path,
     assert sum(len(chunks) > 1 for _, chunks, _ in results) >= 2  # some documents of several chunks
     for doc, chunks, vectors in results:
         expected = chunk_document(doc, embedder.count_tokens, *chunking(settings))
-        assert [c.to_json() for c in chunks] == [c.to_json() for c in expected], doc.doc_id
+        assert [c.to_dict() for c in chunks] == [c.to_dict() for c in expected], doc.doc_id
         assert vectors.dtype == np.float32 and vectors.shape == (len(expected), embedder.dim)
         cosines = (vectors * embedder.embed([c.text for c in expected])).sum(axis=1)
         assert cosines.min() >= 0.9999, (doc.doc_id, cosines)
@@ -100,7 +100,7 @@ def test_rag_index_on_ray_writes_the_same_index_as_in_process(local_ray: None, t
     on_ray, here = load_index(tmp_path / "on-ray"), load_index(tmp_path / "here")
 
     assert ray_report.embedded_chunks == here_report.embedded_chunks == len(here.chunks) > len(documents)
-    assert [c.to_json() for c in on_ray.chunks] == [c.to_json() for c in here.chunks]
+    assert [c.to_dict() for c in on_ray.chunks] == [c.to_dict() for c in here.chunks]
     assert ((on_ray.vectors * here.vectors).sum(axis=1)).min() >= 0.9999
     assert on_ray.documents == here.documents
     assert on_ray.store.size == here.store.size == len(here.chunks)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from rag.server.app import _article, answer_settings, create_app
+from rag.server.app import _article, answer_changes, create_app
 from rag.server.wire import (
     PIECE_WORDS,
     ChatRequest,
@@ -195,6 +195,9 @@ def test_the_openapi_schema_describes_the_date_extras(client: TestClient) -> Non
 
 def test_stream_unchecked_is_a_request_extra_over_the_setting() -> None:
     messages = [{"role": "user", "content": QUESTION}]
+    def answer_settings(body: ChatRequest, settings: Settings) -> Settings:
+        return settings.replace(**answer_changes(body))
+
     assert answer_settings(ChatRequest(messages=messages), Settings()).stream_unchecked is False  # checked only
     assert answer_settings(ChatRequest(messages=messages, stream_unchecked=True), Settings()).stream_unchecked
     on = Settings(stream_unchecked=True)

@@ -203,7 +203,7 @@ def test_a_fitted_state_probe_is_stacked_last_and_saved_with_the_decision(featur
     # the judge's state costs a pass, so only the full decision reads it; the answer prompt's is free
     assert decision.screen is None or (feature in decision.screen.features) == (feature == ANSWER_FEATURE)
     decision.generator, decision.generator_sha256, decision.engine, decision.embedder = "g", "abc", "llama-cpp", "e"
-    reread = Decision.from_json(json.loads(json.dumps(decision.to_json())))
+    reread = Decision.from_dict(json.loads(json.dumps(decision.to_dict())))
     state = rows[1].states[kind]
     assert reread.state_probe.logit(state) == pytest.approx(decision.state_probe.logit(state))
     with pytest.raises(FitError, match=f"carry no {kind} state"):
