@@ -37,6 +37,9 @@ histories = st.one_of(
                        st.tuples(st.text(max_size=20), st.text(max_size=20)), anything), max_size=4))
 dates = st.one_of(st.none(), st.dates(dt.date(1900, 1, 1), dt.date(2100, 1, 1)),
                   st.dates().map(dt.date.isoformat), st.text(max_size=12), anything)
+# Values passed as `settings` that are not Settings (None, the defaults, is tried where the call does not run: it
+# would index into the repository's own index folder).
+NOT_SETTINGS = st.sampled_from([{}, {"top_k": 3}, "rag.toml", 3, object()])
 # Settings a caller is likeliest to pass per question, with values of any kind.
 overrides = st.dictionaries(st.sampled_from(["top_k", "max_new_tokens", "temperature", "min_relevance",
                                              "read_window_tokens", "candidates", "not_a_setting"]),
@@ -87,8 +90,9 @@ def test_retrieve_takes_any_arguments(corpus):
         args = drawn(data, {"question": (st.sampled_from(WORDS[:4]), questions),
                             "k": (st.one_of(st.none(), st.integers(1, 50)), st.one_of(numbers, anything)),
                             "corpus": (st.sampled_from(corpora[1:4]), st.sampled_from(corpora)),
-                            "since": (st.none(), dates), "until": (st.none(), dates)})
-        found = fails_cleanly(lambda: rag.retrieve(args["question"], args["k"], settings_, args["corpus"],
+                            "since": (st.none(), dates), "until": (st.none(), dates),
+                            "settings": (st.just(settings_), NOT_SETTINGS)})
+        found = fails_cleanly(lambda: rag.retrieve(args["question"], args["k"], args["settings"], args["corpus"],
                                                    args["since"], args["until"]), outcomes)
         if not isinstance(found, BadInput):
             assert isinstance(found, list) and all(isinstance(p, rag.Passage) for p in found)
@@ -110,7 +114,7 @@ def test_stream_answer_checks_every_argument_when_called(corpus):
             "question": (st.sampled_from(WORDS[:4]), questions),
             "history": (st.just([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]),
                         histories),
-            "settings": (st.just(settings_), st.sampled_from([None, {}, "x", 3])),
+            "settings": (st.just(settings_), st.one_of(st.none(), NOT_SETTINGS)),
             "corpus": (st.sampled_from(corpora[1:4]), st.sampled_from(corpora)),
             "since": (st.one_of(st.none(), st.dates(dt.date(2000, 1, 1), dt.date(2030, 1, 1))), dates),
             "until": (st.none(), dates),
@@ -133,10 +137,12 @@ def test_a_collection_takes_any_arguments(corpus):
     @given(data=st.data())
     def call(data: st.DataObject) -> None:
         args = drawn(data, {"path": (st.sampled_from(corpora[1:4]), st.sampled_from(corpora)),
-                            "changes": (st.just({}), overrides)})
-        collection = fails_cleanly(lambda: Collection(args["path"], settings_, **args["changes"]), outcomes)
+                            "settings": (st.just(settings_), NOT_SETTINGS), "changes": (st.just({}), overrides)})
+        collection = fails_cleanly(lambda: Collection(args["path"], args["settings"], **args["changes"]), outcomes)
         if isinstance(collection, BadInput):
             return
+        described = fails_cleanly(lambda: collection.describe(**data.draw(overrides)), outcomes)
+        assert isinstance(described, (dict, BadInput))
         # deletions and uploads of values that are not articles: never one that would change the corpus (and
         # never a generated string to add: "." or "/" would name real folders full of files)
         remove = data.draw(st.one_of(anything, st.lists(anything, max_size=3)))

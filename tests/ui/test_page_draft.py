@@ -68,9 +68,10 @@ def ask_watched(page, question: str, screenshot: str = "") -> tuple[str, list[di
     deadline = time.monotonic() + ANSWER_TIMEOUT_S
     done, shot = f"#sources .rag-final[data-question=\"{question}\"]", ""
     while not page.locator(done).count():
-        draft = page.locator("#chat .rag-draft-text")
-        if screenshot and draft.count() and len(draft.inner_text()) > len(shot):
-            shot = draft.inner_text()
+        # read without waiting: the draft can be replaced by the answer between two calls
+        text = "".join(page.locator("#chat .rag-draft-text").all_inner_texts())
+        if screenshot and len(text) > len(shot):
+            shot = text
             page.screenshot(path=screenshot, clip={"x": 0, "y": 0, "width": 1440, "height": 720})
         assert time.monotonic() < deadline, f"no final answer after {ANSWER_TIMEOUT_S} s"
         time.sleep(0.05)
