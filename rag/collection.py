@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rag.answering.flow import describe, stream_answer, warm_up
+from rag.answering.flow import describe, final_answer, stream_answer, warm_up
 from rag.arguments import BadArgument, PathArg, as_path, optional_path, text_items
 from rag.indexing.articles import add_articles, list_articles, remove_articles
 from rag.indexing.build import build_index, index_folder
@@ -87,7 +87,7 @@ class Collection:
         a follow-up is rewritten from them. `since` / `until`: only articles published in that range (a date or
         "YYYY-MM-DD", inclusive). `overrides`: settings for this question only (`top_k=6`).
         """
-        return _final(self.stream_answer(question, history, since, until, **overrides))
+        return final_answer(self.stream_answer(question, history, since, until, **overrides))
 
     def stream_answer(self, question: str, history: Any = None, since: Any = None, until: Any = None,
                       **overrides: Any) -> Iterator[Event]:
@@ -100,7 +100,7 @@ class Collection:
                       **overrides: Any) -> Answer:
         """`answer` for asyncio: the models run in a worker thread, so the event loop is never blocked."""
         events = self.stream_answer(question, history, since, until, **overrides)
-        return await asyncio.to_thread(_final, events)
+        return await asyncio.to_thread(final_answer, events)
 
     def astream_answer(self, question: str, history: Any = None, since: Any = None, until: Any = None,
                        **overrides: Any) -> AsyncIterator[Event]:
@@ -162,15 +162,6 @@ class Collection:
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedCollection(f"{self!r} is closed: make a new Collection")
-
-
-def _final(events: Iterator[Event]) -> Answer:
-    final = None
-    for event in events:
-        if isinstance(event, Answer):
-            final = event
-    assert final is not None, "stream_answer always ends with an Answer"
-    return final
 
 
 def _article_files(files: Any) -> list[Path | tuple[Path, str]]:

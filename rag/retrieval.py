@@ -15,7 +15,7 @@ from rag.indexing.bm25 import BM25Stage
 from rag.indexing.build import LoadedIndex, open_index
 from rag.loaded import Loaded
 from rag.models.embedders import get_embedder
-from rag.settings import Settings
+from rag.settings import MAX_RETRIEVE_K, Settings, settings_or_default
 from rag.text import lexical_tokens
 from rag.types import Chunk, Passage
 
@@ -308,8 +308,6 @@ def retrieve(question: str, k: int | None = None, settings: Settings | None = No
     >>> len(passages), passages[0].doc_id
     (2, 'south-korea-ai-investment.txt')
     """
-    from rag.settings import MAX_RETRIEVE_K, settings_or_default
-
     if not isinstance(question, str) or not question.strip():
         raise BadArgument(f"question: expected a non-empty string, got {question!r:.80}")
     if k is not None:

@@ -5,13 +5,11 @@ backend's peak memory in a process of its own."""
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from statistics import median
@@ -22,8 +20,8 @@ from rag.ingest.chunking import chunk_document, chunking
 from rag.ingest.reading import IngestError, read_document
 from rag.models.embedders import get_embedder
 from rag.settings import Settings
+from tools.bench_pages import pages_corpus
 
-PAGES = Path("..") / "shared" / "benchmarks" / "article-extraction" / "html"
 # (backend, precision): torch bfloat16 is today's default; the others are the exported runtimes.
 VARIANTS = (("torch", "bfloat16"), ("onnx", "float32"), ("openvino", "float32"), ("openvino", "bfloat16"),
             ("openvino", "int8"))
@@ -40,17 +38,14 @@ def page_chunks(settings: Settings, count: int) -> list[str]:
     `count` are found."""
     counter = get_embedder(settings.replace(embedder_backend="torch", embedder_precision="float32")).count_tokens
     texts: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for page in sorted(PAGES.glob("*.html.gz"))[::6]:
-            path = Path(tmp) / page.name.removesuffix(".gz")
-            path.write_bytes(gzip.decompress(page.read_bytes()))
-            try:
-                document = read_document(path, path.name, settings.max_file_mb)
-            except IngestError:
-                continue
-            texts += [chunk.text for chunk in chunk_document(document, counter, *chunking(settings))]
-            if len(texts) >= count:
-                break
+    for path in sorted(pages_corpus(settings, 181).glob("*.html"))[::6]:  # the 181-page scenario's decompressed copy
+        try:
+            document = read_document(path, path.name, settings.max_file_mb)
+        except IngestError:
+            continue
+        texts += [chunk.text for chunk in chunk_document(document, counter, *chunking(settings))]
+        if len(texts) >= count:
+            break
     return texts[:count]
 
 

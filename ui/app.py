@@ -332,19 +332,15 @@ def build_app(settings: Settings, corpus: Path | None = None) -> ChatApp:
         `since` / `until` (YYYY-MM-DD, optional) keep only articles published in that range."""
         if generator and generator not in choices:
             raise gr.Error(f"unknown generator {generator!r}: use one of {', '.join(choices)}")
-        final = None
         try:
-            for event in collection.stream_answer(question, since=since or None, until=until or None,
-                                                  **chosen(top_k or None, generator or None)):
-                if isinstance(event, Answer):
-                    final = event
+            final = collection.answer(question, since=since or None, until=until or None,
+                                      **chosen(top_k or None, generator or None))
         except QuestionError as exc:
             raise gr.Error(question_problem(question, exc)) from None
         except DateError as exc:
             raise gr.Error(f"Check the dates: {exc}") from None
         except EXPECTED_ERRORS as exc:
             raise gr.Error(f"Could not answer: {exc}") from None
-        assert final is not None
         return final.to_dict()
 
     with ChatApp(title="Ask the news", analytics_enabled=False) as app:

@@ -517,11 +517,16 @@ def answer(question: str, history: Any = None, settings: Settings | None = None,
     >>> rag.answer("Who won the 1998 World Cup?").text
     'The articles do not say.'
     """
+    return final_answer(stream_answer(question, history, settings, corpus, since, until, **overrides))
+
+
+def final_answer(events: Iterator[Retrieval | str | Answer]) -> Answer:
+    """The Answer a `stream_answer` iterator ends with, the iterator run to its end."""
     final = None
-    for event in stream_answer(question, history, settings, corpus, since, until, **overrides):
+    for event in events:
         if isinstance(event, Answer):
             final = event
-    assert final is not None
+    assert final is not None, "stream_answer always ends with an Answer"
     return final
 
 
